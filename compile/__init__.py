@@ -1,0 +1,1 @@
+"""sandglass compiler: TFLite int8 models -> Apache TVM (Relax) -> host, Raspberry Pi and Cortex-M."""

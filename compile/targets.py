@@ -1,0 +1,81 @@
+"""Target registry: one declarative TOML file per target/board under ``targets/``.
+
+Every file has ``name``, ``kind`` (``host`` | ``linux-aarch64`` | ``cortex-m``), ``description``
+and a ``[tvm] target`` table (TVM's JSON target dict). Kind-specific tables:
+
+* ``linux-aarch64``: ``[toolchain]`` (cross compiler + Debian package), ``[emulator]``
+  (qemu-user command), ``[device]`` (how to reach a real board: RPC key, ssh notes).
+* ``cortex-m``: ``[cpu]`` (gcc flags), ``[memory]`` (regions: origin/length), ``clock_hz``,
+  ``[run]`` (QEMU command, for emulated boards) or ``[flash]`` (pyOCD/OpenOCD, for real boards).
+
+``aliases`` lets ``cortex-m4`` pick ``mps2-an386``, etc.
+"""
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+TARGETS_DIR = Path(__file__).resolve().parent.parent / "targets"
+KINDS = ("host", "linux-aarch64", "cortex-m")
+
+
+class UnknownTarget(ValueError):
+    """Raised for a target name that no file in targets/ declares."""
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    kind: str
+    description: str
+    tvm: dict[str, Any]
+    data: dict[str, Any] = field(repr=False)
+    path: Path = field(repr=False)
+
+    @property
+    def aliases(self) -> list[str]:
+        return list(self.data.get("aliases", []))
+
+    @property
+    def emulated(self) -> bool:
+        """True when the target can run here (host, qemu-user, QEMU boards)."""
+        return self.kind == "host" or "emulator" in self.data or "run" in self.data
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.data.get(key, default)
+
+    def __getitem__(self, key: str) -> Any:
+        return self.data[key]
+
+
+def _load(path: Path) -> Target:
+    with path.open("rb") as f:
+        data = tomllib.load(f)
+    for key in ("name", "kind", "description", "tvm"):
+        if key not in data:
+            raise ValueError(f"{path}: missing '{key}'")
+    if data["kind"] not in KINDS:
+        raise ValueError(f"{path}: kind must be one of {', '.join(KINDS)}")
+    if data["name"] != path.stem:
+        raise ValueError(f"{path}: name '{data['name']}' differs from the file name")
+    return Target(data["name"], data["kind"], data["description"], dict(data["tvm"]["target"]),
+                  data, path)
+
+
+def all_targets() -> dict[str, Target]:
+    """Every declared target by name (aliases not included)."""
+    return {t.name: t for t in (_load(p) for p in sorted(TARGETS_DIR.glob("*.toml")))}
+
+
+def get_target(name: str) -> Target:
+    """Look a target up by name or alias; raises UnknownTarget with the known names."""
+    targets = all_targets()
+    if name in targets:
+        return targets[name]
+    for t in targets.values():
+        if name in t.aliases:
+            return t
+    known = sorted(list(targets) + [a for t in targets.values() for a in t.aliases])
+    raise UnknownTarget(f"unknown target '{name}' (known: {', '.join(known)})")
