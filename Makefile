@@ -3,7 +3,7 @@ PY := .venv/bin/python
 export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: setup test demo
+.PHONY: setup test demo models
 
 setup:                      ## idempotent: Debian packages + .venv with the pinned Python packages
 	@bash scripts/setup.sh
@@ -13,3 +13,11 @@ test: setup                 ## the whole test suite
 
 demo: setup                 ## the main job: model -> int8 -> compile -> run on (emulated) boards -> report
 	@bash scripts/demo.sh
+
+# The four committed default models (models/README.md); long (CPU training), one after the other.
+TRAIN := nice $(PY) keras_model/train.py --epochs 3 --qat-epochs 0.3
+models: setup               ## retrain models/{mobilenext_mcu_m100,_m050,_m025,mobilenetv2_mcu}
+	$(TRAIN) --preset mobilenext-mcu --identity-multiplier 1 --out models/mobilenext_mcu_m100
+	$(TRAIN) --preset mobilenext-mcu --identity-multiplier 0.5 --out models/mobilenext_mcu_m050
+	$(TRAIN) --preset mobilenext-mcu --identity-multiplier 0.25 --out models/mobilenext_mcu_m025
+	$(TRAIN) --preset mobilenetv2-mcu --out models/mobilenetv2_mcu

@@ -1,0 +1,210 @@
+"""Raspberry Pi / Cortex-A backend (kind ``linux-aarch64``): aarch64 shared library + Python runner.
+
+Build: ``tvm.compile`` for the board's LLVM target (``targets/rpi*.toml``: cortex-a53/a72 with
+NEON, cortex-a76 with +dotprod so LLVM can use SDOT), optionally with MetaSchedule-tuned
+schedules (``compile.tuning``), then ``export_library`` with the aarch64 cross compiler. The
+bundle gets ``model.so`` (weights embedded as constants), ``run.py`` (standalone runner, needs
+only the aarch64 ``apache-tvm`` wheel) and a ``README.md`` with the commands for the Pi.
+
+Run here: ``run.py`` under ``qemu-aarch64 -cpu <board cpu>`` in the arm64 Debian userland of
+``compile.sysroot`` (prepared on first use). ``opts["instructions"]=1`` also counts the guest
+instructions of one inference with the QEMU plugin of ``compile.qemu_plugin`` (instructions,
+not cycles: QEMU models no timing).
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import tvm
+
+from compile.backends import BackendError
+from compile.frontend import ModelInfo
+from compile.targets import Target
+
+LIBRARY = "model.so"
+RUNNER = "run.py"
+README = "README.md"
+RUNNER_SOURCE = Path(__file__).with_name("aarch64_runner.py")
+RUN_TIMEOUT_S = 900      # one emulated run (python start + import tvm ~10 s, then the model)
+
+
+def check_toolchain(target: Target) -> str:
+    """The cross compiler command; BackendError naming the Debian package if it cannot link."""
+    tc = target.get("toolchain", {})
+    cc = tc.get("cc", "aarch64-linux-gnu-gcc")
+    if shutil.which(cc) is None:
+        raise BackendError(f"cross compiler {cc} not found: apt-get install "
+                           f"{tc.get('package', 'gcc-aarch64-linux-gnu')}")
+    crt = subprocess.run([cc, "-print-file-name=crti.o"], capture_output=True, text=True)
+    if not Path(crt.stdout.strip()).is_absolute():
+        raise BackendError(f"{cc} cannot link shared libraries (no crti.o): apt-get install "
+                           f"{tc.get('libc_package', 'libc6-dev-arm64-cross')}")
+    return cc
+
+
+def _tuning_opts(opts: dict, model: ModelInfo, target: Target):
+    """(db_dir, trials, RPCSpec|None) from the build options."""
+    from compile import tuning
+
+    db = opts.get("tuning_db")
+    db_dir = Path(db) if db else tuning.default_db_dir(model.sha256, target.tvm)
+    trials = int(opts.get("tune_trials") or 0)
+    rpc = None
+    if opts.get("rpc_tracker"):
+        rpc = tuning.RPCSpec.parse(str(opts["rpc_tracker"]), opts.get("rpc_key"))
+    return db_dir, trials, rpc
+
+
+def compile_module(mod: tvm.IRModule, model: ModelInfo, target: Target, opts: dict,
+                   log=print) -> tuple[tvm.runtime.Executable, dict]:
+    """tvm.compile, with the tuning database when there is one (tuning first if asked)."""
+    from compile import tuning
+
+    db_dir, trials, rpc = _tuning_opts(opts, model, target)
+    try:
+        if trials > 0:
+            tuning.tune(mod, target.tvm, trials, db_dir, rpc=rpc,
+                        cross_aarch64=target.kind == "linux-aarch64", log=log)
+    except tuning.TuningError as err:
+        raise BackendError(str(err)) from None
+    database = tuning.open_database(db_dir, log)
+    if database is None:
+        with tvm.transform.PassContext(opt_level=3):
+            return tvm.compile(mod, target=tvm.target.Target(target.tvm)), {"tuned": False}
+    n = tuning.count_trials(db_dir)
+    if trials == 0:
+        log(f"build: using tuning database {db_dir} ({n} trials), no re-tuning")
+    return (tuning.compile_with_database(mod, target.tvm, database),
+            {"tuned": True, "tuning_db": str(db_dir), "tuning_trials": n})
+
+
+def build(mod: tvm.IRModule, model: ModelInfo, target: Target, out_dir: Path,
+          opts: dict) -> dict:
+    """model.so (aarch64 ELF) + run.py + README.md in ``out_dir``."""
+    cc = check_toolchain(target)
+    from tvm.support import cc as tvm_cc
+
+    executable, tuned = compile_module(mod, model, target, opts)
+    out_dir = Path(out_dir)
+    executable.export_library(str(out_dir / LIBRARY), fcompile=tvm_cc.cross_compiler(cc))
+    shutil.copyfile(RUNNER_SOURCE, out_dir / RUNNER)
+    (out_dir / README).write_text(_readme(model, target, tuned))
+    return {"files": [LIBRARY, RUNNER, README], "library": LIBRARY, "runner": RUNNER,
+            "emulator": target.get("emulator", {}).get("command"), **tuned}
+
+
+def _readme(model: ModelInfo, target: Target, tuned: dict) -> str:
+    pins = " ".join(f"{p}=={metadata.version(p)}" for p in ("apache-tvm", "apache-tvm-ffi"))
+    shape = "x".join(map(str, model.input.shape))
+    key = target.get("device", {}).get("rpc_key", target.name)
+    tuned_line = (f"MetaSchedule-tuned ({tuned['tuning_trials']} trials)" if tuned.get("tuned")
+                  else "untuned (default schedules)")
+    return f"""# sandglass bundle for {target.name}: {target.description}
+
+Model `{Path(model.path).name}` (sha256 `{model.sha256[:16]}…`), input {model.input.dtype}
+{shape}, compiled by Apache TVM for `{json.dumps(target.tvm)}`, {tuned_line}.
+
+| file | what |
+| --- | --- |
+| `{LIBRARY}` | aarch64 shared library: the Relax VM executable, weights embedded |
+| `{RUNNER}` | standalone runner (numpy + the aarch64 `apache-tvm` wheel, no sandglass) |
+| `bundle.json` | manifest: model input/output (shape, dtype, scale, zero point), versions |
+
+## On the Raspberry Pi (64-bit Raspberry Pi OS / Debian bookworm, Python 3.11)
+
+```sh
+python3 -m venv ~/tvm && . ~/tvm/bin/activate
+pip install {pins} numpy
+scp -r <this directory> pi@<pi>:bundle && cd bundle       # from the build machine
+python3 run.py --input inputs.npy --output outputs.npy   # int8 samples (N, {', '.join(map(str, model.input.shape[1:]))})
+TVM_NUM_THREADS=4 python3 run.py --benchmark 100          # median latency (ms) of one inference
+TVM_NUM_THREADS=1 python3 run.py --benchmark 100
+```
+
+## Tuning on the Pi through TVM RPC
+
+```sh
+python -m tvm.exec.rpc_tracker --host 0.0.0.0 --port 9190              # build machine
+python -m tvm.exec.rpc_server --tracker <build machine>:9190 --key {key}   # on the Pi
+python compile/build.py --target {target.name} --tune-trials 2000 --rpc-tracker <build machine>:9190 --rpc-key {key}
+```
+
+## Without a Pi (this repository)
+
+```sh
+python compile/run.py <bundle> --target {target.name}    # qemu-aarch64 {' '.join(target.get('emulator', {}).get('command', [])[1:])}, arm64 Debian userland
+python compile/bench.py --target {target.name}           # instructions per inference vs LiteRT
+```
+"""
+
+
+def emulator_command(target: Target) -> list[str]:
+    cmd = list(target.get("emulator", {}).get("command", []))
+    if not cmd:
+        raise BackendError(f"target {target.name} has no [emulator] command to run it here")
+    if shutil.which(cmd[0]) is None:
+        raise BackendError(f"{cmd[0]} not found: apt-get install "
+                           f"{target['emulator'].get('package', 'qemu-user')}")
+    return cmd
+
+
+def run_in_userland(target: Target, script: list[str], *, threads: int = 1,
+                    plugin: list[str] | None = None, cwd: Path | None = None,
+                    timeout: float = RUN_TIMEOUT_S) -> subprocess.CompletedProcess:
+    """Run ``python3.11 <script...>`` under qemu-aarch64 (board CPU) in the arm64 userland."""
+    from compile.sysroot import SysrootError, prepare
+
+    emulator = emulator_command(target)
+    try:
+        sysroot = prepare(log=lambda m: print(m, file=sys.stderr, flush=True))
+    except SysrootError as err:
+        raise BackendError(f"arm64 userland: {err}") from None
+    if plugin:
+        emulator = [emulator[0], "-plugin", ",".join(plugin), "-d", "plugin", *emulator[1:]]
+    env = sysroot.env({"TVM_NUM_THREADS": str(threads), "OMP_NUM_THREADS": str(threads),
+                       "PYTHONHASHSEED": "0"})
+    try:
+        return subprocess.run([*sysroot.python_command(emulator), *script], env=env, cwd=cwd,
+                              capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise BackendError(f"emulated run took longer than {timeout:.0f} s; stopped") from None
+
+
+def _last_json(stdout: str) -> dict:
+    for line in reversed(stdout.strip().splitlines()):
+        if line.startswith("{"):
+            return json.loads(line)
+    raise BackendError("the bundle's run.py printed no report")
+
+
+def run(bundle_dir: Path, manifest: dict, target: Target, inputs: np.ndarray,
+        opts: dict) -> tuple[np.ndarray, dict]:
+    """Run ``run.py`` of the bundle under qemu-aarch64; outputs + what was measured."""
+    bundle_dir = Path(bundle_dir).absolute()
+    threads = int(opts.get("threads", 1))
+    with tempfile.TemporaryDirectory(prefix="sandglass-a64-") as tmp:
+        x, y = Path(tmp) / "inputs.npy", Path(tmp) / "outputs.npy"
+        np.save(x, np.ascontiguousarray(inputs))
+        proc = run_in_userland(target, [str(bundle_dir / manifest.get("runner", RUNNER)),
+                                        "--input", str(x), "--output", str(y)], threads=threads)
+        if proc.returncode != 0:
+            tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])
+            raise BackendError(f"bundle run under {' '.join(emulator_command(target))} "
+                               f"failed (exit {proc.returncode}): {tail}")
+        outputs = np.load(y)
+        report = _last_json(proc.stdout)
+    metrics = {"emulator": " ".join(emulator_command(target)), "userland": "Debian bookworm arm64",
+               "samples": report["samples"], "threads": threads}
+    if opts.get("instructions"):
+        from compile.bench import instructions_per_inference
+
+        metrics["instructions_per_inference"] = instructions_per_inference(
+            target, bundle_dir, runner=manifest.get("runner", RUNNER))
+    return outputs, metrics

@@ -1,0 +1,64 @@
+"""Host backend: this machine's CPU through LLVM, run in-process with the Relax VM.
+
+The reference build for every other target: ``tvm.compile`` -> ``export_library``
+(``model.so``, a shared library the Relax ``VirtualMachine`` loads).  Interface: see
+``compile.backends``.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import tvm
+from tvm import relax
+
+from compile.frontend import ModelInfo
+from compile.targets import Target
+
+LIBRARY = "model.so"
+
+
+def build(mod: tvm.IRModule, model: ModelInfo, target: Target, out_dir: Path,
+          opts: dict) -> dict:
+    """Compile for LLVM on this machine and export ``model.so``."""
+    tvm_target = resolve_native(target.tvm)
+    with tvm.transform.PassContext(opt_level=3):
+        executable = tvm.compile(mod, target=tvm.target.Target(tvm_target))
+    executable.export_library(str(Path(out_dir) / LIBRARY))
+    return {"files": [LIBRARY], "library": LIBRARY, "tvm_target_resolved": tvm_target}
+
+
+def resolve_native(tvm_target: dict) -> dict:
+    """Replace ``mcpu = "native"`` by this CPU's name and triple.
+
+    TVM's pip wheel links a conda-built LLVM whose default triple is
+    ``<arch>-conda-linux-gnu``; LLVM rejects ``-mcpu=native`` with it and silently falls
+    back to a generic CPU, so name the CPU and a plain ``<arch>-linux-gnu`` triple instead.
+    """
+    if tvm_target.get("mcpu") != "native":
+        return dict(tvm_target)
+    from tvm.target import codegen
+
+    triple = codegen.llvm_get_system_triple().replace("-conda-", "-")
+    return {**tvm_target, "mtriple": triple, "mcpu": codegen.llvm_get_system_cpu()}
+
+
+def run(bundle_dir: Path, manifest: dict, target: Target, inputs: np.ndarray,
+        opts: dict) -> tuple[np.ndarray, dict]:
+    """One VM call per sample; metrics are host wall-clock seconds (not a device number)."""
+    lib = tvm.runtime.load_module(str(Path(bundle_dir) / manifest["library"]))
+    vm = relax.VirtualMachine(lib, tvm.cpu())
+    shape = tuple(manifest["model"]["input"]["shape"])
+    outputs, seconds = [], []
+    for sample in inputs:
+        x = tvm.runtime.tensor(np.ascontiguousarray(sample.reshape(shape)))
+        start = time.perf_counter()
+        y = vm["main"](x)
+        seconds.append(time.perf_counter() - start)
+        outputs.append(y.numpy()[0])
+    metrics = {
+        "host_seconds_per_sample_median": float(np.median(seconds)),
+        "host_seconds_per_sample_min": float(np.min(seconds)),
+    }
+    return np.stack(outputs), metrics

@@ -1,0 +1,50 @@
+"""Build a bundle: ``python compile/build.py --target host [--model M.tflite] [--out DIR]``.
+
+.tflite -> ``compile.pipeline.compile_model`` (checks, import, integer lowering) -> the
+target kind's backend (``compile.backends``) -> bundle dir with ``bundle.json``
+(``compile.bundle``).  Default --out: ``build/<model stem>-<target>``.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Sequence
+
+if __package__ in (None, ""):  # run as a script: make the repo root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from compile import cli  # noqa: E402
+
+
+def build(model: Path, target_name: str, out: Path | None, opts: dict, command: str) -> Path:
+    """Compile ``model`` for ``target_name`` into a bundle; returns the bundle path."""
+    from compile.backends import load_backend
+    from compile.bundle import create_bundle
+    from compile.pipeline import compile_model, has_integer_lowering
+    from compile.targets import get_target
+
+    target = get_target(target_name)
+    backend = load_backend(target)
+    if out is None:
+        out = cli.REPO / "build" / f"{model.stem}-{target.name}"
+    mod, info = compile_model(model)
+    create_bundle(out, target, info, has_integer_lowering(), command,
+                  lambda tmp: backend.build(mod, info, target, tmp, opts))
+    return out
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    parser = cli.ArgumentParser(__doc__)
+    parser.add_argument("--target", required=True, help="target name or alias (targets/*.toml)")
+    parser.add_argument("--model", help=f"int8 .tflite (default {cli.DEFAULT_MODEL.name})")
+    parser.add_argument("--out", type=Path, help="bundle directory to create")
+    cli.add_opt_argument(parser)
+    args = parser.parse_args(argv)
+    out = build(cli.model_path(args.model), args.target, args.out, cli.parse_opts(args.opt),
+                cli.command_line())
+    print(out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli.main(run))

@@ -1,0 +1,125 @@
+"""Bundle: the directory a build hands to run/validate, described by ``bundle.json``.
+
+A bundle is built in a temp dir next to its final place (``DIR.tmp-XXXX``) and renamed to
+``DIR`` only when the backend and the manifest are complete, so a failed build never leaves
+a half-written bundle.  An existing bundle at ``DIR`` is replaced; any other non-empty
+directory is left alone.
+
+``bundle.json`` (FORMAT_VERSION 1)::
+
+    format, format_version   "sandglass-bundle", 1
+    target                   {"name", "kind", "tvm": TVM target dict}
+    model                    ModelInfo: path, sha256, operators [[name, version]],
+                             input/output {name, shape (batch 1), dtype, scale, zero_point}
+    integer_lowering         true if compile.lower turned the model into integer arithmetic
+    files                    files of the bundle, relative to it (from the backend)
+    versions                 {"sandglass", "tvm", "tvm_ffi", "python"}
+    command                  the build command line
+    created                  UTC time, ISO 8601
+    ...                      the backend's own entries (compile.backends)
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import tempfile
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Callable
+
+from compile.frontend import ModelInfo
+from compile.targets import Target
+
+FORMAT = "sandglass-bundle"
+FORMAT_VERSION = 1
+MANIFEST = "bundle.json"
+# Keys the backend's extra entries must not overwrite ("files" is the backend's to fill).
+_RESERVED = ("format", "format_version", "target", "model", "integer_lowering", "versions",
+             "command", "created")
+
+
+class BundleError(ValueError):
+    """A bundle dir that is missing, not a bundle, or built for something else (one line)."""
+
+
+def _versions() -> dict:
+    return {
+        "sandglass": metadata.version("sandglass"),
+        "tvm": metadata.version("apache-tvm"),
+        "tvm_ffi": metadata.version("apache-tvm-ffi"),
+        "python": platform.python_version(),
+    }
+
+
+def create_bundle(out: Path, target: Target, model: ModelInfo, integer_lowering: bool,
+                  command: str, build: Callable[[Path], dict]) -> dict:
+    """Run ``build(tmp_dir) -> extra manifest entries`` and publish ``tmp_dir`` as ``out``."""
+    out = Path(out).absolute()
+    if out.exists() and not (out.is_dir() and (not any(out.iterdir())
+                                                or (out / MANIFEST).is_file())):
+        raise BundleError(f"{out} exists and is not a bundle; refusing to overwrite it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{out.name}.tmp-", dir=out.parent))
+    try:
+        extra = build(tmp)
+        clash = sorted(set(extra) & set(_RESERVED))
+        if clash:
+            raise RuntimeError(f"backend returned reserved manifest keys {clash}")
+        manifest = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "target": {"name": target.name, "kind": target.kind, "tvm": target.tvm},
+            "model": model.to_json(),
+            "integer_lowering": integer_lowering,
+            "files": [],
+            "versions": _versions(),
+            "command": command,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            **extra,
+        }
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        _publish(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return manifest
+
+
+def _publish(tmp: Path, out: Path) -> None:
+    """Rename tmp to out; an old bundle at out is moved aside first and removed after."""
+    old = None
+    if out.exists():
+        old = Path(tempfile.mkdtemp(prefix=f"{out.name}.old-", dir=out.parent))
+        os.replace(out, old / "bundle")
+    os.replace(tmp, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def read_manifest(bundle_dir: Path, target: Target | None = None) -> dict:
+    """Parsed ``bundle.json``; BundleError if it is missing/foreign or built for another target."""
+    path = Path(bundle_dir) / MANIFEST
+    if not path.is_file():
+        raise BundleError(f"{bundle_dir} is not a bundle (no {MANIFEST}); "
+                          "make one with compile/build.py")
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError):
+        raise BundleError(f"{path} is not readable JSON") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise BundleError(f"{path} is not a sandglass bundle manifest")
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise BundleError(f"{path} has bundle format version {manifest.get('format_version')}, "
+                          f"this sandglass reads version {FORMAT_VERSION}: rebuild it")
+    if target is not None and manifest["target"]["name"] != target.name:
+        raise BundleError(f"bundle {bundle_dir} was built for target "
+                          f"'{manifest['target']['name']}', not '{target.name}'")
+    return manifest
+
+
+def model_info(manifest: dict) -> ModelInfo:
+    """The ModelInfo a bundle was built from."""
+    return ModelInfo.from_json(manifest["model"])

@@ -1,0 +1,345 @@
+"""Lowered TIR -> one C function with plain typed-pointer arguments.
+
+TVM 0.27's C codegen (``target.build.c``) only accepts functions that went through
+``MakePackedAPI`` (TVM FFI calling convention, needs the TVM runtime headers and error
+machinery), and ``MakeUnpackedAPI`` is gone.  The lowered kernels we produce are small
+(loops, loads, stores, scalar arithmetic), so we print them ourselves: every buffer
+argument becomes ``T *restrict name``, scalars are C99 ``<stdint.h>`` types, and any
+allocation inside a kernel is either a tiny local array (register-like accumulators after
+scheduling) or a slice of the caller's static workspace (``uint8_t *ws``).
+
+Anything outside that subset (vector lanes, packed calls, unknown intrinsics) raises
+``UnsupportedTIR`` naming the construct.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+# TIR dtype -> C type
+CTYPES = {
+    "bool": "int32_t",
+    "int8": "int8_t", "int16": "int16_t", "int32": "int32_t", "int64": "int64_t",
+    "uint8": "uint8_t", "uint16": "uint16_t", "uint32": "uint32_t", "uint64": "uint64_t",
+    "float32": "float", "float64": "double",
+}
+# allocations up to this many bytes stay local arrays (accumulators); larger ones go to ws
+LOCAL_ALLOC_MAX = 64
+WS_ALIGN = 8
+
+# TIR binary expression class -> C operator
+BINOPS = {
+    "Add": "+", "Sub": "-", "Mul": "*", "Div": "/", "Mod": "%",
+    "EQ": "==", "NE": "!=", "LT": "<", "LE": "<=", "GT": ">", "GE": ">=",
+    "And": "&&", "Or": "||",
+}
+# TIR intrinsic call -> (C operator) for binary integer ops
+CALL_BINOPS = {
+    "shift_right": ">>", "shift_left": "<<", "bitwise_and": "&",
+    "bitwise_or": "|", "bitwise_xor": "^",
+}
+# TIR math intrinsic -> (float32 name, float64 name); only on the float development path
+MATH = {
+    "round": ("__builtin_nearbyintf", "__builtin_nearbyint"),
+    "nearbyint": ("__builtin_nearbyintf", "__builtin_nearbyint"),
+    "floor": ("__builtin_floorf", "__builtin_floor"),
+    "ceil": ("__builtin_ceilf", "__builtin_ceil"),
+    "trunc": ("__builtin_truncf", "__builtin_trunc"),
+    "exp": ("__builtin_expf", "__builtin_exp"),
+    "sqrt": ("__builtin_sqrtf", "__builtin_sqrt"),
+    "fabs": ("__builtin_fabsf", "__builtin_fabs"),
+    "tanh": ("__builtin_tanhf", "__builtin_tanh"),
+    "log": ("__builtin_logf", "__builtin_log"),
+}
+
+
+def prelude(with_float: bool) -> str:
+    """Helpers model.c carries (static inline: unused ones cost nothing); the float ones
+    only when a kernel computes in float, so that integer models contain no float at all."""
+    types = [(t, c) for t, c in CTYPES.items()
+             if t != "bool" and (with_float or not t.startswith("float"))]
+    lines = [f"static inline {c} sg_min_{t}({c} a, {c} b) {{ return a < b ? a : b; }}\n"
+             f"static inline {c} sg_max_{t}({c} a, {c} b) {{ return a > b ? a : b; }}"
+             for t, c in types]
+    lines += [f"static inline {c} sg_floordiv_{t}({c} a, {c} b) "
+              f"{{ {c} q = a / b; return (q * b != a && ((a < 0) != (b < 0))) ? q - 1 : q; }}\n"
+              f"static inline {c} sg_floormod_{t}({c} a, {c} b) "
+              f"{{ {c} r = a % b; return (r != 0 && ((r < 0) != (b < 0))) ? r + b : r; }}"
+              for t, c in types if t.startswith("int")]
+    return "\n".join(lines) + "\n"
+
+
+class UnsupportedTIR(ValueError):
+    """A TIR construct the C emitter does not handle."""
+
+
+@dataclass
+class KernelC:
+    name: str
+    source: str
+    param_dtypes: list[str]
+    written: list[bool]                 # per parameter: the kernel stores into it
+    workspace_bytes: int = 0
+    uses_float: bool = False
+
+
+def ctype(dtype) -> str:
+    dtype = str(dtype)
+    if dtype not in CTYPES:
+        raise UnsupportedTIR(f"dtype {dtype} (vector lanes or unusual type)")
+    return CTYPES[dtype]
+
+
+def vdtype(v) -> str:
+    """dtype of a scalar TIR Var (its type annotation)."""
+    ty = v.ty
+    return str(ty.dtype) if hasattr(ty, "dtype") else str(ty)
+
+
+def _ident(name: str) -> str:
+    out = "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in name)
+    return out if out and not out[0].isdigit() else f"v_{out}"
+
+
+class _Emitter:
+    def __init__(self):
+        self.names: list[tuple[object, str]] = []   # (tvm object, C name), looked up by same_as
+        self.used: set[str] = set()
+        self.lines: list[str] = []
+        self.indent = 1
+        self.ws_bytes = 0
+        self.stored: list[str] = []
+        self.float = False
+        self.params: dict[str, str] = {}             # parameter name -> C name
+        self.referenced: set[str] = set()
+
+    # -- names ---------------------------------------------------------------------------
+    def lookup(self, obj) -> str | None:
+        for o, n in self.names:
+            if o.same_as(obj):
+                return n
+        return None
+
+    def bind(self, obj, hint: str) -> str:
+        base = _ident(hint)
+        name, i = base, 1
+        while name in self.used:
+            name, i = f"{base}_{i}", i + 1
+        self.used.add(name)
+        self.names.append((obj, name))
+        return name
+
+    def alias(self, obj, name: str) -> None:
+        self.names.append((obj, name))
+
+    def var(self, v) -> str:
+        name = self.lookup(v)
+        if name is None:
+            raise UnsupportedTIR(f"free variable {v}")
+        return name
+
+    def buf(self, b) -> str:
+        name = self.lookup(b)
+        if name is None:
+            raise UnsupportedTIR(f"buffer {b} used before its declaration")
+        self.referenced.add(name)
+        return name
+
+    def line(self, text: str) -> None:
+        self.lines.append("  " * self.indent + text)
+
+    # -- expressions ---------------------------------------------------------------------
+    def index(self, indices) -> str:
+        if len(indices) != 1:
+            raise UnsupportedTIR("multi-dimensional buffer access (buffer not flattened)")
+        return self.expr(indices[0])
+
+    def expr(self, e) -> str:
+        kind = type(e).__name__
+        dtype = vdtype(e)
+        if dtype.startswith("float"):
+            self.float = True
+        if kind == "IntImm":
+            v = int(e.value)
+            if dtype == "bool":
+                return "1" if v else "0"
+            if dtype in ("int64", "uint64"):
+                return f"INT64_C({v})" if dtype == "int64" else f"UINT64_C({v})"
+            if v == -(2 ** 31):
+                return "(-2147483647 - 1)"
+            return f"({v})" if v < 0 else (f"{v}u" if dtype.startswith("uint") else str(v))
+        if kind == "FloatImm":
+            v = float(e.value)
+            if math.isinf(v) or math.isnan(v):
+                raise UnsupportedTIR(f"non-finite float constant {v}")
+            text = repr(float(np.float32(v))) if dtype == "float32" else repr(v)
+            return f"({text}f)" if dtype == "float32" else f"({text})"
+        if kind == "Var":
+            return self.var(e)
+        if kind == "Cast":
+            return f"(({ctype(dtype)})({self.expr(e.value)}))"
+        if kind in BINOPS:
+            text = f"({self.expr(e.a)} {BINOPS[kind]} {self.expr(e.b)})"
+            return self.narrow(text, dtype) if kind in ("Add", "Sub", "Mul") else text
+        if kind in ("FloorDiv", "FloorMod"):
+            op = "floordiv" if kind == "FloorDiv" else "floormod"
+            if dtype.startswith("float"):
+                q = f"__builtin_floor{'f' if dtype == 'float32' else ''}"
+                a, b = self.expr(e.a), self.expr(e.b)
+                return f"{q}({a} / {b})" if op == "floordiv" else f"({a} - {b} * {q}({a} / {b}))"
+            ctype(dtype)
+            return f"sg_{op}_{dtype}({self.expr(e.a)}, {self.expr(e.b)})"
+        if kind in ("Min", "Max"):
+            ctype(dtype)
+            return f"sg_{kind.lower()}_{dtype}({self.expr(e.a)}, {self.expr(e.b)})"
+        if kind == "Not":
+            return f"(!{self.expr(e.a)})"
+        if kind == "Select":
+            return (f"({self.expr(e.condition)} ? {self.expr(e.true_value)} : "
+                    f"{self.expr(e.false_value)})")
+        if kind in ("BufferLoad", "TensorLoad"):
+            source = e.buffer if kind == "BufferLoad" else e.source
+            return f"{self.buf(source)}[{self.index(e.indices)}]"
+        if kind in ("LShift", "RShift", "BitwiseAnd", "BitwiseOr", "BitwiseXor"):
+            op = {"LShift": "<<", "RShift": ">>", "BitwiseAnd": "&", "BitwiseOr": "|",
+                  "BitwiseXor": "^"}[kind]
+            return self.narrow(f"({self.expr(e.a)} {op} {self.expr(e.b)})", dtype)
+        if kind == "Call":
+            return self.call(e, dtype)
+        raise UnsupportedTIR(f"expression {kind}")
+
+    @staticmethod
+    def narrow(text: str, dtype: str) -> str:
+        """C promotes 8/16-bit operands to int; TIR wraps at the dtype's width."""
+        if dtype in ("int8", "int16", "uint8", "uint16"):
+            return f"(({CTYPES[dtype]}){text})"
+        return text
+
+    def call(self, e, dtype: str) -> str:
+        full = e.op.name if hasattr(e.op, "name") else str(e.op)
+        op = full.split(".")[-1]      # "tirx.shift_right", "prim.if_then_else", ...
+        args = list(e.args)
+        if op in CALL_BINOPS:
+            return self.narrow(f"({self.expr(args[0])} {CALL_BINOPS[op]} {self.expr(args[1])})",
+                               dtype)
+        if op == "bitwise_not":
+            return self.narrow(f"(~{self.expr(args[0])})", dtype)
+        if op == "if_then_else":
+            return f"({self.expr(args[0])} ? {self.expr(args[1])} : {self.expr(args[2])})"
+        if op in ("likely", "assume"):
+            return self.expr(args[0])
+        if op in MATH and dtype in ("float32", "float64"):
+            fn = MATH[op][0 if dtype == "float32" else 1]
+            return f"{fn}({', '.join(self.expr(a) for a in args)})"
+        if op == "abs" or (op in MATH and op == "fabs"):
+            a = self.expr(args[0])
+            return f"(({a}) < 0 ? -({a}) : ({a}))"
+        raise UnsupportedTIR(f"intrinsic {full}")
+
+    # -- statements ----------------------------------------------------------------------
+    def stmt(self, s) -> None:
+        kind = type(s).__name__
+        if kind == "SeqStmt":
+            for x in s.seq:
+                self.stmt(x)
+        elif kind == "For":
+            if str(s.kind) not in ("ForKind.SERIAL", "ForKind.UNROLLED", "ForKind.PARALLEL",
+                                   "0", "1", "3"):
+                raise UnsupportedTIR(f"loop kind {s.kind}")
+            if s.step is not None and not (type(s.step).__name__ == "IntImm"
+                                           and int(s.step.value) == 1):
+                raise UnsupportedTIR("loop with a step other than 1")
+            t = ctype(vdtype(s.loop_var))
+            lo, ext = self.expr(s.min), self.expr(s.extent)
+            v = self.bind(s.loop_var, s.loop_var.name)
+            end = ext if lo == "0" else f"{lo} + {ext}"
+            self.line(f"for ({t} {v} = {lo}; {v} < {end}; ++{v}) {{")
+            self.block(s.body)
+            self.line("}")
+        elif kind == "Bind":
+            t = ctype(vdtype(s.var))
+            value = self.expr(s.value)
+            self.line(f"const {t} {self.bind(s.var, s.var.name)} = {value};")
+        elif kind == "BufferStore":
+            name = self.buf(s.buffer)
+            self.stored.append(name)
+            self.line(f"{name}[{self.index(s.indices)}] = {self.expr(s.value)};")
+        elif kind == "IfThenElse":
+            self.line(f"if ({self.expr(s.condition)}) {{")
+            self.block(s.then_case)
+            if s.else_case is not None:
+                self.line("} else {")
+                self.block(s.else_case)
+            self.line("}")
+        elif kind == "DeclBuffer":
+            self.decl_buffer(s.buffer)
+        elif kind == "AllocBuffer":
+            self.alloc_buffer(s.buffer)
+        elif kind == "Evaluate":
+            if not (type(s.value).__name__ == "IntImm"):
+                raise UnsupportedTIR(f"call statement {s.value}")
+        elif kind == "AttrStmt":
+            self.stmt(s.body)
+        else:
+            raise UnsupportedTIR(f"statement {kind}")
+
+    def block(self, body) -> None:
+        self.indent += 1
+        self.stmt(body)
+        self.indent -= 1
+
+    def decl_buffer(self, b) -> None:
+        data = b.data
+        if type(data).__name__ == "Call" and data.op.name.endswith("buffer_data"):
+            # the lowering passes may rebuild a parameter Var: fall back to its (unique) name
+            source = self.lookup(data.args[0]) or self.params.get(str(data.args[0].name))
+            if source is None:
+                raise UnsupportedTIR(f"buffer over unknown data {data}")
+        elif type(data).__name__ == "Var":
+            source = self.var(data)
+        else:
+            raise UnsupportedTIR(f"buffer declaration over {data}")
+        self.alias(b, source)
+
+    def alloc_buffer(self, b) -> None:
+        t = ctype(b.dtype)
+        count = 1
+        for extent in b.shape:
+            if type(extent).__name__ != "IntImm":
+                raise UnsupportedTIR("allocation with a dynamic shape")
+            count *= int(extent.value)
+        nbytes = count * np.dtype(str(b.dtype)).itemsize
+        name = self.bind(b, b.name)
+        if nbytes <= LOCAL_ALLOC_MAX:
+            self.line(f"{t} {name}[{count}] = {{0}};")
+        else:
+            offset = self.ws_bytes
+            self.ws_bytes = -(-(offset + nbytes) // WS_ALIGN) * WS_ALIGN
+            self.line(f"{t} *restrict {name} = ({t} *)(ws + {offset});")
+        if type(b.data).__name__ == "Var":
+            self.alias(b.data, name)
+
+
+def emit_kernel(name: str, func) -> KernelC:
+    """C source of ``func`` (lowered, flattened PrimFunc) as ``static void name(...)``."""
+    em = _Emitter()
+    params, dtypes = [], []
+    for p in func.params:
+        ty = getattr(p, "ty", None)
+        if ty is None or type(ty).__name__ != "BufferType":
+            raise UnsupportedTIR(f"scalar kernel parameter {p}")
+        dtypes.append(str(ty.dtype))
+        params.append(em.bind(p, p.name))
+        em.params[str(p.name)] = params[-1]
+    em.stmt(func.body)
+    written = [n in em.stored for n in params]
+    args = [f"{'' if w else 'const '}{ctype(d)} *restrict {n}"
+            for n, d, w in zip(params, dtypes, written)]
+    if em.ws_bytes:
+        args.append("uint8_t *restrict ws")
+    head = f"static void {name}({', '.join(args)}) {{"
+    unused = [f"  (void){n};" for n in params if n not in em.referenced]
+    source = "\n".join([head, *unused, *em.lines, "}"]) + "\n"
+    return KernelC(name, source, dtypes, written, em.ws_bytes, em.float)

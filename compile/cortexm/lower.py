@@ -1,0 +1,237 @@
+"""Relax ``main`` -> static step list + lowered TIR kernels (the AOT part of microTVM, redone).
+
+1. Relax: ``LegalizeOps`` -> ``AnnotateTIROpPattern`` -> ``FoldConstant`` -> ``FuseOps`` ->
+   ``FuseTIR`` -> ``DeadCodeElimination``: ``main`` becomes a straight line of ``call_tir``.
+2. Each fused PrimFunc is scheduled so that it needs no big temporaries: every
+   element-wise producer is inlined into its consumer (``compute_inline``), element-wise
+   epilogues are pulled into the reduction that feeds them (``reverse_compute_inline``) and
+   the remaining epilogue is computed right after each output element of the reduction
+   (``reverse_compute_at``), so a convolution's int32 accumulator compacts to one element.
+3. The s_tir lowering passes (without ``MakePackedAPI``) flatten buffers; ``cemit`` prints
+   the result.
+
+Result: a ``Graph`` of tensors (input, output, constants, activations) and steps.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import tvm
+from tvm import relax, s_tir, tirx
+
+from compile.cortexm.cemit import KernelC, UnsupportedTIR, emit_kernel
+
+
+@dataclass
+class Tensor:
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    kind: str                    # input | output | const | activation | workspace
+    data: np.ndarray | None = None
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64)) * np.dtype(self.dtype).itemsize
+
+
+@dataclass
+class Step:
+    kernel: str                  # C function name
+    args: list[str]              # tensor names, in the kernel's parameter order
+    workspace: str | None = None
+
+
+@dataclass
+class Graph:
+    tensors: dict[str, Tensor]
+    steps: list[Step]
+    kernels: dict[str, KernelC]
+    input: str
+    output: str
+    macs: int = 0
+
+
+def relax_passes() -> tvm.transform.Pass:
+    return tvm.transform.Sequential([
+        relax.transform.LegalizeOps(),
+        relax.transform.AnnotateTIROpPattern(),
+        relax.transform.FoldConstant(),
+        relax.transform.FuseOps(),
+        relax.transform.FuseTIR(),
+        relax.transform.DeadCodeElimination(["main"]),
+    ], name="cortexm_relax")
+
+
+def tir_passes() -> tvm.transform.Pass:
+    """The s_tir default lowering, cut before the packed API (we call kernels directly)."""
+    return tvm.transform.Sequential([
+        s_tir.transform.CanonicalizeLoop(),
+        s_tir.transform.LowerInitBlock(),
+        s_tir.transform.PlanAndUpdateBufferAllocationLocation(),
+        s_tir.transform.ConvertBlocksToOpaque(),
+        s_tir.transform.CompactBufferAllocation(),
+        s_tir.transform.LowerMatchBuffer(),
+        s_tir.transform.StmtSimplify(),
+        s_tir.transform.LowerOpaqueBlock(),
+        tirx.transform.FlattenBuffer(),
+        tirx.transform.NarrowDataType(32),
+        s_tir.transform.LoopPartition(),
+        tirx.transform.StorageRewrite(),
+        tirx.transform.StmtSimplify(),
+        tirx.transform.RemoveNoOp(),
+        s_tir.transform.RewriteUnsafeSelect(),
+        tirx.transform.CommonSubexprElim(),
+    ], name="cortexm_tir")
+
+
+def _n_spatial(block) -> int:
+    return sum(1 for iv in block.iter_vars if int(iv.iter_type) == 0)
+
+
+def schedule_kernel(func: tirx.PrimFunc) -> tirx.PrimFunc:
+    """Inline element-wise stages and fuse epilogues into reductions (see module doc)."""
+    sch = s_tir.Schedule(func)
+    root = sch.get_sblock("root")
+    for block in sch.get_child_blocks(root):
+        try:
+            sch.compute_inline(block)
+        except s_tir.ScheduleError:
+            pass
+    for block in reversed(sch.get_child_blocks(root)):
+        try:
+            sch.reverse_compute_inline(block)
+        except s_tir.ScheduleError:
+            pass
+    for block in sch.get_child_blocks(root)[1:]:
+        for producer in sch.get_producers(block):
+            n = _n_spatial(sch.get(producer))
+            loops = sch.get_loops(producer)
+            if not n or len(loops) < n:
+                continue
+            try:
+                sch.reverse_compute_at(block, loops[n - 1], preserve_unit_loops=True)
+                break
+            except s_tir.ScheduleError:
+                continue
+    return sch.mod["main"]
+
+
+def _is(expr, *kinds: str) -> bool:
+    """Class-name test: TVM 0.27 merged Relax and TIR expression classes into ``tvm.ir``."""
+    return type(expr).__name__ in kinds
+
+
+def _sinfo(var) -> tuple[tuple[int, ...], str]:
+    ty = var.ty
+    if type(ty).__name__ != "TensorType" or ty.shape is None:
+        raise UnsupportedTIR(f"non-tensor value {var.name} ({ty})")
+    try:
+        shape = tuple(int(d) for d in ty.shape.values)
+    except (TypeError, AttributeError):
+        raise UnsupportedTIR(f"dynamic shape of {var.name}") from None
+    return shape, str(ty.dtype)
+
+
+def lower_model(mod: tvm.IRModule) -> Graph:
+    """Turn the Relax module into a static graph; UnsupportedTIR names what is not handled."""
+    with tvm.transform.PassContext(opt_level=3):
+        mod = relax_passes()(mod)
+    main = mod["main"]
+    if len(main.params) != 1:
+        raise UnsupportedTIR(f"main takes {len(main.params)} inputs (one is supported)")
+    tensors: dict[str, Tensor] = {}
+    names: dict[object, str] = {}   # relax Var / Constant (by handle) -> tensor name
+    steps: list[Step] = []
+    kernels: dict[str, KernelC] = {}
+    kernel_of: dict[str, str] = {}  # PrimFunc name -> C kernel name
+    kernel_macs: dict[str, int] = {}
+
+    def key(expr):
+        return expr.__hash__()
+
+    inp = main.params[0]
+    shape, dtype = _sinfo(inp)
+    tensors["input"] = Tensor("input", shape, dtype, "input")
+    names[key(inp)] = "input"
+
+    def operand(arg) -> str:
+        if _is(arg, "GenericConst", "Constant"):
+            if key(arg) not in names:
+                name = f"c{sum(t.kind == 'const' for t in tensors.values())}"
+                data = arg.value.numpy()
+                tensors[name] = Tensor(name, tuple(data.shape), str(data.dtype), "const", data)
+                names[key(arg)] = name
+            return names[key(arg)]
+        if _is(arg, "Var", "DataflowVar") and key(arg) in names:
+            return names[key(arg)]
+        raise UnsupportedTIR(f"argument {arg} of a kernel call")
+
+    call_tir = tvm.ir.Op.get("relax.call_tir")
+    macs = 0
+    for block in main.body.blocks:
+        for binding in block.bindings:
+            value = binding.value
+            if _is(value, "Var", "DataflowVar"):          # alias
+                names[key(binding.var)] = operand(value)
+                continue
+            if not (_is(value, "Call") and value.op.same_as(call_tir)):
+                op = value.op.name if _is(value, "Call") and hasattr(
+                    value.op, "name") else type(value).__name__
+                raise UnsupportedTIR(f"operator {op} (no TIR lowering for it)")
+            gv, args = value.args[0], list(value.args[1].fields)
+            prim = mod[gv]
+            if gv.name_hint not in kernel_of:
+                scheduled = schedule_kernel(prim)
+                lowered = tir_passes()(tvm.IRModule({"main": scheduled}))["main"]
+                cname = f"sg_k{len(kernels)}_{gv.name_hint}"[:60]
+                kernels[cname] = emit_kernel(cname, lowered)
+                kernel_macs[cname] = _count_macs(scheduled)
+                kernel_of[gv.name_hint] = cname
+            cname = kernel_of[gv.name_hint]
+            macs += kernel_macs[cname]
+            out = f"t{len(steps)}"
+            shape, dtype = _sinfo(binding.var)
+            tensors[out] = Tensor(out, shape, dtype, "activation")
+            names[key(binding.var)] = out
+            step = Step(cname, [operand(a) for a in args] + [out])
+            if kernels[cname].workspace_bytes:
+                ws = f"ws{len(steps)}"
+                tensors[ws] = Tensor(ws, (kernels[cname].workspace_bytes,), "uint8", "workspace")
+                step.workspace = ws
+            steps.append(step)
+    body = main.body.body
+    if not _is(body, "Var", "DataflowVar") or key(body) not in names:
+        raise UnsupportedTIR("main must return one tensor")
+    output = names[key(body)]
+    if tensors[output].kind != "activation":
+        raise UnsupportedTIR("main returns its input or a constant")
+    tensors[output].kind = "output"
+    return Graph(tensors, steps, kernels, "input", output, macs)
+
+
+def _count_macs(func: tirx.PrimFunc) -> int:
+    """Iteration volume of reduction blocks whose update multiplies (conv, dense, ...)."""
+    total = 0
+    sch = s_tir.Schedule(func)
+    for block_rv in _all_blocks(sch):
+        block = sch.get(block_rv)
+        if not any(int(iv.iter_type) == 2 for iv in block.iter_vars):
+            continue
+        if " * " not in str(block.body):      # a max/sum reduction is not a MAC
+            continue
+        volume = 1
+        for iv in block.iter_vars:
+            volume *= int(iv.dom.extent)
+        total += volume
+    return total
+
+
+def _all_blocks(sch):
+    out, todo = [], [sch.get_sblock("root")]
+    while todo:
+        children = sch.get_child_blocks(todo.pop())
+        out.extend(children)
+        todo.extend(children)
+    return out

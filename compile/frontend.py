@@ -1,0 +1,263 @@
+"""TFLite front end: read a ``.tflite``, check it is something we can compile, import it.
+
+The file is read with the ``tflite`` package (Python classes generated from the TFLite
+FlatBuffer schema, https://github.com/tensorflow/tensorflow/blob/master/tensorflow/compiler/
+mlir/lite/schema/schema.fbs) and walked completely before TVM sees it, so that a truncated
+or corrupt file, a file that is not TFLite, or an operator outside ``SUPPORTED_OPS`` is
+reported as one clear ``ModelError`` instead of an assertion deep inside the importer.
+
+Import uses ``tvm.relax.frontend.tflite.from_tflite``: int8 operators come out as
+dequantize -> float op -> quantize chains (``compile.lower`` turns them into integers).
+The imported ``main`` takes one sample: a dynamic batch dimension is fixed to 1, the
+bundle runs N samples as N calls.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import tflite
+import tvm
+
+# Builtin operator -> highest operator version we compile.  Versions are TFLite's
+# (tensorflow/lite/tools/versioning/op_version.cc): each new version marks a new feature,
+# mostly a new tensor type, so the limit says which types/features are in.
+SUPPORTED_OPS = {
+    "CONV_2D": 3,             # 1 float, 2 hybrid, 3 int8 per-channel (4+: int16, grouped, int4)
+    "DEPTHWISE_CONV_2D": 3,   # 1 float, 2 dilation, 3 int8 per-channel (4+: hybrid, int16, int4)
+    "ADD": 2,                 # 1 float/uint8, 2 int8 (3+: int16, >4-D broadcast, int64)
+    "SUB": 3,                 # 1 float/uint8, 2 int8, 3 int8 5-D broadcast (4+: int16, int64)
+    "MUL": 3,                 # 1 float/uint8, 2 int8, 3 int8 with real multiplier >= 1
+    "MEAN": 2,                # 1 float/uint8, 2 int8 (3: int16)
+    "AVERAGE_POOL_2D": 2,     # 1 float/uint8, 2 int8 (3: int16)
+    "MAX_POOL_2D": 2,         # 1 float/uint8, 2 int8 (3: int16)
+    "FULLY_CONNECTED": 5,     # 1 float, 4 int8, 5 keep_num_dims (6+: hybrid, int16, sparse, int4)
+    "RESHAPE": 1,             # 1 all types (2+: string, int16)
+    "SOFTMAX": 2,             # 1 float/uint8, 2 int8 (3: int16)
+    "PAD": 2,                 # 1 float/uint8, 2 int8 (3+: 5-D, int16)
+    "CONCATENATION": 2,       # 1 float/uint8, 2 int8 (3+: int16, uint32)
+    "STRIDED_SLICE": 4,       # 1 float, 2 int8, 3 5-D, 4 offset/ellipsis masks (5+: int16, string)
+    "SPLIT": 2,               # 1 float, 2 int8 (3+: int16, int32)
+    "QUANTIZE": 2,            # 1 float->uint8, 2 float->int8 / int8 requantize (3: int16)
+    "DEQUANTIZE": 2,          # 1 uint8->float, 2 int8->float (3+: float16, per-channel, int16)
+}
+# Fused activations allowed on the ops that have one (FlatBuffer enum ActivationFunctionType).
+SUPPORTED_ACTIVATIONS = ("NONE", "RELU", "RELU6")
+# Tensor dtypes we accept at the model's input and output.
+IO_DTYPES = ("int8", "float32")
+
+_OP_NAMES = {v: k for k, v in vars(tflite.BuiltinOperator).items() if not k.startswith("_")}
+_ACT_NAMES = {v: k for k, v in vars(tflite.ActivationFunctionType).items()
+              if not k.startswith("_")}
+_TYPE_NAMES = {v: k.lower() for k, v in vars(tflite.TensorType).items() if not k.startswith("_")}
+# Builtin options tables that carry a fused_activation_function field.
+_OPTIONS_WITH_ACTIVATION = {
+    tflite.BuiltinOptions.Conv2DOptions: tflite.Conv2DOptions,
+    tflite.BuiltinOptions.DepthwiseConv2DOptions: tflite.DepthwiseConv2DOptions,
+    tflite.BuiltinOptions.AddOptions: tflite.AddOptions,
+    tflite.BuiltinOptions.SubOptions: tflite.SubOptions,
+    tflite.BuiltinOptions.MulOptions: tflite.MulOptions,
+    tflite.BuiltinOptions.Pool2DOptions: tflite.Pool2DOptions,
+    tflite.BuiltinOptions.FullyConnectedOptions: tflite.FullyConnectedOptions,
+    tflite.BuiltinOptions.ConcatenationOptions: tflite.ConcatenationOptions,
+}
+
+
+class ModelError(ValueError):
+    """The .tflite file is unreadable or outside what we compile (one-line message)."""
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """A model input or output; shape has batch 1, scale/zero_point are None for floats."""
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    scale: float | None
+    zero_point: int | None
+
+    @classmethod
+    def from_json(cls, d: dict) -> "TensorInfo":
+        return cls(d["name"], tuple(d["shape"]), d["dtype"], d["scale"], d["zero_point"])
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the rest of the compiler needs to know about a .tflite file."""
+    path: str
+    sha256: str
+    operators: tuple[tuple[str, int], ...]   # (builtin name, version) per operator code
+    input: TensorInfo
+    output: TensorInfo
+
+    def to_json(self) -> dict:
+        """Plain JSON types (lists, not tuples): equal to its own json.loads(json.dumps())."""
+        d = asdict(self)
+        d["operators"] = [list(op) for op in self.operators]
+        for key in ("input", "output"):
+            d[key]["shape"] = list(d[key]["shape"])
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict) -> "ModelInfo":
+        return cls(d["path"], d["sha256"], tuple((n, v) for n, v in d["operators"]),
+                   TensorInfo.from_json(d["input"]), TensorInfo.from_json(d["output"]))
+
+
+def load_model(path: str | Path) -> tuple[tflite.Model, ModelInfo]:
+    """Parse and fully walk a .tflite; ModelError if it is not a readable TFLite model."""
+    path = Path(path)
+    try:
+        buf = path.read_bytes()
+    except OSError as err:
+        raise ModelError(f"cannot read model {path}: {err.strerror}") from None
+    if len(buf) < 8 or buf[4:8] != b"TFL3":
+        raise ModelError(f"{path} is not a TFLite model (no TFL3 FlatBuffer identifier)")
+    try:
+        model = tflite.Model.GetRootAsModel(buf, 0)
+        info = _walk(model, path, len(buf), hashlib.sha256(buf).hexdigest())
+    except ModelError:
+        raise
+    except Exception:   # flatbuffers reads past the end / through garbage offsets
+        raise ModelError(f"{path} is a truncated or corrupt TFLite file") from None
+    return model, info
+
+
+def _walk(model: tflite.Model, path: Path, size: int, sha256: str) -> ModelInfo:
+    """Touch every table the compiler reads, so a damaged file fails here."""
+    if model.SubgraphsLength() != 1:
+        raise ModelError(f"{path}: {model.SubgraphsLength()} subgraphs, only single-subgraph "
+                         "models are supported")
+    for b in range(model.BuffersLength()):
+        buffer = model.Buffers(b)
+        if buffer.Offset() > 1 and buffer.Offset() + buffer.Size() > size:
+            raise ModelError(f"{path} is a truncated or corrupt TFLite file "
+                             f"(buffer {b} ends past the end of the file)")
+        if buffer.DataLength():
+            buffer.DataAsNumpy()
+    opcodes = []
+    for i in range(model.OperatorCodesLength()):
+        oc = model.OperatorCodes(i)
+        code = max(oc.BuiltinCode(), oc.DeprecatedBuiltinCode())
+        if code not in _OP_NAMES:
+            raise ModelError(f"{path}: unknown builtin operator code {code} "
+                             "(corrupt file, or an operator newer than our TFLite schema)")
+        name = _OP_NAMES[code]
+        if name == "CUSTOM":
+            name = f"CUSTOM:{(oc.CustomCode() or b'').decode(errors='replace')}"
+        opcodes.append((name, oc.Version()))
+    sg = model.Subgraphs(0)
+    n_tensors = sg.TensorsLength()
+    for t in range(n_tensors):
+        tensor = sg.Tensors(t)
+        tensor.Name().decode(), tensor.ShapeAsNumpy(), tensor.Type()
+        if tensor.Buffer() >= model.BuffersLength():
+            raise ModelError(f"{path} is a corrupt TFLite file "
+                             f"(tensor {t} refers to a missing buffer)")
+        q = tensor.Quantization()
+        if q is not None:
+            q.ScaleAsNumpy(), q.ZeroPointAsNumpy(), q.QuantizedDimension()
+    for o in range(sg.OperatorsLength()):
+        op = sg.Operators(o)
+        if op.OpcodeIndex() >= len(opcodes):
+            raise ModelError(f"{path} is a corrupt TFLite file "
+                             f"(operator {o} refers to a missing operator code)")
+        for t in list(op.InputsAsNumpy()) + list(op.OutputsAsNumpy()):
+            if not -1 <= t < n_tensors:   # -1: optional input left out
+                raise ModelError(f"{path} is a corrupt TFLite file "
+                                 f"(operator {o} refers to a missing tensor)")
+        _fused_activation(op)
+    if sg.InputsLength() != 1 or sg.OutputsLength() != 1:
+        raise ModelError(f"{path}: {sg.InputsLength()} inputs and {sg.OutputsLength()} outputs, "
+                         "only single-input single-output models are supported")
+    return ModelInfo(str(path.resolve()), sha256, tuple(opcodes),
+                     _tensor_info(sg, sg.Inputs(0), path), _tensor_info(sg, sg.Outputs(0), path))
+
+
+def _tensor_info(sg, index: int, path: Path) -> TensorInfo:
+    tensor = sg.Tensors(index)
+    name = tensor.Name().decode()
+    dtype = _TYPE_NAMES.get(tensor.Type(), f"type {tensor.Type()}")
+    if dtype not in IO_DTYPES:
+        raise ModelError(f"{path}: tensor '{name}' has dtype {dtype}, model inputs and outputs "
+                         f"must be {' or '.join(IO_DTYPES)}")
+    shape = [int(d) for d in tensor.ShapeAsNumpy()]
+    if not shape or shape[0] != 1:
+        raise ModelError(f"{path}: tensor '{name}' has shape {shape}, expected batch 1 first")
+    scale = zero_point = None
+    q = tensor.Quantization()
+    if dtype == "int8":
+        if q is None or q.ScaleLength() != 1 or q.ZeroPointLength() != 1:
+            raise ModelError(f"{path}: int8 tensor '{name}' needs one scale and zero point")
+        scale, zero_point = float(q.ScaleAsNumpy()[0]), int(q.ZeroPointAsNumpy()[0])
+    return TensorInfo(name, tuple(shape), dtype, scale, zero_point)
+
+
+def check_supported(model: tflite.Model, info: ModelInfo) -> None:
+    """ModelError naming the first operator (and version) or fused activation we lack."""
+    for name, version in info.operators:
+        if name not in SUPPORTED_OPS:
+            raise ModelError(f"{info.path}: unsupported operator {name} (version {version}); "
+                             f"supported: {', '.join(SUPPORTED_OPS)}")
+        if version > SUPPORTED_OPS[name]:
+            raise ModelError(f"{info.path}: unsupported version {version} of operator {name} "
+                             f"(supported: versions 1-{SUPPORTED_OPS[name]})")
+    sg = model.Subgraphs(0)
+    for o in range(sg.OperatorsLength()):
+        op = sg.Operators(o)
+        act = _fused_activation(op)
+        if act not in SUPPORTED_ACTIVATIONS:
+            name = info.operators[op.OpcodeIndex()][0]
+            raise ModelError(f"{info.path}: unsupported fused activation {act} on operator "
+                             f"{name} (supported: {', '.join(SUPPORTED_ACTIVATIONS)})")
+
+
+def _fused_activation(op: tflite.Operator) -> str:
+    """Name of the operator's fused activation ("NONE" for ops without one)."""
+    options_cls = _OPTIONS_WITH_ACTIVATION.get(op.BuiltinOptionsType())
+    table = op.BuiltinOptions()
+    if options_cls is None or table is None:
+        return "NONE"
+    options = options_cls()
+    options.Init(table.Bytes, table.Pos)
+    return _ACT_NAMES.get(options.FusedActivationFunction(), "unknown")
+
+
+def import_model(model: tflite.Model, info: ModelInfo, op_converter=None) -> tvm.IRModule:
+    """Relax IRModule of the model, batch 1, weights as constants (float op chains).
+
+    ``op_converter``: a subclass of from_tflite's OperatorConverter (default: TVM's own).
+    """
+    from tvm.relax.frontend import detach_params
+    from tvm.relax.frontend.tflite import from_tflite, tflite_frontend
+
+    try:
+        mod = from_tflite(model, shape_dict={info.input.name: info.input.shape},
+                          dtype_dict={info.input.name: info.input.dtype},
+                          op_converter=op_converter or tflite_frontend.OperatorConverter)
+    except Exception as err:   # what passed our checks but not TVM's: corrupt values
+        last = (str(err).strip().splitlines() or [""])[-1]
+        raise ModelError(f"{info.path}: TVM's TFLite importer rejected the model "
+                         f"({type(err).__name__}: {last})") from None
+    # from_tflite binds the weights as constants and also lists them in a "params"
+    # attribute; drop that copy so it is not carried into the compiled library.
+    mod, _ = detach_params(mod)
+    return mod
+
+
+def read_model(path: str | Path) -> tuple[tflite.Model, ModelInfo]:
+    """load_model + check_supported: everything that can be said before compiling."""
+    model, info = load_model(path)
+    check_supported(model, info)
+    return model, info
+
+
+def example_input(info: ModelInfo, n: int, seed: int = 0) -> np.ndarray:
+    """N random samples in the model input's dtype and range (fixed seed)."""
+    rng = np.random.default_rng(seed)
+    shape = (n, *info.input.shape[1:])
+    if info.input.dtype == "int8":
+        return rng.integers(-128, 128, size=shape, dtype=np.int8)
+    return rng.random(shape, dtype=np.float32)

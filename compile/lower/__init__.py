@@ -1,0 +1,52 @@
+"""Integer lowering: int8 TFLite models as integer-only Relax programs, bit-exact with LiteRT.
+
+`from_tflite` imports int8 operators as dequantize -> float op -> quantize. The passes here
+rewrite those chains into TFLite's own integer reference arithmetic (int32 accumulation,
+QuantizeMultiplier/MultiplyByQuantizedMultiplier requantization, zero points folded at compile
+time), so that no float arithmetic remains between an int8 input and an int8 output.
+Spec: https://ai.google.dev/edge/litert/models/quantization_spec
+
+Lowered: CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED, ADD, SUB, MUL, MEAN, AVERAGE_POOL_2D,
+SOFTMAX, CONCATENATION, requantization, fused RELU/RELU6; MAX_POOL_2D, PAD, RESHAPE,
+STRIDED_SLICE, SPLIT are imported as integer ops already.
+
+Public interface:
+    integer_pipeline() -> tvm.transform.Pass   (IRModule -> IRModule)
+    lower_tflite(path) -> IRModule              (import + integer_pipeline)
+    import_tflite(path) -> IRModule             (import only, int8 data-movement ops allowed)
+"""
+
+from __future__ import annotations
+
+import tvm
+from tvm import relax
+
+from compile.lower.cleanup import FoldRequantize, IntegerClipBounds, LowerQuantizedConcat
+from compile.lower.conv import LowerQuantizedConv
+from compile.lower.elementwise import LowerQuantizedElementwise
+from compile.lower.pool import LowerQuantizedPool
+from compile.lower.softmax import LowerQuantizedSoftmax
+from compile.lower.importer import import_tflite
+
+__all__ = ["integer_pipeline", "lower_tflite", "import_tflite", "LowerQuantizedConv", "LowerQuantizedElementwise", "LowerQuantizedPool", "LowerQuantizedSoftmax",
+           "LowerQuantizedConcat", "FoldRequantize", "IntegerClipBounds"]
+
+
+def integer_pipeline() -> tvm.transform.Pass:
+    return tvm.transform.Sequential(
+        [
+            LowerQuantizedConv,
+            LowerQuantizedElementwise,
+            LowerQuantizedPool,
+            LowerQuantizedSoftmax,
+            LowerQuantizedConcat,
+            FoldRequantize,
+            IntegerClipBounds,
+            relax.transform.DeadCodeElimination(),
+        ],
+        name="sandglass.IntegerPipeline",
+    )
+
+
+def lower_tflite(path) -> tvm.IRModule:
+    return integer_pipeline()(import_tflite(path))

@@ -1,0 +1,32 @@
+"""TFLite import for the integer lowering.
+
+`tvm.relax.frontend.tflite.from_tflite` refuses some int8 operators that are pure data movement
+(PAD, STRIDED_SLICE, SPLIT, ...): its converters for them never touch the values, so running them
+directly on int8 tensors is exact (TFLite requires equal input/output quantization for them; PAD
+fills with the input zero point). This converter only widens that allow-list.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tvm.relax.frontend.tflite import tflite_frontend
+
+# int8 operators whose TVM converters are exact on integer tensors (data movement only).
+INTEGER_EXACT_OPS = frozenset(
+    {"PAD", "PADV2", "STRIDED_SLICE", "SPLIT", "SPLIT_V", "SQUEEZE", "TRANSPOSE", "SLICE",
+     "EXPAND_DIMS", "PACK", "UNPACK", "GATHER", "DEPTH_TO_SPACE", "SPACE_TO_DEPTH"}
+)
+
+
+class IntegerOperatorConverter(tflite_frontend.OperatorConverter):
+    _SUPPORTED_QUANTIZED_OPS = tflite_frontend.OperatorConverter._SUPPORTED_QUANTIZED_OPS | INTEGER_EXACT_OPS
+
+
+def import_tflite(path):
+    """Import a .tflite file into a Relax IRModule (weights are inline constants)."""
+    import tflite
+
+    buf = Path(path).read_bytes()
+    model = tflite.Model.GetRootAsModel(buf, 0)
+    return tflite_frontend.from_tflite(model, op_converter=IntegerOperatorConverter)

@@ -1,0 +1,271 @@
+"""Auto-scheduling of the integer kernels with MetaSchedule (``tvm.s_tir.meta_schedule``).
+
+One JSON database per (model sha256, full TVM target JSON), by default under
+``~/.cache/sandglass/tuning/<model sha256 16>-<target hash 16>/`` (``--tuning-db DIR`` overrides):
+
+* a build finds it and compiles with it (``MetaScheduleApplyDatabase``), no re-tuning, and says so;
+* ``--tune-trials N`` tunes until the database holds N measured trials: every measurement is
+  appended to the database as it happens, so an interrupted run resumes where it stopped;
+* a database that does not parse is reported with a warning and ignored (the build goes on
+  untuned, and a new tuning run starts it afresh).
+
+Measurements run on this machine (host targets) or, through TVM's RPC tracker, on the device:
+``python -m tvm.exec.rpc_tracker --host 0.0.0.0 --port 9190`` somewhere, and on the Pi
+``python -m tvm.exec.rpc_server --tracker HOST:9190 --key rpi4``; then ``--rpc-tracker HOST:9190
+--rpc-key rpi4``.  Cross targets (aarch64) are compiled here into aarch64 shared libraries
+(``tvm.support.cc.cross_compiler``) so the device needs no compiler.
+
+MetaSchedule: https://arxiv.org/abs/2205.13603 ; TVM RPC: https://tvm.apache.org/docs/
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import socket
+import tempfile
+import threading
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import tvm
+from tvm.ir.utils import derived_object
+from tvm.s_tir import meta_schedule as ms
+
+from compile.sysroot import cache_root
+
+WORKLOADS = "database_workload.json"
+RECORDS = "database_tuning_record.json"
+INFO = "sandglass-tuning.json"     # what the database is for (model, target), trials asked
+CONNECT_TIMEOUT_S = 5.0            # tracker reachability and summary queries
+SESSION_TIMEOUT_S = 60             # one RPC measurement (upload + run) at most
+
+Log = Callable[[str], None]
+
+
+class TuningError(RuntimeError):
+    """A tuning problem the user can fix (tracker unreachable, no server for the key, ...)."""
+
+
+@dataclass(frozen=True)
+class RPCSpec:
+    host: str
+    port: int
+    key: str
+
+    @staticmethod
+    def parse(tracker: str, key: str | None) -> "RPCSpec":
+        """``HOST:PORT`` + key -> RPCSpec; TuningError on a malformed value."""
+        host, sep, port = tracker.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise TuningError(f"--rpc-tracker must be HOST:PORT, got '{tracker}'")
+        if not key:
+            raise TuningError("--rpc-tracker needs --rpc-key (the key the device's server "
+                              "registered with, e.g. rpi4)")
+        return RPCSpec(host, int(port), key)
+
+
+def target_json(target: dict) -> str:
+    """Canonical JSON of a TVM target dict (the database key uses all of it)."""
+    return json.dumps(target, sort_keys=True, separators=(",", ":"))
+
+
+def tuning_target(target: dict) -> tvm.target.Target:
+    """The TVM target for tuning and for compiling with the database (same in both places).
+
+    MetaSchedule needs ``num-cores`` (threads of the measured kernels); the board files set it,
+    the host gets this machine's count."""
+    target = dict(target)
+    target.setdefault("num-cores", max(1, len(os.sched_getaffinity(0))))
+    return tvm.target.Target(target)
+
+
+def default_db_dir(model_sha256: str, target: dict) -> Path:
+    digest = hashlib.sha256(target_json(target).encode()).hexdigest()
+    return cache_root() / "tuning" / f"{model_sha256[:16]}-{digest[:16]}"
+
+
+def count_trials(db_dir: Path) -> int:
+    """Measured trials in the database (one JSON line per record)."""
+    try:
+        with open(Path(db_dir) / RECORDS) as f:
+            return sum(1 for line in f if line.strip())
+    except FileNotFoundError:
+        return 0
+
+
+def open_database(db_dir: Path, log: Log) -> ms.database.JSONDatabase | None:
+    """The database in ``db_dir`` if it holds records; None if absent; warns + None if corrupt."""
+    db_dir = Path(db_dir)
+    if count_trials(db_dir) == 0:
+        return None
+    try:
+        for name in (WORKLOADS, RECORDS):   # TVM's loader aborts on bad JSON with a C++ error
+            with open(db_dir / name) as f:
+                for line in f:
+                    if line.strip():
+                        json.loads(line)
+        return ms.database.JSONDatabase(str(db_dir / WORKLOADS), str(db_dir / RECORDS),
+                                        allow_missing=False)
+    except (OSError, ValueError, tvm.TVMError) as err:
+        log(f"warning: tuning database {db_dir} is unreadable ({type(err).__name__}); ignoring it")
+        return None
+
+
+def check_tracker(rpc: RPCSpec) -> dict:
+    """Bounded checks that the tracker answers and a server registered with ``rpc.key``."""
+    where = f"{rpc.host}:{rpc.port}"
+    try:
+        socket.create_connection((rpc.host, rpc.port), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as err:
+        raise TuningError(f"cannot reach the RPC tracker at {where}: "
+                          f"{err.strerror or err} (start it with python -m "
+                          f"tvm.exec.rpc_tracker --port {rpc.port})") from None
+    result: dict = {}
+
+    def query() -> None:
+        try:
+            result["summary"] = tvm.rpc.connect_tracker(rpc.host, rpc.port).summary()
+        except Exception as err:   # noqa: BLE001 - reported below as one line
+            result["error"] = err
+
+    worker = threading.Thread(target=query, daemon=True)
+    worker.start()
+    worker.join(CONNECT_TIMEOUT_S)
+    if "summary" not in result:
+        why = result.get("error", f"no answer in {CONNECT_TIMEOUT_S:.0f} s")
+        raise TuningError(f"{where} does not answer as a TVM RPC tracker: {why}")
+    summary = result["summary"]
+    keys = sorted({s["key"].split(":", 1)[-1] for s in summary.get("server_info", [])})
+    if rpc.key not in keys:
+        raise TuningError(
+            f"no RPC server with key '{rpc.key}' at tracker {where} (registered: "
+            f"{', '.join(keys) or 'none'}); on the device run python -m tvm.exec.rpc_server "
+            f"--tracker {where} --key {rpc.key}")
+    return summary
+
+
+def export_aarch64(mod: tvm.runtime.Module) -> str:
+    """MetaSchedule builder export: an aarch64 ``.so`` (runs in the builder's worker processes)."""
+    from tvm.support import cc
+
+    path = os.path.join(tempfile.mkdtemp(prefix="sandglass-ms-"), "candidate.so")
+    mod.export_library(path, fcompile=cc.cross_compiler("aarch64-linux-gnu-gcc"))
+    return path
+
+
+@derived_object
+class _Progress(ms.measure_callback.PyMeasureCallback):
+    """Prints ``task i/N name: trials, best`` after every measured batch."""
+
+    def __init__(self, log: Log, base: int, goal: int) -> None:
+        self.log, self.base, self.goal = log, base, goal
+        self.done = 0
+        self.best: dict[int, float] = {}
+
+    def apply(self, task_scheduler, task_id, measure_candidates, builder_results,
+              runner_results) -> None:
+        tasks = task_scheduler.tasks_
+        task = tasks[task_id]
+        self.done += len(runner_results)
+        for result in runner_results:
+            if result.error_msg is None and result.run_secs:
+                secs = sum(float(s) for s in result.run_secs) / len(result.run_secs)
+                self.best[task_id] = min(self.best.get(task_id, float("inf")), secs)
+        best = self.best.get(task_id)
+        failed = sum(r.error_msg is not None for r in runner_results)
+        self.log(f"tune: task {task_id + 1}/{len(tasks)} {task.ctx.task_name}: "
+                 f"{len(runner_results)} trials"
+                 f"{f' ({failed} failed)' if failed else ''}, best "
+                 f"{'-' if best is None else f'{best * 1e6:.1f} us'}; "
+                 f"total {self.base + self.done}/{self.goal}")
+
+
+def fused_tir(mod: tvm.IRModule, target: tvm.target.Target) -> tvm.IRModule:
+    """Legalized + fused TIR kernels: the same preparation ``compile_with_database`` applies
+    before ``MetaScheduleApplyDatabase`` (``ms.relax_integration.compile_relax``), so the tuned
+    workloads are found again at build time."""
+    from tvm import relax
+    from tvm.relax import pipeline
+
+    try:
+        dispatch = list(pipeline.library_dispatch_passes(target))
+    except (ValueError, AttributeError):
+        dispatch = []
+    seq = tvm.transform.Sequential([
+        *dispatch,
+        relax.transform.LegalizeOps(),
+        relax.transform.AnnotateTIROpPattern(),
+        relax.transform.FoldConstant(),
+        relax.transform.FuseOps(),
+        relax.transform.FuseTIR(),
+    ])
+    with target, tvm.transform.PassContext(opt_level=3):
+        return seq(mod)
+
+
+def tune(mod: tvm.IRModule, target: dict, trials: int, db_dir: Path, *,
+         rpc: RPCSpec | None = None, cross_aarch64: bool = False, log: Log = print,
+         per_iter: int = 16, seed: int = 0) -> ms.database.JSONDatabase:
+    """Tune ``mod`` for ``target`` until ``db_dir`` holds ``trials`` measured trials.
+
+    Reuses (no measurement) when the database already has them; resumes when it has fewer.
+    """
+    db_dir = Path(db_dir)
+    done = count_trials(db_dir)
+    if done and open_database(db_dir, log) is None:        # corrupt: start it again
+        shutil.rmtree(db_dir, ignore_errors=True)
+        done = 0
+    if done >= trials:
+        log(f"tune: reusing tuning database {db_dir} ({done} trials >= {trials} asked): "
+            "no re-tuning")
+        return open_database(db_dir, log)
+    if cross_aarch64 and rpc is None:
+        raise TuningError("tuning an aarch64 target measures on the device: give "
+                          "--rpc-tracker HOST:PORT --rpc-key KEY (see compile/tuning.py)")
+    if rpc is not None:
+        check_tracker(rpc)
+    db_dir.mkdir(parents=True, exist_ok=True)
+    (db_dir / INFO).write_text(json.dumps({"target": target, "trials_asked": trials}, indent=1))
+    tvm_target = tuning_target(target)
+    tasks = ms.relax_integration.extract_tasks(fused_tir(mod, tvm_target), tvm_target)
+    log(f"tune: {len(tasks)} tasks, {trials - done} trials to go"
+        f"{f' (resuming at {done})' if done else ''}, database {db_dir}, measuring "
+        f"{'on ' + rpc.key + ' via ' + rpc.host + ':' + str(rpc.port) if rpc else 'locally'}")
+    contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
+        tasks, work_dir=str(db_dir / "logs"), seed=seed, num_threads=1)
+    builder = ms.builder.LocalBuilder(max_workers=1, timeout_sec=60,
+                                      f_export=export_aarch64 if cross_aarch64 else None)
+    evaluator = ms.runner.EvaluatorConfig(number=3, repeat=1, min_repeat_ms=50,
+                                          enable_cpu_cache_flush=False)
+    if rpc is not None:
+        runner = ms.runner.RPCRunner(
+            ms.runner.RPCConfig(tracker_host=rpc.host, tracker_port=rpc.port,
+                                tracker_key=rpc.key, session_timeout_sec=SESSION_TIMEOUT_S),
+            evaluator, max_workers=1)
+    else:
+        runner = ms.runner.LocalRunner(timeout_sec=60, evaluator_config=evaluator)
+    database = ms.database.JSONDatabase(str(db_dir / WORKLOADS), str(db_dir / RECORDS),
+                                        allow_missing=True)
+    callbacks = [*ms.measure_callback.MeasureCallback.create("default"),
+                 _Progress(log, done, trials)]
+    logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ms.tune.tune_tasks(
+            tasks=contexts, task_weights=weights, work_dir=str(db_dir / "logs"),
+            max_trials_global=trials - done, num_trials_per_iter=per_iter,
+            builder=builder, runner=runner, database=database,
+            measure_callbacks=callbacks, cost_model="xgb", task_scheduler="gradient")
+    log(f"tune: done, {count_trials(db_dir)} trials in {db_dir}")
+    return database
+
+
+def compile_with_database(mod: tvm.IRModule, target: dict,
+                          database: ms.database.Database) -> tvm.runtime.Executable:
+    """``tvm.compile`` equivalent that takes the tuned schedules from ``database``."""
+    return ms.relax_integration.compile_relax(database, mod, tuning_target(target), None)

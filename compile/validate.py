@@ -1,0 +1,155 @@
+"""Validate a target against LiteRT: ``python compile/validate.py --target T --model M.tflite
+[--bundle DIR] [--n 100] [--atol 0] [--json [FILE]]``.
+
+Runs the same N inputs through LiteRT with its reference kernels (the bit-exactness
+reference, ``compile.reference``) and through the target's bundle (built into a temp dir
+when --bundle is not given), and reports top-1 agreement, equal values (%), max |diff| and
+RMSE (in output LSB for int8 outputs).  Inputs are the first N Fashion-MNIST test images,
+resized and quantized like the model's input, or seeded random inputs when the model input
+is not an image (NHWC with 1 or 3 channels, square).  Exit code 1 when max |diff| > --atol
+(default 0: bit-exact), 2 for bad input.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from pathlib import Path
+from typing import Sequence
+
+if __package__ in (None, ""):  # run as a script: make the repo root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np  # noqa: E402
+
+from compile import cli  # noqa: E402
+from compile.frontend import ModelInfo  # noqa: E402
+
+RANDOM_SEED = 0
+
+
+def is_image(info: ModelInfo) -> bool:
+    """NHWC, square, 1 or 3 channels: fed with Fashion-MNIST test images."""
+    shape = info.input.shape
+    return len(shape) == 4 and shape[1] == shape[2] and shape[3] in (1, 3)
+
+
+def validation_inputs(info: ModelInfo, n: int) -> tuple[np.ndarray, np.ndarray | None, str]:
+    """(N inputs in the model's dtype, labels or None, description of the data)."""
+    if not is_image(info):
+        from compile.frontend import example_input
+        return example_input(info, n, RANDOM_SEED), None, f"random (seed {RANDOM_SEED})"
+    from keras_model.data import load_dataset, quantize_input
+
+    _, size, _, channels = info.input.shape
+    x, y = load_dataset("test", size, channels, limit=n)
+    if info.input.dtype == "int8":
+        x = quantize_input(x, info.input.scale, info.input.zero_point)
+    return x.astype(info.input.dtype), y, "Fashion-MNIST test"
+
+
+def compare(reference: np.ndarray, actual: np.ndarray, info: ModelInfo) -> dict:
+    """Agreement of target outputs with the reference outputs, per sample and per value."""
+    ref = reference.reshape(len(reference), -1).astype(np.float64)
+    act = actual.reshape(len(actual), -1).astype(np.float64)
+    diff = np.abs(ref - act)
+    unit = "lsb" if info.output.dtype == "int8" else "value"
+    return {
+        "top1_agreement_pct": float(100.0 * np.mean(ref.argmax(1) == act.argmax(1))),
+        "equal_values_pct": float(100.0 * np.mean(diff == 0)),
+        f"max_abs_diff_{unit}": float(diff.max()),
+        f"rmse_{unit}": float(np.sqrt(np.mean(diff ** 2))),
+        "bit_exact": bool(np.array_equal(reference, actual)),
+    }
+
+
+def validate(model: Path, target_name: str, bundle: Path | None, n: int) -> dict:
+    """The validation report (see compare) for N inputs."""
+    from compile.bundle import model_info, read_manifest
+    from compile.build import build
+    from compile.frontend import read_model
+    from compile.reference import run_litert
+    from compile.run import run_bundle
+    from compile.targets import get_target
+
+    target = get_target(target_name)
+    _, info = read_model(model)
+    x, labels, data = validation_inputs(info, n)
+    with tempfile.TemporaryDirectory(prefix="sandglass-validate-") as tmp:
+        if bundle is None:
+            bundle = build(model, target.name, Path(tmp) / "bundle", {}, cli.command_line())
+        manifest = read_manifest(bundle, target)
+        built_from = model_info(manifest)
+        if built_from.sha256 != info.sha256:
+            raise cli.UserError(f"bundle {bundle} was built from {built_from.path}, "
+                                f"not from {model} (sha256 differs)")
+        actual, metrics = run_bundle(bundle, target.name, x)
+    reference = run_litert(model, x, reference=True)
+    report = {
+        "target": target.name,
+        "model": str(Path(model).resolve()),
+        "sha256": info.sha256,
+        "integer_lowering": manifest["integer_lowering"],
+        "inputs": data,
+        "n": int(len(x)),
+        **compare(reference, actual, info),
+        "target_metrics": metrics,
+    }
+    if labels is not None:
+        report["top1_accuracy_reference_pct"] = float(100.0 * np.mean(
+            reference.reshape(len(x), -1).argmax(1) == labels))
+        report["top1_accuracy_target_pct"] = float(100.0 * np.mean(
+            actual.reshape(len(x), -1).argmax(1) == labels))
+    return report
+
+
+def _text(report: dict, atol: float) -> str:
+    unit = "lsb" if "max_abs_diff_lsb" in report else "value"
+    lines = [
+        f"target {report['target']}  model {report['model']}",
+        f"{report['n']} inputs ({report['inputs']}), integer lowering: "
+        f"{'yes' if report['integer_lowering'] else 'no (float path)'}",
+        f"top-1 agreement   {report['top1_agreement_pct']:.2f} %",
+        f"equal values      {report['equal_values_pct']:.2f} %",
+        f"max |diff|        {report[f'max_abs_diff_{unit}']:g} {unit.upper()}",
+        f"RMSE              {report[f'rmse_{unit}']:.4g} {unit.upper()}",
+    ]
+    if "top1_accuracy_target_pct" in report:
+        lines.append(f"top-1 accuracy    reference {report['top1_accuracy_reference_pct']:.2f} %, "
+                     f"target {report['top1_accuracy_target_pct']:.2f} %")
+    verdict = "BIT-EXACT" if report["bit_exact"] else (
+        "within --atol" if report["passed"] else f"FAILED (--atol {atol:g})")
+    lines.append(verdict)
+    return "\n".join(lines)
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    parser = cli.ArgumentParser(__doc__)
+    parser.add_argument("--target", required=True, help="target name or alias (targets/*.toml)")
+    parser.add_argument("--model", help=f"int8 .tflite (default {cli.DEFAULT_MODEL.name})")
+    parser.add_argument("--bundle", type=Path, help="bundle to check (default: build one)")
+    parser.add_argument("--n", type=int, default=100, help="number of inputs (default 100)")
+    parser.add_argument("--atol", type=float, default=0.0,
+                        help="allowed max |diff| (output LSB for int8; default 0 = bit-exact)")
+    parser.add_argument("--json", nargs="?", const="-", metavar="FILE",
+                        help="print the report as JSON (to FILE if given)")
+    args = parser.parse_args(argv)
+    if args.n < 1:
+        raise cli.UserError(f"--n must be at least 1, got {args.n}")
+    if args.atol < 0:
+        raise cli.UserError(f"--atol must not be negative, got {args.atol:g}")
+    report = validate(cli.model_path(args.model), args.target, args.bundle, args.n)
+    max_diff = report.get("max_abs_diff_lsb", report.get("max_abs_diff_value"))
+    report["atol"] = args.atol
+    report["passed"] = bool(max_diff <= args.atol)
+    if args.json == "-":
+        print(json.dumps(report, indent=2))
+    else:
+        if args.json:
+            cli.save_json(Path(args.json), report)
+        print(_text(report, args.atol))
+    return 0 if report["passed"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(cli.main(run))

@@ -1,0 +1,52 @@
+/* Startup code and vector table for every sandglass Cortex-M firmware (M4, M7, M55).
+ *
+ * Reset_Handler copies .data from flash, zeroes .bss, turns the FPU on when the build uses
+ * it, then calls main() and hands its return value to board_exit().  Symbols come from the
+ * generated linker script (link.ld).
+ */
+#include <stdint.h>
+
+#include "board.h"
+
+extern uint32_t __data_load, __data_start, __data_end, __bss_start, __bss_end, __stack_top;
+int main(void);
+void SysTick_Handler(void) __attribute__((weak, alias("Default_Handler")));
+
+void Default_Handler(void) {
+  for (;;) {
+  }
+}
+
+void HardFault_Handler(void) {
+  board_exit(3);
+}
+
+void Reset_Handler(void) {
+  uint32_t *src = &__data_load, *dst = &__data_start;
+  while (dst < &__data_end) *dst++ = *src++;
+  for (dst = &__bss_start; dst < &__bss_end;) *dst++ = 0;
+#if defined(__ARM_FP)
+  *(volatile uint32_t *)0xE000ED88u |= 0xFu << 20; /* CPACR: CP10, CP11 full access */
+  __asm__ volatile("dsb\n\tisb");
+#endif
+  board_exit(main());
+}
+
+typedef void (*vector_t)(void);
+
+__attribute__((section(".vectors"), used)) const vector_t sg_vectors[16] = {
+    (vector_t)&__stack_top, /* initial main stack pointer */
+    Reset_Handler,
+    Default_Handler,   /* NMI */
+    HardFault_Handler, /* HardFault */
+    HardFault_Handler, /* MemManage */
+    HardFault_Handler, /* BusFault */
+    HardFault_Handler, /* UsageFault */
+    HardFault_Handler, /* SecureFault (v8-M) */
+    0, 0, 0,
+    Default_Handler,   /* SVCall */
+    Default_Handler,   /* DebugMon */
+    0,
+    Default_Handler,   /* PendSV */
+    SysTick_Handler,
+};

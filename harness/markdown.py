@@ -1,0 +1,144 @@
+"""``report.md`` from a report dict (``harness.report``): tables only, every number with its unit and where
+it was measured; the JSON next to it has everything."""
+from __future__ import annotations
+
+from fractions import Fraction
+
+from harness.analysis import layer_table
+
+
+def _mult(m: dict) -> str:
+    x = m.get("identity_multiplier")
+    return "–" if x is None else str(Fraction(x).limit_denominator(8))
+
+
+def _n(x, fmt="{:,}") -> str:
+    return "–" if x is None else fmt.format(x)
+
+
+def _status(rec: dict) -> str:
+    return {"ok": "ok", "withheld": "withheld", "failed": "FAILED"}.get(rec.get("status"), rec.get("status", "–"))
+
+
+def _models_table(report: dict) -> list[str]:
+    rows = ["| model | multiplier | trained | accuracy | params | MACs | shortcut adds | shortcut B (ADD ops) "
+            "| shortcut B (fused) | bytes moved (as is) | bytes moved (fused) | peak live B | TFLM arena B |",
+            "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for m in report["models"]:
+        a = m["analysis"]
+        acc = "–" if m.get("accuracy") is None else f"{100 * m['accuracy']:.2f} %"
+        rows.append(f"| {m['name']} | {_mult(m)} | {'yes' if m['trained'] else 'no'} | {acc} | {a['params']:,} "
+                    f"| {a['macs']:,} | {a['shortcut_adds']} | {a['shortcut_bytes']:,} "
+                    f"| {a['shortcut_bytes_fused']:,} | {a['bytes_moved']:,} | {a['bytes_moved_fused']:,} "
+                    f"| {a['peak_live_bytes']:,} | {_n(m.get('tflm', {}).get('arena_bytes'))} |")
+    return rows
+
+
+def _agreement_table(report: dict) -> list[str]:
+    targets = list(report["targets"])
+    rows = ["| model | " + " | ".join(targets) + " | all targets that ran equal |", "|---|" + "---|" * (len(targets) + 1)]
+    for m in report["models"]:
+        cells = []
+        for t in targets:
+            a = m["agreement"]["targets"].get(t)
+            if a is None:
+                cells.append("FAILED (no output)")
+            elif a["equal"]:
+                cells.append(f"equal ({m['agreement']['samples']} inputs)")
+            else:
+                cells.append(f"DIFFERENT ({a.get('mismatched_elements', a.get('reason'))} elements, "
+                             f"max diff {a.get('max_abs_diff', '?')})")
+        rows.append(f"| {m['name']} | " + " | ".join(cells) + f" | {'yes' if m['agreement']['all_equal'] else 'NO'} |")
+    return rows
+
+
+def _ms(d: dict | None) -> str:
+    if not d:
+        return "–"
+    return f"{d['median_ms']:.3f} ({d['min_ms']:.3f}–{d['max_ms']:.3f})"
+
+
+def _target_section(report: dict, name: str) -> list[str]:
+    info = report["targets"][name]
+    lines = [f"### {name} — {info['description']}", "", f"Numbers: {info['measures']}.", ""]
+    if info["kind"] == "host":
+        s = report["settings"]
+        lines += [f"ms per inference, median (min–max) of {s['repeats']} runs after one warm-up, "
+                  f"{s['threads']} thread(s); LiteRT uses its default resolver (XNNPACK).", "",
+                  "| model | multiplier | TVM ms | LiteRT ms | status |", "|---|---:|---:|---:|---|"]
+        for m in report["models"]:
+            r = m["targets"].get(name, {})
+            lines.append(f"| {m['name']} | {_mult(m)} | {_ms(r.get('tvm_ms'))} | {_ms(r.get('litert_ms'))} "
+                         f"| {_status(r)} {r.get('error', '')} |")
+    elif info["kind"] == "linux-aarch64":
+        lines += ["| model | multiplier | TVM instructions | LiteRT instructions | status |",
+                  "|---|---:|---:|---:|---|"]
+        for m in report["models"]:
+            r = m["targets"].get(name, {})
+            lines.append(f"| {m['name']} | {_mult(m)} | {_n(r.get('tvm_instructions'))} "
+                         f"| {_n(r.get('litert_instructions'))} | {_status(r)} "
+                         f"{r.get('error', '') or r.get('litert_note', '')} |")
+    else:
+        lines += ["| model | multiplier | TVM instructions | TVM arena B | flash B | TFLM arena B (host) | status |",
+                  "|---|---:|---:|---:|---:|---:|---|"]
+        for m in report["models"]:
+            r = m["targets"].get(name, {})
+            lines.append(f"| {m['name']} | {_mult(m)} | {_n(r.get('tvm_instructions'))} "
+                         f"| {_n(r.get('arena_bytes'))} | {_n(r.get('flash_bytes'))} "
+                         f"| {_n(m.get('tflm', {}).get('arena_bytes'))} | {_status(r)} {r.get('error', '')} |")
+    return lines + [""]
+
+
+def render(report: dict) -> str:
+    v = report["versions"]
+    lines = [
+        "# sandglass: what MobileNeXt's identity tensor multiplier saves, measured",
+        "",
+        "MobileNeXt ([arXiv 2007.02269](https://arxiv.org/abs/2007.02269)) adds only a fraction (the identity "
+        "tensor multiplier) of the channels through the shortcut. The paper reports FLOPs and accuracy only; "
+        "this report measures int8 models compiled with Apache TVM on each target, after checking that every "
+        "target's outputs are bit-exact with LiteRT's reference kernels.",
+        "",
+        f"- created {report['created']}, git `{report['git']['commit']}`"
+        f"{' (uncommitted changes)' if report['git']['dirty'] else ''}",
+        f"- machine: {report['machine']['cpu']}, {report['machine']['cores']} cores ({report['machine']['system']})",
+        "- versions: " + ", ".join(f"{k} {val}" for k, val in v.items() if val),
+        f"- rerun: `{report['command']}`",
+        "",
+        "## Models and analytical costs",
+        "",
+        "Computed from the int8 `.tflite` graph (`harness/analysis.py`). Activation bytes only (int8 = 1 B), "
+        "weights and int32 biases excluded. *as is*: op by op as LiteRT / TFLite Micro run the graph "
+        "(the partial shortcut is STRIDED_SLICE + ADD + CONCATENATION there); *fused*: slices, ADD and "
+        "concatenation of a shortcut as one kernel reading only the added part, as a fusing compiler can. "
+        "Peak live = lower bound of any arena in this op order.",
+        "",
+        *_models_table(report),
+        "",
+        "## Bit-exact agreement (checked before any speed is reported)",
+        "",
+        f"Reference: {report['models'][0]['agreement']['reference'] if report['models'] else '–'}; inputs: "
+        "Fashion-MNIST test images quantized with each model's input parameters.",
+        "",
+        *_agreement_table(report),
+        "",
+        "## Measured per target",
+        "",
+    ]
+    for name in report["targets"]:
+        lines += _target_section(report, name)
+    lines += ["## Plots", ""]
+    for name, has_data in report.get("plots", {}).items():
+        lines += [f"![{name}]({name})" + ("" if has_data else " (no data yet)"), ""]
+    default = next((m for m in report["models"] if m["name"] == report["default_model"]),
+                   report["models"][0] if report["models"] else None)
+    if default:
+        lines += [f"## Per-layer table: {default['name']}", "",
+                  "Activation B = activation inputs read + outputs written by the op; shortcut B: shortcut ADDs.",
+                  "", layer_table(default["analysis"]), ""]
+    if report["failures"]:
+        lines += ["## Failures", ""]
+        lines += [f"- {f['model']} on {f['target']}: {f['error']}" for f in report["failures"]]
+        lines.append("")
+    lines += ["## Commands run", "", "```sh", *report["commands"], "```", ""]
+    return "\n".join(lines)

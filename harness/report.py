@@ -1,0 +1,361 @@
+"""What the identity tensor multiplier saves, measured on every target:
+``python harness/report.py [--targets host,rpi4,...] [--models ...] [--quick] --out reports/NAME``.
+
+MobileNeXt (https://arxiv.org/abs/2007.02269) only reported FLOPs and ImageNet accuracy for the identity
+tensor multiplier. This report adds, per model: the analytical costs of the int8 graph
+(``harness.analysis``), and per target: bit-exact agreement with LiteRT's reference kernels first, then
+speed (host ms, or instructions under QEMU) and memory (arena, flash), plus TFLite Micro's arena and the
+trained accuracy. Writes ``report.json``, ``report.md`` and PNG plots into ``--out`` (built in a temp dir
+and renamed: never half-written).
+
+Exit codes: 0 all good; 1 the report is complete but some target failed or disagreed (marked in it);
+2 bad input (one ``error:`` line).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Sequence
+
+if __package__ in (None, ""):  # run as a script: make the repo root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from harness.models import CATALOG, DEFAULT_MODEL, ModelSpecError  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+SCHEMA = "sandglass-report"
+SCHEMA_VERSION = 1
+DEFAULT_TARGETS = ("host", "rpi4", "mps2-an386", "mps2-an500", "mps3-an547")
+DEFAULT_CACHE = REPO / "build" / "harness-cache"
+# (samples checked for agreement, timing repeats): full run / --quick
+SAMPLES = {False: 8, True: 2}
+REPEATS = {False: 50, True: 5}
+EXIT_FAILED, EXIT_USAGE = 1, 2
+PACKAGES = ("apache-tvm", "apache-tvm-ffi", "ai-edge-litert", "tflite-micro", "tensorflow", "tf-keras",
+            "numpy", "matplotlib")
+
+
+class UsageError(ValueError):
+    """Bad command line: one ``error:`` line, exit 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):
+        raise UsageError(f"{message} (see --help)")
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = _Parser(description=__doc__.splitlines()[0])
+    p.add_argument("--targets", default=",".join(DEFAULT_TARGETS),
+                   help=f"comma-separated target names or aliases (default {','.join(DEFAULT_TARGETS)})")
+    p.add_argument("--models", default=",".join(CATALOG),
+                   help="comma-separated catalog names or .tflite paths (default: all of "
+                        f"{', '.join(CATALOG)})")
+    p.add_argument("--quick", action="store_true",
+                   help="reuse built models and bundles from --cache, few samples and repeats")
+    p.add_argument("--out", required=True, type=Path, help="report directory to write (e.g. reports/NAME)")
+    p.add_argument("--cache", type=Path, default=DEFAULT_CACHE,
+                   help=f"built models and bundles (default {DEFAULT_CACHE.relative_to(REPO)})")
+    p.add_argument("--samples", type=int, help="inputs checked for bit-exact agreement (default 8, quick 2)")
+    p.add_argument("--repeats", type=int, help="timing repeats on the host (default 50, quick 5)")
+    p.add_argument("--threads", type=int, default=1, help="threads for host timing, TVM and LiteRT (default 1)")
+    args = p.parse_args(argv)
+    args.samples = args.samples or SAMPLES[args.quick]
+    args.repeats = args.repeats or REPEATS[args.quick]
+    if args.samples < 1 or args.repeats < 1 or args.threads < 1:
+        raise UsageError("--samples, --repeats and --threads must be >= 1")
+    return args
+
+
+def resolve_targets(spec: str) -> list:
+    from compile.targets import UnknownTarget, get_target
+
+    names = [s.strip() for s in spec.split(",") if s.strip()]
+    if not names:
+        raise UsageError("--targets is empty")
+    targets = []
+    for name in names:
+        try:
+            target = get_target(name)
+        except UnknownTarget as err:
+            raise UsageError(str(err)) from None
+        if target.name not in [t.name for t in targets]:
+            targets.append(target)
+    return targets
+
+
+def check_models(spec: str) -> list[str]:
+    models = [s.strip() for s in spec.split(",") if s.strip()]
+    if not models:
+        raise UsageError("--models is empty")
+    for m in models:
+        if m.endswith(".tflite"):
+            if not Path(m).is_file():
+                raise UsageError(f"model file {m} does not exist")
+        elif m not in CATALOG:
+            raise UsageError(f"unknown model '{m}' (known: {', '.join(CATALOG)}, or a path to a .tflite)")
+    return list(dict.fromkeys(models))
+
+
+def check_out(out: Path) -> None:
+    if out.exists() and not (out.is_dir() and (not any(out.iterdir()) or (out / "report.json").is_file())):
+        raise UsageError(f"{out} exists and is not a report directory; refusing to overwrite it")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# What each target kind measures, stated in the report next to every number.
+def measure_note(target) -> str:
+    if target.kind == "host":
+        return f"wall-clock ms on this machine's CPU ({cpu_name()})"
+    if target.kind == "linux-aarch64":
+        emu = " ".join(target.get("emulator", {}).get("command", []))
+        return f"guest instructions per inference under `{emu}` (qemu-user; instructions, not cycles or ms)"
+    run = " ".join(str(a) for a in target.get("run", {}).get("command", [])[:3]) or "QEMU"
+    return f"instructions per inference under `{run}` (QEMU system emulation, -icount; not cycles)"
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _first_number(d: dict, *keys: str):
+    for key in keys:
+        v = d.get(key)
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            return v
+    return None
+
+
+def _find_number(d: dict, word: str):
+    """The first numeric value whose key contains ``word``, searched in d and its sub-dicts."""
+    for scope in (d, *(v for v in d.values() if isinstance(v, dict))):
+        for key, v in scope.items():
+            if word in key and isinstance(v, (int, float)) and not isinstance(v, bool):
+                return v
+    return None
+
+
+# ----------------------------------------------------------------------------------------------------------
+def measure_model(entry, targets, args, commands: list[str], failures: list[dict]) -> dict:
+    """Everything the report says about one model."""
+    from compile.reference import run_litert
+    from harness import measure
+    from harness.analysis import analyze
+
+    result = {**entry.to_json(), "analysis": analyze(entry.path)}
+    inputs = measure.model_inputs(entry.path, args.samples)
+    expected = run_litert(entry.path, inputs, reference=True)
+    result["inputs"] = {"samples": len(inputs), "source": "Fashion-MNIST test images, quantized with the "
+                        "model's input scale/zero point", "shape": list(inputs.shape)}
+
+    try:
+        result["tflm"] = measure.tflm_arena(entry.path, inputs[0])
+    except RuntimeError as err:
+        result["tflm"] = {"error": str(err)}
+        failures.append({"model": entry.name, "target": "tflite-micro", "stage": "arena", "error": str(err)})
+
+    sha = entry.sha256()
+    per_target, agreement = {}, {}
+    for target in targets:
+        bundle = args.cache / "bundles" / entry.name / target.name
+        rec = {"measures": measure_note(target), "bundle": str(bundle)}
+        try:
+            manifest = measure.build_bundle(entry.path, sha, target.name, bundle, args.quick, commands)
+            # qemu-user instruction counting lives in compile/bench.py: ask for it only when it is there
+            counted = target.kind == "linux-aarch64" and measure.bench_available()
+            opts = {"instructions": 1} if counted else {}
+            outputs, metrics = measure.run_bundle(target.name, bundle, inputs, commands, opts)
+        except measure.StepFailed as err:
+            rec.update(status="failed", error=str(err), command=err.command)
+            failures.append({"model": entry.name, "target": target.name, "error": str(err)})
+            per_target[target.name] = rec
+            continue
+        agreement[target.name] = measure.compare(outputs, expected)
+        backend_entries = {k: v for k, v in manifest.items()
+                           if k not in ("model", "target", "versions", "files", "command", "created")}
+        rec.update(status="ran", raw={"run": metrics, "bundle": backend_entries})
+        per_target[target.name] = rec
+
+    ran = list(agreement)
+    all_equal = bool(ran) and all(a["equal"] for a in agreement.values())
+    result["agreement"] = {"reference": "LiteRT BUILTIN_REF (reference kernels)", "samples": len(inputs),
+                           "targets": agreement, "all_equal": all_equal,
+                           "not_run": [t.name for t in targets if t.name not in agreement]}
+    if not all_equal:
+        bad = [t for t, a in agreement.items() if not a["equal"]] or ["(no target ran)"]
+        for t in ran:
+            per_target[t]["status"] = "withheld"
+            per_target[t]["error"] = f"speed withheld: outputs of {', '.join(bad)} differ from LiteRT reference"
+        failures.append({"model": entry.name, "target": ",".join(bad), "error": "outputs disagree"})
+    else:
+        for target in targets:
+            rec = per_target[target.name]
+            if rec["status"] != "ran":
+                continue
+            try:
+                rec.update(speed(entry, target, Path(rec["bundle"]), inputs[0], args, commands, rec["raw"]))
+                rec["status"] = "ok"
+            except (measure.StepFailed, RuntimeError) as err:
+                rec.update(status="failed", error=str(err))
+                failures.append({"model": entry.name, "target": target.name, "stage": "speed",
+                                 "error": str(err)})
+    result["targets"] = per_target
+    return result
+
+
+def speed(entry, target, bundle: Path, sample, args, commands: list[str], raw: dict) -> dict:
+    """Speed and memory of one target, flat fields; only called once every target agreed with the reference.
+    ``raw`` holds the target's run.py metrics and bundle.json backend entries."""
+    from harness import measure
+
+    if target.kind == "host":
+        commands.append(f"# host timing in-process: TVM_NUM_THREADS={args.threads}, {args.repeats} runs each")
+        return {"tvm_ms": measure.host_latency_tvm(bundle, sample, args.repeats, args.threads),
+                "litert_ms": measure.host_latency_litert(entry.path, sample, args.repeats, args.threads),
+                "litert_kernels": "LiteRT default op resolver (XNNPACK delegate + optimized kernels)"}
+    out = {"tvm_instructions": _first_number(raw["run"], "instructions_per_inference", "instructions")}
+    if target.kind == "cortex-m":
+        run = raw["run"]
+        out["arena_bytes"] = run.get("arena_bytes")
+        out["arena_lower_bound"] = run.get("arena_lower_bound")
+        flash = [run.get(f"flash_{k}_bytes") for k in ("code", "weights", "other")]
+        out["flash_bytes"] = sum(flash) if None not in flash else None
+        return out   # LiteRT has no Cortex-M build here; TFLite Micro's arena is per model ("tflm")
+    if measure.bench_available():
+        bench = measure.bench(target.name, bundle, entry.path, min(args.repeats, 3), commands)
+        out["bench"] = bench
+        litert = bench.get("litert") if isinstance(bench.get("litert"), dict) else {}
+        out["litert_instructions"] = _find_number(litert, "instructions") or \
+            _find_number(bench, "litert_instructions")
+    else:
+        out["litert_instructions"] = None
+        out["litert_note"] = "compile/bench.py is not there yet: no LiteRT count"
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------
+def _tool_version(command: list[str]) -> str | None:
+    try:
+        out = subprocess.run(command, capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.strip().splitlines()[0] if out.strip() else None
+
+
+def environment(targets) -> dict:
+    """Versions, git commit and machine: what anyone needs to rerun and compare."""
+    versions = {"python": platform.python_version()}
+    for pkg in PACKAGES:
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            versions[pkg] = None
+    kinds = {t.kind for t in targets}
+    if "linux-aarch64" in kinds:
+        versions["qemu-aarch64"] = _tool_version(["qemu-aarch64", "--version"])
+        versions["aarch64-linux-gnu-gcc"] = _tool_version(["aarch64-linux-gnu-gcc", "--version"])
+    if "cortex-m" in kinds:
+        versions["qemu-system-arm"] = _tool_version(["qemu-system-arm", "--version"])
+        versions["arm-none-eabi-gcc"] = _tool_version(["arm-none-eabi-gcc", "--version"])
+    git = {"commit": _tool_version(["git", "-C", str(REPO), "rev-parse", "HEAD"])}
+    status = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain"], capture_output=True,
+                            text=True).stdout
+    git["dirty"] = bool(status.strip())
+    return {"versions": versions, "git": git,
+            "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "arch": platform.machine(),
+                        "system": platform.platform()}}
+
+
+def build_report(args, targets, model_specs: list[str]) -> dict:
+    from harness.models import resolve
+
+    commands: list[str] = []
+    failures: list[dict] = []
+    models = []
+    for spec in model_specs:
+        try:
+            entry = resolve(spec, args.cache)
+        except (ModelSpecError, ValueError, OSError) as err:
+            failures.append({"model": spec, "target": None, "stage": "model", "error": str(err)})
+            continue
+        print(f"[report] {entry.name}: {entry.source}", file=sys.stderr, flush=True)
+        models.append(measure_model(entry, targets, args, commands, failures))
+    return {
+        "schema": SCHEMA, "schema_version": SCHEMA_VERSION,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": shlex.join(["python", "harness/report.py", *sys.argv[1:]]),
+        **environment(targets),
+        "settings": {"quick": args.quick, "samples": args.samples, "repeats": args.repeats,
+                     "threads": args.threads, "cache": str(args.cache)},
+        "targets": {t.name: {"kind": t.kind, "description": t.description, "tvm": t.tvm,
+                             "measures": measure_note(t)} for t in targets},
+        "models": models,
+        "default_model": DEFAULT_MODEL,
+        "commands": commands,
+        "failures": failures,
+    }
+
+
+def write_report(report: dict, out: Path) -> None:
+    """report.json, report.md and the plots into a temp dir next to ``out``, then renamed to ``out``."""
+    from harness.markdown import render
+    from harness.plots import make_plots
+
+    out = out.absolute()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{out.name}.tmp-", dir=out.parent))
+    try:
+        report["plots"] = make_plots(report, tmp)
+        (tmp / "report.json").write_text(json.dumps(report, indent=1) + "\n")
+        (tmp / "report.md").write_text(render(report))
+        if out.exists():
+            old = Path(tempfile.mkdtemp(prefix=f"{out.name}.old-", dir=out.parent))
+            os.replace(out, old / "report")
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = parse_args(argv)
+        targets = resolve_targets(args.targets)
+        model_specs = check_models(args.models)
+        check_out(args.out)
+    except UsageError as err:
+        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
+        return EXIT_USAGE
+    # TVM sizes its thread pool from this when first used (host timing runs in this process).
+    os.environ["TVM_NUM_THREADS"] = str(args.threads)
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    report = build_report(args, targets, model_specs)
+    write_report(report, args.out)
+    print(args.out / "report.md")
+    for f in report["failures"]:
+        print(f"failed: {f['model']} on {f['target']}: {f['error']}", file=sys.stderr)
+    return EXIT_FAILED if report["failures"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,225 @@
+"""Cortex-M backend: generated C firmware, built with arm-none-eabi-gcc, run on QEMU boards.
+
+Real tools only: the Relax -> C flow, `make` with -Wall -Werror, qemu-system-arm with
+semihosting; outputs are compared bit for bit with LiteRT's reference kernels.
+"""
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from tvm.script import ir as I
+from tvm.script import relax as R
+
+from compile.backends import BackendError, cortexm
+from compile.build import build as build_bundle
+from compile.cortexm import memplan, project
+from compile.cortexm.lower import lower_model
+from compile.pipeline import compile_model
+from compile.reference import run_litert
+from compile.run import run_bundle
+from compile.targets import all_targets, get_target
+from factory import build_tflite, random_int8_inputs
+
+REPO = Path(__file__).resolve().parents[1]
+BUILD, RUN = REPO / "compile" / "build.py", REPO / "compile" / "run.py"
+QEMU_BOARDS = ["mps2-an386", "mps2-an500", "mps3-an547"]
+CORTEX_M = sorted(n for n, t in all_targets().items() if t.kind == "cortex-m")
+
+
+def cli(script: Path, *args, env=None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
+    return subprocess.run([sys.executable, str(script), *map(str, args)], capture_output=True,
+                          text=True, cwd=REPO, env=env, timeout=300)
+
+
+def assert_user_error(result: subprocess.CompletedProcess, *words: str) -> None:
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2, result.stderr
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    for word in words:
+        assert word in lines[0], lines[0]
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cm_models")
+    return {name: build_tflite(name, out) for name in ("small_cnn", "identity_block")}
+
+
+@pytest.fixture(scope="module")
+def graphs(models):
+    return {name: lower_model(compile_model(path)[0]) for name, path in models.items()}
+
+
+def test_generated_c_compiles_warning_free_for_every_board(graphs, tmp_path):
+    assert {"mps2-an386", "mps2-an500", "mps3-an547", "stm32f746g-disco", "nucleo-l4r5zi",
+            "nrf52840dk"} <= set(CORTEX_M)
+    graph = graphs["small_cnn"]
+    weights = sum(t.nbytes for t in graph.tensors.values() if t.kind == "const")
+    for name in CORTEX_M:
+        target = get_target(name)
+        proj = tmp_path / name
+        proj.mkdir()
+        x = np.zeros((1, 16, 16, 1), np.int8)
+        facts = project.write_project(graph, target, proj, x)
+        sizes = project.make_firmware(proj, target)      # -Wall -Wextra -Werror
+        # unreferenced constants are dropped by --gc-sections
+        assert 0 < sizes["weights_bytes"] <= weights + 16 * len(graph.tensors)
+        assert sizes["code_bytes"] > 0
+        assert facts["arena_bytes"] <= 1.05 * facts["arena_lower_bound"]
+        link = (proj / "link.ld").read_text()
+        mem = target["memory"]
+        assert f"ORIGIN = {hex(mem['flash']['origin'])}, LENGTH = {hex(mem['flash']['length'])}" \
+            in link and "ASSERT(" in link
+
+
+def test_aliases_pick_qemu_boards():
+    assert [get_target(a).name for a in ("cortex-m4", "cortex-m7", "cortex-m55")] == QEMU_BOARDS
+
+
+@pytest.mark.parametrize("board", QEMU_BOARDS)
+def test_small_cnn_bit_exact_on_qemu_board(board, models, tmp_path):
+    bundle = build_bundle(models["small_cnn"], board, tmp_path / "b", {}, "test")
+    x = random_int8_inputs(models["small_cnn"], 3, seed=7)
+    y, metrics = run_bundle(bundle, board, x)
+    np.testing.assert_array_equal(y, run_litert(models["small_cnn"], x, reference=True))
+    assert metrics["samples"] == 3 and metrics["instructions_per_inference"] > metrics["macs"] > 0
+    assert metrics["arena_bytes"] == json.loads((bundle / "bundle.json").read_text())[
+        "arena_bytes"]
+    assert 0 < metrics["stack_high_water_bytes"] < 16384
+
+
+def test_cli_build_and_run_on_m4(models, tmp_path):
+    out = tmp_path / "bundle"
+    result = cli(BUILD, "--target", "cortex-m4", "--model", models["identity_block"],
+                 "--out", out)
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads((out / "bundle.json").read_text())
+    assert manifest["target"]["name"] == "mps2-an386"
+    assert manifest["tflm_arena"]["head_bytes"] > 0
+    x = random_int8_inputs(models["identity_block"], 2, seed=3)
+    np.save(tmp_path / "x.npy", x)
+    result = cli(RUN, "--target", "mps2-an386", "--bundle", out, "--input", tmp_path / "x.npy",
+                 "--output", tmp_path / "y.npy", "--json", tmp_path / "m.json")
+    assert result.returncode == 0, result.stderr
+    y = np.load(tmp_path / "y.npy")
+    np.testing.assert_array_equal(y, run_litert(models["identity_block"], x, reference=True))
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert metrics["instructions_per_mac"] > 0 and metrics["flash_weights_bytes"] > 0
+    assert metrics["arena_bytes"] >= metrics["arena_lower_bound"] > 0
+
+
+def test_integer_model_has_no_float_in_kernels(graphs, tmp_path):
+    """identity_block is conv/depthwise/add/concat only: the firmware must not touch the FPU."""
+    target = get_target("mps2-an386")
+    project.write_project(graphs["identity_block"], target, tmp_path,
+                          np.zeros((1, 8, 8, 8), np.int8))
+    source = (tmp_path / "model.c").read_text()
+    assert not re.search(r"\b(float|double)\b", source)
+    project.make_firmware(tmp_path, target)
+    dis = subprocess.run(["arm-none-eabi-objdump", "-d", str(tmp_path / "build/firmware.elf")],
+                         capture_output=True, text=True, check=True).stdout
+    fp = re.findall(r"\bv(?:add|sub|mul|div|mla|fma|cvt\w*)\.f(?:32|64)\b", dis)
+    assert fp == [], fp[:5]
+
+
+def test_instruction_counter_counts_instructions(graphs, tmp_path):
+    """A loop of 1e6 x (subs, bne) must read 2e6 instructions on every QEMU board."""
+    loop = ('#include "board.h"\nint main(void) {\n  board_init();\n'
+            '  uint64_t s = board_cycles();\n  uint32_t n = 1000000;\n'
+            '  __asm__ volatile("1: subs %0, %0, #1\\n\\tbne 1b" : "+r"(n));\n'
+            '  uint64_t c = board_cycles() - s;\n  return c > 2002000u || c < 1998000u;\n}\n')
+    for board in QEMU_BOARDS:
+        target = get_target(board)
+        proj = tmp_path / board
+        proj.mkdir()
+        project.write_project(graphs["identity_block"], target, proj,
+                              np.zeros((1, 8, 8, 8), np.int8))
+        (proj / "main.c").write_text(loop)
+        project.make_firmware(proj, target)
+        proc = subprocess.run([*target["run"]["command"], "-kernel",
+                               str(proj / "build/firmware.elf")], timeout=60)
+        assert proc.returncode == 0, board
+
+
+def test_fit_check_fires_on_small_board(tmp_path):
+    import tensorflow as tf
+    import tf_keras as keras
+
+    inp = keras.Input((320, 320, 1), batch_size=1)
+    out = keras.layers.Conv2D(4, 3, padding="same")(keras.layers.Conv2D(4, 3, padding="same")(inp))
+    converter = tf.lite.TFLiteConverter.from_keras_model(keras.Model(inp, out))
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = lambda: (
+        [np.random.default_rng(i).random((1, 320, 320, 1), np.float32)] for i in range(4))
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = converter.inference_output_type = tf.int8
+    model = tmp_path / "big.tflite"
+    model.write_bytes(converter.convert())
+    result = cli(BUILD, "--target", "nrf52840dk", "--model", model, "--out", tmp_path / "b")
+    assert_user_error(result, "does not fit nrf52840dk", "RAM", str(256 * 1024))
+    assert not (tmp_path / "b").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["big.tflite"]
+
+
+def test_unknown_board_is_one_line(models, tmp_path):
+    result = cli(BUILD, "--target", "mps9-an999", "--model", models["identity_block"],
+                 "--out", tmp_path / "b")
+    assert_user_error(result, "unknown target 'mps9-an999'", "mps2-an386")
+    assert not (tmp_path / "b").exists()
+
+
+def test_missing_toolchain_names_debian_package(models, tmp_path):
+    result = cli(BUILD, "--target", "mps2-an386", "--model", models["identity_block"],
+                 "--out", tmp_path / "b", env={"PATH": str(tmp_path)})
+    assert_user_error(result, "arm-none-eabi-gcc", "gcc-arm-none-eabi")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_hanging_firmware_is_stopped(graphs, tmp_path):
+    target = get_target("mps2-an386")
+    project.write_project(graphs["identity_block"], target, tmp_path,
+                          np.zeros((1, 8, 8, 8), np.int8))
+    (tmp_path / "main.c").write_text("int main(void) {\n  for (;;) {\n  }\n}\n")
+    project.make_firmware(tmp_path, target)
+    start = time.monotonic()
+    with pytest.raises(BackendError, match="did not finish within 2 s"):
+        project.run_firmware(tmp_path / "build/firmware.elf", target, timeout=2)
+    assert time.monotonic() - start < 30
+
+
+@I.ir_module
+class UnsupportedOp:
+    @R.function
+    def main(x: R.Tensor((1, 4), "int8")) -> R.Tensor((1, 4), "int8"):
+        y = R.call_dps_packed("sg_no_such_kernel", (x,), out_ty=R.Tensor((1, 4), "int8"))
+        return y
+
+
+def test_unsupported_op_is_a_user_error_and_leaves_nothing(models, tmp_path):
+    from compile.bundle import create_bundle
+    from compile.frontend import read_model
+
+    _, info = read_model(models["identity_block"])
+    target = get_target("mps2-an386")
+    with pytest.raises(BackendError, match="unsupported operator relax.call_dps_packed"):
+        create_bundle(tmp_path / "b", target, info, True, "test",
+                      lambda tmp: cortexm.build(UnsupportedOp, info, target, tmp, {}))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_memory_plan_of_real_graph_never_overlaps(graphs):
+    for graph in graphs.values():
+        plan, buffers = project.plan_memory(graph)
+        memplan.check(buffers, plan)
+        assert plan.arena_bytes <= 1.05 * plan.lower_bound
+        # every activation the steps touch has a place, constants/input/output do not
+        placed = {n for n, t in graph.tensors.items() if t.kind in ("activation", "workspace")}
+        assert set(plan.offsets) == placed

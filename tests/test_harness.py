@@ -1,0 +1,144 @@
+"""Harness and report (harness/): analytical costs of real int8 graphs and a real report on the host.
+
+The models are tiny 32x32 MobileNeXt-like nets made of the project's own sandglass blocks
+(``keras_model.mobilenext.sandglass_block``, with the real ``IdentityMultiplierAdd`` shortcut) at identity
+multipliers 1, 1/2 and 1/4, exported int8 with ``keras_model.export.convert_int8``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+MULTIPLIERS = (1.0, 0.5, 0.25)
+
+
+def _tiny_mobilenext(multiplier: float):
+    import tf_keras as keras
+
+    from keras_model.layers import classifier_head, conv_bn
+    from keras_model.mobilenext import sandglass_block
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((32, 32, 1))
+    x = conv_bn(inputs, 16, 3, 2, "stem", relu6=True)
+    for i in (1, 2):   # same channels at stride 1: the "dw-pw-pw-dw+shortcut" variant
+        x = sandglass_block(x, 16, 1, 4, False, multiplier, name=f"block{i}")
+    return keras.Model(inputs, classifier_head(x, 10, 0.0))
+
+
+@pytest.fixture(scope="module")
+def tiny_models(tmp_path_factory) -> list[Path]:
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    from keras_model.data import load_dataset
+    from keras_model.export import convert_int8
+
+    out = tmp_path_factory.mktemp("harness_models")
+    images, _ = load_dataset("train", 32, 1, limit=16)
+    paths = []
+    for m in MULTIPLIERS:
+        name = f"tiny_m{round(m * 100):03d}"
+        (out / f"{name}_int8.tflite").write_bytes(convert_int8(_tiny_mobilenext(m), images))
+        (out / f"{name}.json").write_text(json.dumps({"arch": "mobilenext", "identity_multiplier": m}))
+        paths.append(out / f"{name}_int8.tflite")
+    return paths
+
+
+def _report(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    return subprocess.run([sys.executable, "harness/report.py", *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_analysis_counts_the_partial_shortcut(tiny_models):
+    from harness.analysis import analyze
+
+    results = [analyze(p) for p in tiny_models]
+    full, half, quarter = results
+    # 16x16 feature map, 16 channels, 2 blocks with a shortcut: k = floor(16 m) channels added per block.
+    for r, m in zip(results, MULTIPLIERS):
+        k = int(16 * m)
+        assert r["shortcut_adds"] == 2
+        assert r["shortcut_elements"] == 2 * 16 * 16 * k
+        assert r["shortcut_bytes"] == 3 * r["shortcut_elements"]           # 2 int8 inputs + 1 output
+        # fused kernel: reads k channels of the input, all 16 of the block output, writes 16
+        assert r["shortcut_bytes_fused"] == 2 * 16 * 16 * (k + 16 + 16)
+    # same network apart from the shortcut: parameters and MACs do not change
+    assert len({(r["params"], r["macs"]) for r in results}) == 1
+    for key in ("shortcut_elements", "shortcut_bytes", "shortcut_bytes_fused", "bytes_moved_fused"):
+        values = [r[key] for r in results]
+        assert values == sorted(values, reverse=True) and len(set(values)) == 3, (key, values)
+    # as LiteRT runs it (slice + add + concatenation op by op), only the partial multipliers compare
+    assert half["bytes_moved"] > quarter["bytes_moved"]
+    assert half["data_movement_bytes"] > 0 and full["data_movement_bytes"] == 0
+    # per-layer rows add up to the totals
+    assert sum(l["activation_bytes"] for l in full["layers"]) == full["bytes_moved"]
+    assert sum(l["macs"] for l in full["layers"]) == full["macs"]
+    assert full["peak_live_bytes"] >= 16 * 16 * 16 * 2      # a block's input and output are live together
+
+
+def test_report_on_host(tiny_models, tmp_path):
+    out = tmp_path / "report"
+    proc = _report("--targets", "host", "--quick", "--models", ",".join(map(str, tiny_models)),
+                   "--out", str(out), "--cache", str(tmp_path / "cache"))
+    report = json.loads((out / "report.json").read_text())
+    # exit 0, or 1 with every failure named in the report (a target that disagrees or fails)
+    assert proc.returncode == (1 if report["failures"] else 0), proc.stderr[-2000:]
+
+    assert report["schema"] == "sandglass-report" and report["schema_version"] == 1
+    for key in ("created", "command", "git", "versions", "machine", "settings", "targets", "models",
+                "commands", "failures", "plots"):
+        assert key in report, key
+    assert report["versions"]["apache-tvm"] and report["git"]["commit"]
+    assert set(report["targets"]) == {"host"} and "ms" in report["targets"]["host"]["measures"]
+    assert [m["identity_multiplier"] for m in report["models"]] == list(MULTIPLIERS)
+    for name, has_data in report["plots"].items():
+        assert (out / name).stat().st_size > 1000
+    assert (out / "report.md").read_text().startswith("# sandglass")
+
+    for m in report["models"]:
+        assert m["analysis"]["layers"] and m["tflm"]["arena_bytes"] >= m["analysis"]["peak_live_bytes"]
+        agreement = m["agreement"]
+        host = m["targets"]["host"]
+        # agreement is decided on real outputs first; a speed exists only when every target agreed
+        if host["status"] in ("ok", "withheld"):
+            assert "host" in agreement["targets"]
+        if host["status"] == "ok":
+            assert agreement["all_equal"] and agreement["targets"]["host"]["equal"]
+            for key in ("tvm_ms", "litert_ms"):
+                stats = host[key]
+                assert 0 < stats["min_ms"] <= stats["median_ms"] <= stats["max_ms"]
+                assert stats["runs"] == report["settings"]["repeats"] and stats["threads"] == 1
+        else:
+            assert "tvm_ms" not in host and "litert_ms" not in host
+            assert any(f["model"] == m["name"] for f in report["failures"])
+
+
+def test_compare_is_bit_exact():
+    from harness.measure import compare
+
+    a = np.arange(-5, 5, dtype=np.int8).reshape(2, 5)
+    assert compare(a, a.copy())["equal"]
+    b = a.copy()
+    b[1, 2] += 1
+    assert compare(b, a) == {"equal": False, "mismatched_elements": 1, "max_abs_diff": 1}
+    assert not compare(a.astype(np.int16), a)["equal"]
+
+
+def test_unknown_target_exits_2(tmp_path):
+    out = tmp_path / "never"
+    proc = _report("--targets", "host,no-such-board", "--out", str(out))
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and proc.stderr.startswith("error: unknown target")
+    assert not out.exists()
+
+
+def test_unknown_model_exits_2(tmp_path):
+    proc = _report("--targets", "host", "--models", "mobilenext_mcu_m999", "--out", str(tmp_path / "r"))
+    assert proc.returncode == 2 and proc.stderr.startswith("error: unknown model")
