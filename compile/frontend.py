@@ -22,26 +22,28 @@ import tflite
 import tvm
 
 # Builtin operator -> highest operator version we compile.  Versions are TFLite's
-# (tensorflow/lite/tools/versioning/op_version.cc): each new version marks a new feature,
-# mostly a new tensor type, so the limit says which types/features are in.
+# (GetBuiltinOperatorVersion in tensorflow/compiler/mlir/lite/tools/versioning/op_version.cc):
+# a new version marks a new feature, mostly a new tensor type, so the limit says what is in.
 SUPPORTED_OPS = {
-    "CONV_2D": 3,             # 1 float, 2 hybrid, 3 int8 per-channel (4+: int16, grouped, int4)
-    "DEPTHWISE_CONV_2D": 3,   # 1 float, 2 dilation, 3 int8 per-channel (4+: hybrid, int16, int4)
-    "ADD": 2,                 # 1 float/uint8, 2 int8 (3+: int16, >4-D broadcast, int64)
-    "SUB": 3,                 # 1 float/uint8, 2 int8, 3 int8 5-D broadcast (4+: int16, int64)
-    "MUL": 3,                 # 1 float/uint8, 2 int8, 3 int8 with real multiplier >= 1
+    "CONV_2D": 3,             # 1 float, 2 hybrid, 3 int8 (4+: int16, hybrid, groups, int4)
+    "DEPTHWISE_CONV_2D": 3,   # 1 float, 2 float dilated, 3 int8 (4+: hybrid, int16, int4)
+    "ADD": 2,                 # 1 float/uint8, 2 int8 (3+: int16, int64, float16)
+    "SUB": 3,                 # 1 float/uint8, 2 int8, 3 broadcast over >4-D (4+: int64, int16)
+    "MUL": 3,                 # 1 float/uint8, 2 int8, 3 int8 with rescale >= 1 (4+: int16, int64)
     "MEAN": 2,                # 1 float/uint8, 2 int8 (3: int16)
     "AVERAGE_POOL_2D": 2,     # 1 float/uint8, 2 int8 (3: int16)
     "MAX_POOL_2D": 2,         # 1 float/uint8, 2 int8 (3: int16)
-    "FULLY_CONNECTED": 5,     # 1 float, 4 int8, 5 keep_num_dims (6+: hybrid, int16, sparse, int4)
-    "RESHAPE": 1,             # 1 all types (2+: string, int16)
+    "FULLY_CONNECTED": 5,     # 1 float, 2 shuffled weights, 3 hybrid, 4 int8, 5 keep_num_dims
+                              # (6+: no bias, int16, sparse, int4)
+    "RESHAPE": 1,             # only version
     "SOFTMAX": 2,             # 1 float/uint8, 2 int8 (3: int16)
-    "PAD": 2,                 # 1 float/uint8, 2 int8 (3+: 5-D, int16)
-    "CONCATENATION": 2,       # 1 float/uint8, 2 int8 (3+: int16, uint32)
-    "STRIDED_SLICE": 4,       # 1 float, 2 int8, 3 5-D, 4 offset/ellipsis masks (5+: int16, string)
-    "SPLIT": 2,               # 1 float, 2 int8 (3+: int16, int32)
-    "QUANTIZE": 2,            # 1 float->uint8, 2 float->int8 / int8 requantize (3: int16)
-    "DEQUANTIZE": 2,          # 1 uint8->float, 2 int8->float (3+: float16, per-channel, int16)
+    "PAD": 2,                 # 1 float/uint8, 2 int8 (3+: int16, >4-D, bool)
+    "CONCATENATION": 2,       # 1 float/uint8, 2 int8 (3+: int16, uint32, int4)
+    "STRIDED_SLICE": 4,       # 1 float, 2 int8, 3 bool, 4 >4-D (5+: string, ellipsis/new-axis
+                              # masks, uint32, offset)
+    "SPLIT": 2,               # 1 float, 2 int8 (3+: int32, int16)
+    "QUANTIZE": 1,            # 1 float -> int8/uint8 and int8 requantize (2+: int16, per-channel)
+    "DEQUANTIZE": 2,          # 1 uint8, 2 int8 (3+: int16/float16, per-channel, int4)
 }
 # Fused activations allowed on the ops that have one (FlatBuffer enum ActivationFunctionType).
 SUPPORTED_ACTIVATIONS = ("NONE", "RELU", "RELU6")

@@ -19,14 +19,20 @@ MetaSchedule: https://arxiv.org/abs/2205.13603 ; TVM RPC: https://tvm.apache.org
 """
 from __future__ import annotations
 
+import functools
 import hashlib
+import importlib
+import importlib.util
 import json
 import logging
 import os
+import platform
 import shutil
 import socket
 import tempfile
+import sys
 import threading
+import types
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +42,7 @@ import tvm
 from tvm.ir.utils import derived_object
 from tvm.s_tir import meta_schedule as ms
 
+from compile.backends import BackendError
 from compile.sysroot import cache_root
 
 WORKLOADS = "database_workload.json"
@@ -47,7 +54,7 @@ SESSION_TIMEOUT_S = 60             # one RPC measurement (upload + run) at most
 Log = Callable[[str], None]
 
 
-class TuningError(RuntimeError):
+class TuningError(BackendError):
     """A tuning problem the user can fix (tracker unreachable, no server for the key, ...)."""
 
 
@@ -111,7 +118,7 @@ def open_database(db_dir: Path, log: Log) -> ms.database.JSONDatabase | None:
                         json.loads(line)
         return ms.database.JSONDatabase(str(db_dir / WORKLOADS), str(db_dir / RECORDS),
                                         allow_missing=False)
-    except (OSError, ValueError, tvm.TVMError) as err:
+    except (OSError, ValueError, RuntimeError) as err:   # RuntimeError: TVM FFI errors
         log(f"warning: tuning database {db_dir} is unreadable ({type(err).__name__}); ignoring it")
         return None
 
@@ -147,6 +154,35 @@ def check_tracker(rpc: RPCSpec) -> dict:
             f"{', '.join(keys) or 'none'}); on the device run python -m tvm.exec.rpc_server "
             f"--tracker {where} --key {rpc.key}")
     return summary
+
+
+def load_tensor_intrinsics(families: tuple[str, ...]) -> None:
+    """Register only the tensor intrinsics of ``families`` (e.g. ``("arm_cpu",)``).
+
+    MetaSchedule imports the package ``tvm.s_tir.tensor_intrin``, whose ``__init__`` parses the
+    intrinsics of every backend (CUDA, ROCm, Hexagon, ...): 30-90 s per process on this 2-core
+    machine, paid by the tuner and by every builder worker. The package is registered here
+    without running its ``__init__`` and only the families the target can use are imported
+    (x86: ~1 s, arm_cpu incl. SDOT/UDOT: ~4 s). Idempotent; also the builder workers' initializer.
+    """
+    name = "tvm.s_tir.tensor_intrin"
+    if name not in sys.modules:
+        spec = importlib.util.find_spec(name)
+        package = types.ModuleType(name, "tensor intrinsics, loaded per family by sandglass")
+        package.__path__ = list(spec.submodule_search_locations)
+        package.__package__ = name
+        sys.modules[name] = package
+        import tvm.s_tir
+
+        tvm.s_tir.tensor_intrin = package
+    for family in families:
+        importlib.import_module(f"{name}.{family}")
+
+
+def intrinsic_families(target: tvm.target.Target) -> tuple[str, ...]:
+    """Tensor-intrinsic families a CPU target can use: arm_cpu for aarch64, x86 for x86-64."""
+    triple = str(target.attrs.get("mtriple", "")) or platform.machine()
+    return ("arm_cpu",) if triple.startswith(("aarch64", "arm64")) else ("x86",)
 
 
 def export_aarch64(mod: tvm.runtime.Module) -> str:
@@ -208,6 +244,18 @@ def fused_tir(mod: tvm.IRModule, target: tvm.target.Target) -> tvm.IRModule:
         return seq(mod)
 
 
+def search_strategy(trials: int) -> ms.search_strategy.EvolutionarySearch:
+    """MetaSchedule's evolutionary search, its population scaled down for small budgets.
+
+    The defaults (512 candidates, 4 genetic rounds) cost ~2 min of search per task batch on
+    this 2-core machine, which only pays off for long runs; a few-trial run uses 64 and 1.
+    """
+    if trials >= 256:
+        return ms.search_strategy.EvolutionarySearch()
+    return ms.search_strategy.EvolutionarySearch(population_size=64, init_min_unmeasured=16,
+                                                 genetic_num_iters=1)
+
+
 def tune(mod: tvm.IRModule, target: dict, trials: int, db_dir: Path, *,
          rpc: RPCSpec | None = None, cross_aarch64: bool = False, log: Log = print,
          per_iter: int = 16, seed: int = 0) -> ms.database.JSONDatabase:
@@ -232,14 +280,18 @@ def tune(mod: tvm.IRModule, target: dict, trials: int, db_dir: Path, *,
     db_dir.mkdir(parents=True, exist_ok=True)
     (db_dir / INFO).write_text(json.dumps({"target": target, "trials_asked": trials}, indent=1))
     tvm_target = tuning_target(target)
+    families = intrinsic_families(tvm_target)
+    load_tensor_intrinsics(families)
     tasks = ms.relax_integration.extract_tasks(fused_tir(mod, tvm_target), tvm_target)
     log(f"tune: {len(tasks)} tasks, {trials - done} trials to go"
         f"{f' (resuming at {done})' if done else ''}, database {db_dir}, measuring "
         f"{'on ' + rpc.key + ' via ' + rpc.host + ':' + str(rpc.port) if rpc else 'locally'}")
     contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
-        tasks, work_dir=str(db_dir / "logs"), seed=seed, num_threads=1)
-    builder = ms.builder.LocalBuilder(max_workers=1, timeout_sec=60,
-                                      f_export=export_aarch64 if cross_aarch64 else None)
+        tasks, work_dir=str(db_dir / "logs"), seed=seed, num_threads=1,
+        strategy=search_strategy(trials - done))
+    builder = ms.builder.LocalBuilder(
+        max_workers=1, timeout_sec=60, f_export=export_aarch64 if cross_aarch64 else None,
+        initializer=functools.partial(load_tensor_intrinsics, families))
     evaluator = ms.runner.EvaluatorConfig(number=3, repeat=1, min_repeat_ms=50,
                                           enable_cpu_cache_flush=False)
     if rpc is not None:
@@ -258,7 +310,7 @@ def tune(mod: tvm.IRModule, target: dict, trials: int, db_dir: Path, *,
         warnings.simplefilter("ignore")
         ms.tune.tune_tasks(
             tasks=contexts, task_weights=weights, work_dir=str(db_dir / "logs"),
-            max_trials_global=trials - done, num_trials_per_iter=per_iter,
+            max_trials_global=trials - done, num_trials_per_iter=min(per_iter, trials - done),
             builder=builder, runner=runner, database=database,
             measure_callbacks=callbacks, cost_model="xgb", task_scheduler="gradient")
     log(f"tune: done, {count_trials(db_dir)} trials in {db_dir}")
@@ -269,3 +321,46 @@ def compile_with_database(mod: tvm.IRModule, target: dict,
                           database: ms.database.Database) -> tvm.runtime.Executable:
     """``tvm.compile`` equivalent that takes the tuned schedules from ``database``."""
     return ms.relax_integration.compile_relax(database, mod, tuning_target(target), None)
+
+
+def options(opts: dict, model_sha256: str, target: dict) -> tuple[Path, int, RPCSpec | None]:
+    """(database dir, trials, RPCSpec or None) from build options ``tune_trials``,
+    ``tuning_db``, ``rpc_tracker``, ``rpc_key`` (``build.py --opt KEY=VALUE``)."""
+    db = opts.get("tuning_db")
+    db_dir = Path(db) if db else default_db_dir(model_sha256, target)
+    try:
+        trials = int(opts.get("tune_trials") or 0)
+    except (TypeError, ValueError):
+        raise TuningError(f"tune_trials must be a whole number, got {opts['tune_trials']!r}") from None
+    if trials < 0:
+        raise TuningError(f"tune_trials must be >= 0, got {trials}")
+    rpc = None
+    if opts.get("rpc_tracker"):
+        rpc = RPCSpec.parse(str(opts["rpc_tracker"]), opts.get("rpc_key"))
+    elif opts.get("rpc_key"):
+        raise TuningError("rpc_key needs rpc_tracker HOST:PORT too")
+    return db_dir, trials, rpc
+
+
+def compile_for_target(mod: tvm.IRModule, model, target, opts: dict,
+                       log: Log = lambda m: print(m, file=sys.stderr, flush=True)
+                       ) -> tuple[tvm.runtime.Executable, dict]:
+    """``tvm.compile`` for a backend, with the tuning database when one exists for
+    (model, target) -- tuning first when ``opts["tune_trials"]`` asks for more trials.
+
+    ``model``: ``compile.frontend.ModelInfo``; ``target``: ``compile.targets.Target``.
+    Returns the executable and manifest entries saying whether/how it was tuned.
+    """
+    db_dir, trials, rpc = options(opts, model.sha256, target.tvm)
+    if trials > 0:
+        tune(mod, target.tvm, trials, db_dir, rpc=rpc,
+             cross_aarch64=target.kind == "linux-aarch64", log=log)
+    database = open_database(db_dir, log)
+    if database is None:
+        with tvm.transform.PassContext(opt_level=3):
+            return tvm.compile(mod, target=tvm.target.Target(target.tvm)), {"tuned": False}
+    n = count_trials(db_dir)
+    if trials == 0:
+        log(f"build: using tuning database {db_dir} ({n} trials), no re-tuning")
+    return (compile_with_database(mod, target.tvm, database),
+            {"tuned": True, "tuning_db": str(db_dir), "tuning_trials": n})

@@ -60,6 +60,7 @@ class Layer:
     output_shape: list[int]
     macs: int
     params: int                 # weight + bias elements
+    param_bytes: int            # their stored size (int8 weights, int32 biases)
     activation_bytes: int       # activation inputs read + outputs written
     shortcut_bytes: int         # the same, but only for shortcut adds (else 0)
     shortcut_elements: int      # elements added by a shortcut add (else 0)
@@ -156,10 +157,11 @@ def analyze(model_path: str | Path) -> dict:
         elif name == "FULLY_CONNECTED":
             macs = out_elems * shape(ins[i][1])[-1]
         # Only weights/biases of compute ops count as parameters (not shape or slice-begin constants).
-        params = sum(int(np.prod(shape(t), dtype=np.int64)) for t in ins[i] if is_const(t)) if macs else 0
+        consts = [t for t in ins[i] if is_const(t)] if macs else []
+        params = sum(int(np.prod(shape(t), dtype=np.int64)) for t in consts)
         moved = sum(nbytes(t) for t in act_ins[i]) + sum(nbytes(t) for t in outs[i])
         shortcut = name == "ADD" and len(act_ins[i]) == 2
-        layers.append(Layer(i, name, out_shape, macs, params, moved,
+        layers.append(Layer(i, name, out_shape, macs, params, sum(nbytes(t) for t in consts), moved,
                             moved if shortcut else 0, out_elems if shortcut else 0))
 
     # Fused view: join shortcut ADDs and data-movement ops through tensors that only they produce and read.
@@ -209,13 +211,12 @@ def analyze(model_path: str | Path) -> dict:
 
     peak, peak_step = _peak_live([(a, o) for a, o in zip(act_ins, outs)], graph_inputs, graph_outputs, nbytes)
     peak_fused, _ = _peak_live(nodes, graph_inputs, graph_outputs, nbytes)
-    weight_tensors = {t for i in range(len(ops)) for t in ins[i] if is_const(t) and layers[i].macs}
     return {
         "model": str(model_path),
         "ops": len(ops),
         "input_shape": shape(graph_inputs[0]),
         "params": sum(l.params for l in layers),
-        "weight_bytes": sum(nbytes(t) for t in weight_tensors),
+        "weight_bytes": sum(l.param_bytes for l in layers),
         "macs": sum(l.macs for l in layers),
         "shortcut_adds": sum(1 for l in layers if l.shortcut_bytes),
         "shortcut_elements": sum(l.shortcut_elements for l in layers),
@@ -234,12 +235,12 @@ def analyze(model_path: str | Path) -> dict:
 
 def layer_table(result: dict) -> str:
     """The per-layer table of `analyze` as GitHub markdown."""
-    rows = ["| # | op | output shape | MACs | params | activation B | shortcut B |",
+    rows = ["| # | op | output shape | MACs | params (B) | activation B | shortcut B |",
             "|---:|---|---|---:|---:|---:|---:|"]
     for l in result["layers"]:
         shp = "x".join(str(d) for d in l["output_shape"])
-        rows.append(f"| {l['index']} | {l['op']} | {shp} | {l['macs']:,} | {l['params']:,} "
+        rows.append(f"| {l['index']} | {l['op']} | {shp} | {l['macs']:,} | {l['params']:,} ({l['param_bytes']:,}) "
                     f"| {l['activation_bytes']:,} | {l['shortcut_bytes'] or ''} |")
     rows.append(f"| | **total** | | **{result['macs']:,}** | **{result['params']:,}** "
-                f"| **{result['bytes_moved']:,}** | **{result['shortcut_bytes']:,}** |")
+                f"({result['weight_bytes']:,}) | **{result['bytes_moved']:,}** | **{result['shortcut_bytes']:,}** |")
     return "\n".join(rows)

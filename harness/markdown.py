@@ -16,13 +16,18 @@ def _n(x, fmt="{:,}") -> str:
     return "–" if x is None else fmt.format(x)
 
 
+def _tflm(m: dict) -> str:
+    t = m.get("tflm", {})
+    return f"{_n(t.get('head_bytes'))} / {_n(t.get('arena_bytes'))}"
+
+
 def _status(rec: dict) -> str:
     return {"ok": "ok", "withheld": "withheld", "failed": "FAILED"}.get(rec.get("status"), rec.get("status", "–"))
 
 
 def _models_table(report: dict) -> list[str]:
     rows = ["| model | multiplier | trained | accuracy | params | MACs | shortcut adds | shortcut B (ADD ops) "
-            "| shortcut B (fused) | bytes moved (as is) | bytes moved (fused) | peak live B | TFLM arena B |",
+            "| shortcut B (fused) | bytes moved (as is) | bytes moved (fused) | peak live B | TFLM arena B head / total |",
             "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for m in report["models"]:
         a = m["analysis"]
@@ -30,7 +35,7 @@ def _models_table(report: dict) -> list[str]:
         rows.append(f"| {m['name']} | {_mult(m)} | {'yes' if m['trained'] else 'no'} | {acc} | {a['params']:,} "
                     f"| {a['macs']:,} | {a['shortcut_adds']} | {a['shortcut_bytes']:,} "
                     f"| {a['shortcut_bytes_fused']:,} | {a['bytes_moved']:,} | {a['bytes_moved_fused']:,} "
-                    f"| {a['peak_live_bytes']:,} | {_n(m.get('tflm', {}).get('arena_bytes'))} |")
+                    f"| {a['peak_live_bytes']:,} | {_tflm(m)} |")
     return rows
 
 
@@ -71,21 +76,27 @@ def _target_section(report: dict, name: str) -> list[str]:
             lines.append(f"| {m['name']} | {_mult(m)} | {_ms(r.get('tvm_ms'))} | {_ms(r.get('litert_ms'))} "
                          f"| {_status(r)} {r.get('error', '')} |")
     elif info["kind"] == "linux-aarch64":
-        lines += ["| model | multiplier | TVM instructions | LiteRT instructions | status |",
-                  "|---|---:|---:|---:|---|"]
+        lines += ["Instructions per inference of one thread, counted by a QEMU TCG plugin as the difference of "
+                  "runs with K and 2K inferences (`compile/bench.py`); LiteRT: its aarch64 wheel with XNNPACK "
+                  "(default) and with its built-in kernels only.", "",
+                  "| model | multiplier | TVM instructions | LiteRT XNNPACK | LiteRT built-in | status |",
+                  "|---|---:|---:|---:|---:|---|"]
         for m in report["models"]:
             r = m["targets"].get(name, {})
             lines.append(f"| {m['name']} | {_mult(m)} | {_n(r.get('tvm_instructions'))} "
-                         f"| {_n(r.get('litert_instructions'))} | {_status(r)} "
-                         f"{r.get('error', '') or r.get('litert_note', '')} |")
+                         f"| {_n(r.get('litert_instructions'))} | {_n(r.get('litert_builtin_instructions'))} "
+                         f"| {_status(r)} {r.get('error', '')} |")
     else:
-        lines += ["| model | multiplier | TVM instructions | TVM arena B | flash B | TFLM arena B (host) | status |",
-                  "|---|---:|---:|---:|---:|---:|---|"]
+        lines += ["TVM arena: the firmware's one static activation arena (its planner's lower bound in brackets); "
+                  "flash: code + weights + other; TFLite Micro: tensor arena head / total on the 64-bit host "
+                  "(the tail of persistent structs is smaller with 32-bit pointers).", "",
+                  "| model | multiplier | TVM instructions | TVM arena B | flash B | TFLM arena B head / total "
+                  "| status |", "|---|---:|---:|---:|---:|---:|---|"]
         for m in report["models"]:
             r = m["targets"].get(name, {})
             lines.append(f"| {m['name']} | {_mult(m)} | {_n(r.get('tvm_instructions'))} "
-                         f"| {_n(r.get('arena_bytes'))} | {_n(r.get('flash_bytes'))} "
-                         f"| {_n(m.get('tflm', {}).get('arena_bytes'))} | {_status(r)} {r.get('error', '')} |")
+                         f"| {_n(r.get('arena_bytes'))} ({_n(r.get('arena_lower_bound'))}) "
+                         f"| {_n(r.get('flash_bytes'))} | {_tflm(m)} | {_status(r)} {r.get('error', '')} |")
     return lines + [""]
 
 
@@ -105,6 +116,7 @@ def render(report: dict) -> str:
         "- versions: " + ", ".join(f"{k} {val}" for k, val in v.items() if val),
         f"- rerun: `{report['command']}`",
         "",
+        *([] if report.get("complete") else ["**Partial report: the run is still going (or stopped).**", ""]),
         "## Models and analytical costs",
         "",
         "Computed from the int8 `.tflite` graph (`harness/analysis.py`). Activation bytes only (int8 = 1 B), "

@@ -73,28 +73,28 @@ def build_bundle(model: Path, model_sha256: str, target: str, bundle: Path, reus
     return json.loads((bundle / "bundle.json").read_text())
 
 
-def run_bundle(target: str, bundle: Path, inputs: np.ndarray, log: list[str],
+def run_bundle(target: str, bundle: Path, inputs: np.ndarray, work: Path, log: list[str],
                opts: dict | None = None) -> tuple[np.ndarray, dict]:
-    """``compile/run.py`` on ``inputs``: (outputs, metrics JSON)."""
-    with tempfile.TemporaryDirectory(prefix="sandglass-harness-") as tmp:
-        x, y, j = (Path(tmp) / n for n in ("in.npy", "out.npy", "metrics.json"))
-        np.save(x, inputs)
-        opt_args = [a for k, v in (opts or {}).items() for a in ("--opt", f"{k}={json.dumps(v)}")]
-        _cli("compile/run.py", ["--target", target, "--bundle", str(bundle), "--input", str(x),
-                                "--output", str(y), "--json", str(j), *opt_args], log, RUN_TIMEOUT_S)
-        return np.load(y), json.loads(j.read_text())
+    """``compile/run.py`` on ``inputs``: (outputs, metrics JSON). ``work`` keeps in.npy, out.npy and
+    metrics.json, so the logged command can be rerun as it is."""
+    work.mkdir(parents=True, exist_ok=True)
+    x, y, j = (work / n for n in ("in.npy", "out.npy", "metrics.json"))
+    np.save(x, inputs)
+    for f in (y, j):
+        f.unlink(missing_ok=True)
+    opt_args = [a for k, v in (opts or {}).items() for a in ("--opt", f"{k}={json.dumps(v)}")]
+    _cli("compile/run.py", ["--target", target, "--bundle", str(bundle), "--input", str(x),
+                            "--output", str(y), "--json", str(j), *opt_args], log, RUN_TIMEOUT_S)
+    return np.load(y), json.loads(j.read_text())
 
 
-def bench_available() -> bool:
-    return (REPO / "compile" / "bench.py").is_file()
-
-
-def bench(target: str, bundle: Path, model: Path, repeats: int, log: list[str]) -> dict:
-    """``compile/bench.py`` (TVM vs LiteRT) for one bundle; its JSON."""
+def aarch64_instructions(target: str, bundle: Path, model: Path, repeat: int, log: list[str]) -> dict:
+    """``compile/bench.py`` on a linux-aarch64 bundle: guest instructions per inference under qemu-user for
+    the TVM bundle and LiteRT's aarch64 wheel (keys ``tvm``, ``litert-xnnpack``, ``litert-builtin``)."""
     with tempfile.TemporaryDirectory(prefix="sandglass-harness-") as tmp:
         j = Path(tmp) / "bench.json"
         _cli("compile/bench.py", ["--target", target, "--bundle", str(bundle), "--model", str(model),
-                                  "--repeats", str(repeats), "--json", str(j)], log, RUN_TIMEOUT_S)
+                                  "--repeat", str(repeat), "--json", str(j)], log, RUN_TIMEOUT_S)
         return json.loads(j.read_text())
 
 

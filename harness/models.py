@@ -57,8 +57,9 @@ class ModelEntry:
 
 
 def _accuracy(meta: dict) -> float | None:
-    """The int8 accuracy of a model JSON: the first of a few plausible keys, searched one level deep."""
-    keys = ("int8_accuracy", "accuracy_int8", "tflite_accuracy", "accuracy")
+    """The int8 accuracy of a model JSON (``keras_model/train.py`` writes ``accuracy.int8_tflite``; a plain
+    number under ``accuracy`` is taken too), searched one level deep."""
+    keys = ("int8_tflite", "accuracy")
     for scope in (meta, *(v for v in meta.values() if isinstance(v, dict))):
         for key in keys:
             if isinstance(scope.get(key), (int, float)) and not isinstance(scope.get(key), bool):
@@ -81,14 +82,13 @@ def _meta_field(meta: dict, key: str):
     return None
 
 
-def _from_file(name: str, path: Path, source: str, trained_default: bool) -> ModelEntry:
+def _from_file(name: str, path: Path, source: str) -> ModelEntry:
+    """Entry of a .tflite file; trained = its JSON has an accuracy (unless it says ``"trained": false``)."""
     meta = _sidecar(path)
     multiplier = _meta_field(meta, "identity_multiplier")
-    arch = _meta_field(meta, "arch")
-    trained = bool(_meta_field(meta, "trained")) if _meta_field(meta, "trained") is not None else trained_default
-    accuracy = _accuracy(meta) if trained else None
-    return ModelEntry(name, path, arch, None if multiplier is None else float(multiplier), trained, accuracy,
-                      source)
+    accuracy = _accuracy(meta) if _meta_field(meta, "trained") is not False else None
+    return ModelEntry(name, path, _meta_field(meta, "arch"), None if multiplier is None else float(multiplier),
+                      accuracy is not None, accuracy, source)
 
 
 def build_untrained(name: str, out: Path) -> None:
@@ -118,17 +118,17 @@ def resolve(spec: str, cache_dir: Path) -> ModelEntry:
         path = Path(spec).absolute()
         if not path.is_file():
             raise ModelSpecError(f"model file {spec} does not exist")
-        return _from_file(path.stem.removesuffix("_int8"), path, str(spec), trained_default=False)
+        return _from_file(path.stem.removesuffix("_int8"), path, str(spec))
     if spec not in CATALOG:
         raise ModelSpecError(f"unknown model '{spec}' (known: {', '.join(CATALOG)}, or a path to a .tflite)")
     trained = MODELS_DIR / f"{spec}_int8.tflite"
     if trained.is_file():
-        entry = _from_file(spec, trained, f"models/{trained.name} (trained)", trained_default=True)
+        entry = _from_file(spec, trained, f"models/{trained.name}")
     else:
         cached = Path(cache_dir) / "models" / f"{spec}_int8.tflite"
         if not cached.is_file():
             build_untrained(spec, cached)
-        entry = _from_file(spec, cached, "built untrained by the harness (seed 0)", trained_default=False)
+        entry = _from_file(spec, cached, "built untrained by the harness (seed 0)")
     preset, overrides = CATALOG[spec]
     entry.arch = entry.arch or preset.split("-")[0]
     if entry.identity_multiplier is None:

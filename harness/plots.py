@@ -73,7 +73,8 @@ def speed_plot(report: dict, path: Path) -> bool:
             ax.set_ylabel(f"ms per inference ({threads} thread{'s' * (threads > 1)})")
             ax.set_title(f"{name}: {report['machine']['cpu'][:40]}", fontsize=9)
         else:
-            for key, label in (("tvm_instructions", "TVM"), ("litert_instructions", "LiteRT")):
+            for key, label in (("tvm_instructions", "TVM"), ("litert_instructions", "LiteRT (XNNPACK)"),
+                               ("litert_builtin_instructions", "LiteRT (built-in kernels)")):
                 get = lambda m, k=key: _ok(m, name).get(k)  # noqa: E731
                 drawn |= _line(ax, models, get, label)
                 _hline(ax, base, get, label)
@@ -99,10 +100,10 @@ def memory_plot(report: dict, path: Path) -> bool:
     _line(a, models, an("bytes_moved_fused"), "all ops, shortcut fused (TVM-style)")
     _line(a, models, an("shortcut_bytes_fused"), "shortcut kernels, fused")
     _line(a, models, an("shortcut_bytes"), "shortcut ADD ops only")
-    a.set_ylabel("activation bytes read + written per inference (analytical)")
+    a.set_ylabel("bytes read + written per inference (analytical)")
     a.set_title("Bytes moved (int8 activations, weights excluded)", fontsize=9)
     _line(b, models, an("peak_live_bytes"), "peak live activations (lower bound)")
-    _line(b, models, lambda m: m.get("tflm", {}).get("arena_bytes"), "TFLite Micro arena (x86_64 host)")
+    _line(b, models, lambda m: m.get("tflm", {}).get("head_bytes"), "TFLite Micro tensor arena (head)")
     for name, info in report["targets"].items():
         if info["kind"] == "cortex-m":
             _line(b, models, lambda m, n=name: _ok(m, n).get("arena_bytes"), f"TVM arena, {name}")

@@ -22,6 +22,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -40,6 +41,8 @@ DEFAULT_CACHE = REPO / "build" / "harness-cache"
 # (samples checked for agreement, timing repeats): full run / --quick
 SAMPLES = {False: 8, True: 2}
 REPEATS = {False: 50, True: 5}
+# inferences per program for qemu-user instruction counting (compile/bench.py --repeat): full / --quick
+AARCH64_REPEAT = {False: 10, True: 3}
 EXIT_FAILED, EXIT_USAGE = 1, 2
 PACKAGES = ("apache-tvm", "apache-tvm-ffi", "ai-edge-litert", "tflite-micro", "tensorflow", "tf-keras",
             "numpy", "matplotlib")
@@ -134,23 +137,6 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def _first_number(d: dict, *keys: str):
-    for key in keys:
-        v = d.get(key)
-        if isinstance(v, (int, float)) and not isinstance(v, bool):
-            return v
-    return None
-
-
-def _find_number(d: dict, word: str):
-    """The first numeric value whose key contains ``word``, searched in d and its sub-dicts."""
-    for scope in (d, *(v for v in d.values() if isinstance(v, dict))):
-        for key, v in scope.items():
-            if word in key and isinstance(v, (int, float)) and not isinstance(v, bool):
-                return v
-    return None
-
-
 # ----------------------------------------------------------------------------------------------------------
 def measure_model(entry, targets, args, commands: list[str], failures: list[dict]) -> dict:
     """Everything the report says about one model."""
@@ -176,11 +162,13 @@ def measure_model(entry, targets, args, commands: list[str], failures: list[dict
         bundle = args.cache / "bundles" / entry.name / target.name
         rec = {"measures": measure_note(target), "bundle": str(bundle)}
         try:
+            start = time.perf_counter()
             manifest = measure.build_bundle(entry.path, sha, target.name, bundle, args.quick, commands)
-            # qemu-user instruction counting lives in compile/bench.py: ask for it only when it is there
-            counted = target.kind == "linux-aarch64" and measure.bench_available()
-            opts = {"instructions": 1} if counted else {}
-            outputs, metrics = measure.run_bundle(target.name, bundle, inputs, commands, opts)
+            rec["build_seconds"] = round(time.perf_counter() - start, 1)
+            work = args.cache / "runs" / entry.name / target.name
+            start = time.perf_counter()
+            outputs, metrics = measure.run_bundle(target.name, bundle, inputs, work, commands)
+            rec["run_seconds"] = round(time.perf_counter() - start, 1)
         except measure.StepFailed as err:
             rec.update(status="failed", error=str(err), command=err.command)
             failures.append({"model": entry.name, "target": target.name, "error": str(err)})
@@ -229,24 +217,19 @@ def speed(entry, target, bundle: Path, sample, args, commands: list[str], raw: d
         return {"tvm_ms": measure.host_latency_tvm(bundle, sample, args.repeats, args.threads),
                 "litert_ms": measure.host_latency_litert(entry.path, sample, args.repeats, args.threads),
                 "litert_kernels": "LiteRT default op resolver (XNNPACK delegate + optimized kernels)"}
-    out = {"tvm_instructions": _first_number(raw["run"], "instructions_per_inference", "instructions")}
-    if target.kind == "cortex-m":
-        run = raw["run"]
-        out["arena_bytes"] = run.get("arena_bytes")
-        out["arena_lower_bound"] = run.get("arena_lower_bound")
-        flash = [run.get(f"flash_{k}_bytes") for k in ("code", "weights", "other")]
-        out["flash_bytes"] = sum(flash) if None not in flash else None
-        return out   # LiteRT has no Cortex-M build here; TFLite Micro's arena is per model ("tflm")
-    if measure.bench_available():
-        bench = measure.bench(target.name, bundle, entry.path, min(args.repeats, 3), commands)
-        out["bench"] = bench
-        litert = bench.get("litert") if isinstance(bench.get("litert"), dict) else {}
-        out["litert_instructions"] = _find_number(litert, "instructions") or \
-            _find_number(bench, "litert_instructions")
-    else:
-        out["litert_instructions"] = None
-        out["litert_note"] = "compile/bench.py is not there yet: no LiteRT count"
-    return out
+    if target.kind == "linux-aarch64":
+        counts = measure.aarch64_instructions(target.name, bundle, entry.path, AARCH64_REPEAT[args.quick],
+                                              commands)
+        return {"tvm_instructions": counts["tvm"], "litert_instructions": counts["litert-xnnpack"],
+                "litert_builtin_instructions": counts.get("litert-builtin"),
+                "litert_kernels": "LiteRT aarch64 wheel, default resolver (XNNPACK); "
+                                  "litert_builtin_instructions: built-in kernels without delegates",
+                "bench": counts}
+    run = raw["run"]   # cortex-m: everything comes with the run (compile/backends/cortexm.py metrics)
+    flash = [run.get(f"flash_{k}_bytes") for k in ("code", "weights", "other")]
+    return {"tvm_instructions": run.get("instructions_per_inference"),
+            "arena_bytes": run.get("arena_bytes"), "arena_lower_bound": run.get("arena_lower_bound"),
+            "flash_bytes": sum(flash) if None not in flash else None}
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -283,11 +266,14 @@ def environment(targets) -> dict:
 
 
 def build_report(args, targets, model_specs: list[str]) -> dict:
+    """Measure every model; the report so far is written to --out after each model (a long run can be
+    read while it goes on), marked ``"complete": false`` until the last one."""
     from harness.models import resolve
 
     commands: list[str] = []
     failures: list[dict] = []
-    models = []
+    models: list[dict] = []
+    report = _skeleton(args, targets, models, commands, failures)
     for spec in model_specs:
         try:
             entry = resolve(spec, args.cache)
@@ -296,6 +282,13 @@ def build_report(args, targets, model_specs: list[str]) -> dict:
             continue
         print(f"[report] {entry.name}: {entry.source}", file=sys.stderr, flush=True)
         models.append(measure_model(entry, targets, args, commands, failures))
+        if len(models) < len(model_specs):
+            write_report(report, args.out)
+    report["complete"] = True
+    return report
+
+
+def _skeleton(args, targets, models, commands, failures) -> dict:
     return {
         "schema": SCHEMA, "schema_version": SCHEMA_VERSION,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -309,6 +302,7 @@ def build_report(args, targets, model_specs: list[str]) -> dict:
         "default_model": DEFAULT_MODEL,
         "commands": commands,
         "failures": failures,
+        "complete": False,
     }
 
 

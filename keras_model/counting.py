@@ -67,13 +67,17 @@ def analyze(model, bytes_per_element=1):
     ``peak_activation_bytes`` is the largest sum of live tensors (inputs still needed later + the output)
     while executing the rows in order, a lower bound for an arena without in-place ops.
     """
+    consumers = {}                 # Keras layer name -> how many layers of this model read its output
+    for layer in model.layers:
+        for producer in _inputs(layer):
+            consumers[producer.name] = consumers.get(producer.name, 0) + 1
     rows, row_of = [], {}          # row_of: Keras layer name -> index of the row producing its output
     for layer in model.layers:
         kind = type(layer).__name__
         producers = _inputs(layer)
         if len(producers) == 1:
             source = rows[row_of[producers[0].name]]
-            single_use = len(producers[0]._outbound_nodes) == 1
+            single_use = consumers[producers[0].name] == 1
             fuse = kind in _FUSED and source["_kind"] in _FUSING and single_use and not source["_closed"]
             if kind in _DROPPED or fuse:
                 row_of[layer.name] = row_of[producers[0].name]

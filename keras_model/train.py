@@ -95,6 +95,24 @@ def _fit(model, x, y, epochs, batch_size, lr, warmup_share, phase, rng):
         progress(epoch, {k: v[-1] for k, v in hist.history.items()}, time.time() - t0, lr_now)
 
 
+def _init_weights(model, path):
+    """Copy every layer's weights from the float Keras model at path (matched by layer name and shape)."""
+    import tf_keras as keras
+
+    try:
+        source = keras.models.load_model(path, compile=False)
+    except (OSError, ValueError) as e:
+        raise UsageError(f"cannot load --init-from model {path}: {str(e).splitlines()[0]}") from None
+    by_name = {layer.name: layer for layer in source.layers}
+    for layer in model.layers:
+        if not layer.weights:
+            continue
+        src = by_name.get(layer.name)
+        if src is None or [w.shape for w in src.weights] != [w.shape for w in layer.weights]:
+            raise UsageError(f"--init-from model {path} does not match layer {layer.name} of {model.name}")
+        layer.set_weights(src.get_weights())
+
+
 def _keras_accuracy(model, x, y, batch_size):
     return float((model.predict(x, batch_size=batch_size, verbose=0).argmax(-1) == y).mean())
 
@@ -134,6 +152,7 @@ def parse_args(argv=None):
     p.add_argument("--qat-epochs", type=float, default=1, help="QAT epochs, may be fractional (default 1)")
     p.add_argument("--batch-size", type=int, default=128, help="batch size (default 128)")
     p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (default 3e-3)")
+    p.add_argument("--init-from", help="start from the weights of this float .keras model (same layers)")
     p.add_argument("--data", help="image folder (one sub-folder per class) instead of Fashion-MNIST")
     p.add_argument("--seed", type=int, default=0, help="random seed (weights, shuffling, --data split)")
     p.add_argument("--limit", type=int, help="use only the first N train and N test images")
@@ -173,6 +192,8 @@ def main(argv=None) -> int:
         if args.limit is not None and args.limit < 1:
             raise UsageError(f"--limit must be >= 1, got {args.limit}")
         out = _check_out(args.out)
+        if args.init_from is not None and not Path(args.init_from).is_file():
+            raise UsageError(f"--init-from model {args.init_from} does not exist")
         config = resolve_config(args)
         res, ch = config["resolution"], config["channels"]
         x_train, y_train = load_dataset("train", res, ch, args.data, args.limit, args.seed)
@@ -195,6 +216,12 @@ def train(args, config, out: Path, train_data, test_data) -> int:
     rng = np.random.default_rng(args.seed)
     knobs = {k: v for k, v in config.items() if k != "arch"}
     model = create_model(config["arch"], **knobs)
+    if args.init_from is not None:
+        try:
+            _init_weights(model, args.init_from)
+        except UsageError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     print(f"{model.name}: {model.count_params()} parameters, {len(x_train)} train / {len(x_test)} test images "
           f"at {config['resolution']}x{config['resolution']}x{config['channels']}", flush=True)
 
@@ -232,6 +259,7 @@ def train(args, config, out: Path, train_data, test_data) -> int:
         "config": config,
         "parameters": int(model.count_params()),
         "seed": args.seed,
+        "init_from": args.init_from,
         "dataset": {"name": args.data or "fashion-mnist", "train_images": int(len(x_train)),
                     "test_images": int(len(x_test)), "limit": args.limit},
         "training": {"epochs": args.epochs, "qat_epochs": args.qat_epochs, "batch_size": args.batch_size,

@@ -83,9 +83,10 @@ def test_analysis_counts_the_partial_shortcut(tiny_models):
     assert full["peak_live_bytes"] >= 16 * 16 * 16 * 2      # a block's input and output are live together
 
 
-def test_report_on_host(tiny_models, tmp_path):
+def test_report_on_host_and_cortex_m4(tiny_models, tmp_path):
     out = tmp_path / "report"
-    proc = _report("--targets", "host", "--quick", "--models", ",".join(map(str, tiny_models)),
+    models = [tiny_models[0], tiny_models[2]]           # multipliers 1 and 1/4
+    proc = _report("--targets", "host,cortex-m4", "--quick", "--models", ",".join(map(str, models)),
                    "--out", str(out), "--cache", str(tmp_path / "cache"))
     report = json.loads((out / "report.json").read_text())
     # exit 0, or 1 with every failure named in the report (a target that disagrees or fails)
@@ -96,8 +97,10 @@ def test_report_on_host(tiny_models, tmp_path):
                 "commands", "failures", "plots"):
         assert key in report, key
     assert report["versions"]["apache-tvm"] and report["git"]["commit"]
-    assert set(report["targets"]) == {"host"} and "ms" in report["targets"]["host"]["measures"]
-    assert [m["identity_multiplier"] for m in report["models"]] == list(MULTIPLIERS)
+    assert list(report["targets"]) == ["host", "mps2-an386"]              # alias resolved
+    assert "ms" in report["targets"]["host"]["measures"]
+    assert "instructions" in report["targets"]["mps2-an386"]["measures"]
+    assert [m["identity_multiplier"] for m in report["models"]] == [1.0, 0.25]
     for name, has_data in report["plots"].items():
         assert (out / name).stat().st_size > 1000
     assert (out / "report.md").read_text().startswith("# sandglass")
@@ -105,19 +108,23 @@ def test_report_on_host(tiny_models, tmp_path):
     for m in report["models"]:
         assert m["analysis"]["layers"] and m["tflm"]["arena_bytes"] >= m["analysis"]["peak_live_bytes"]
         agreement = m["agreement"]
-        host = m["targets"]["host"]
-        # agreement is decided on real outputs first; a speed exists only when every target agreed
-        if host["status"] in ("ok", "withheld"):
-            assert "host" in agreement["targets"]
-        if host["status"] == "ok":
-            assert agreement["all_equal"] and agreement["targets"]["host"]["equal"]
-            for key in ("tvm_ms", "litert_ms"):
-                stats = host[key]
-                assert 0 < stats["min_ms"] <= stats["median_ms"] <= stats["max_ms"]
-                assert stats["runs"] == report["settings"]["repeats"] and stats["threads"] == 1
-        else:
-            assert "tvm_ms" not in host and "litert_ms" not in host
-            assert any(f["model"] == m["name"] for f in report["failures"])
+        for name, rec in m["targets"].items():
+            # agreement is decided on real outputs first; a speed exists only when every target agreed
+            if rec["status"] in ("ok", "withheld"):
+                assert name in agreement["targets"]
+            if rec["status"] != "ok":
+                assert not {"tvm_ms", "litert_ms", "tvm_instructions"} & set(rec)
+                assert any(f["model"] == m["name"] for f in report["failures"])
+                continue
+            assert agreement["all_equal"] and all(a["equal"] for a in agreement["targets"].values())
+            if name == "host":
+                for key in ("tvm_ms", "litert_ms"):
+                    stats = rec[key]
+                    assert 0 < stats["min_ms"] <= stats["median_ms"] <= stats["max_ms"]
+                    assert stats["runs"] == report["settings"]["repeats"] and stats["threads"] == 1
+            else:
+                assert rec["tvm_instructions"] > 0 and rec["flash_bytes"] > 0
+                assert rec["arena_bytes"] >= rec["arena_lower_bound"] > 0
 
 
 def test_compare_is_bit_exact():

@@ -103,6 +103,28 @@ def test_quantize_multiplier_matches_tflite_definition():
 def test_multiply_by_quantized_multiplier_double_rounding():
     m, s = quantize_multiplier(2.0**-7)
     x = np.array([64, -64, 63, -63, 192, -192, 0], np.int64)
-    # x / 128 rounded half away from zero
+    # x / 128, ties away from zero; 63/128 becomes 1 because the high multiply first rounds
+    # 63 * 2**30 / 2**31 = 31.5 up to 32, then 32 / 64 is a tie: TFLite's double rounding
     np.testing.assert_array_equal(np_multiply_by_quantized_multiplier(x, m, s),
-                                  [1, -1, 0, 0, 2, -2, 0])
+                                  [1, -1, 1, 0, 2, -2, 0])
+
+
+def test_round_multiply_double_matches_the_double_reference():
+    """LiteRT's reference FULLY_CONNECTED requantizes with round(double(acc) * scale)."""
+    from compile.lower.fixedpoint import round_multiply_double
+
+    rng = np.random.default_rng(5)
+    scales = rng.uniform(1e-5, 0.9, size=16)
+    acc = rng.integers(-(2**24), 2**24, size=(64, 16)).astype(np.int32)
+    acc[0] = np.round(0.5 / scales).astype(np.int32) * 3  # near-ties
+    x = relax.Var("x", relax.TensorType(acc.shape, "int32"))
+    bb = relax.BlockBuilder()
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            out = bb.emit_output(round_multiply_double(x, scales))
+        bb.emit_func_output(out)
+    ex = tvm.compile(bb.get(), target=tvm.target.Target({"kind": "llvm"}))
+    ours = relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(acc)).numpy()
+    product = acc.astype(np.float64) * scales  # what the C++ reference computes
+    expected = np.sign(product) * np.floor(np.abs(product) + 0.5)  # std::round
+    np.testing.assert_array_equal(ours, expected.astype(np.int32))

@@ -27,6 +27,7 @@ import tvm
 from compile.backends import BackendError
 from compile.frontend import ModelInfo
 from compile.targets import Target
+from compile.tuning import compile_for_target
 
 LIBRARY = "model.so"
 RUNNER = "run.py"
@@ -49,49 +50,13 @@ def check_toolchain(target: Target) -> str:
     return cc
 
 
-def _tuning_opts(opts: dict, model: ModelInfo, target: Target):
-    """(db_dir, trials, RPCSpec|None) from the build options."""
-    from compile import tuning
-
-    db = opts.get("tuning_db")
-    db_dir = Path(db) if db else tuning.default_db_dir(model.sha256, target.tvm)
-    trials = int(opts.get("tune_trials") or 0)
-    rpc = None
-    if opts.get("rpc_tracker"):
-        rpc = tuning.RPCSpec.parse(str(opts["rpc_tracker"]), opts.get("rpc_key"))
-    return db_dir, trials, rpc
-
-
-def compile_module(mod: tvm.IRModule, model: ModelInfo, target: Target, opts: dict,
-                   log=print) -> tuple[tvm.runtime.Executable, dict]:
-    """tvm.compile, with the tuning database when there is one (tuning first if asked)."""
-    from compile import tuning
-
-    db_dir, trials, rpc = _tuning_opts(opts, model, target)
-    try:
-        if trials > 0:
-            tuning.tune(mod, target.tvm, trials, db_dir, rpc=rpc,
-                        cross_aarch64=target.kind == "linux-aarch64", log=log)
-    except tuning.TuningError as err:
-        raise BackendError(str(err)) from None
-    database = tuning.open_database(db_dir, log)
-    if database is None:
-        with tvm.transform.PassContext(opt_level=3):
-            return tvm.compile(mod, target=tvm.target.Target(target.tvm)), {"tuned": False}
-    n = tuning.count_trials(db_dir)
-    if trials == 0:
-        log(f"build: using tuning database {db_dir} ({n} trials), no re-tuning")
-    return (tuning.compile_with_database(mod, target.tvm, database),
-            {"tuned": True, "tuning_db": str(db_dir), "tuning_trials": n})
-
-
 def build(mod: tvm.IRModule, model: ModelInfo, target: Target, out_dir: Path,
           opts: dict) -> dict:
     """model.so (aarch64 ELF) + run.py + README.md in ``out_dir``."""
     cc = check_toolchain(target)
     from tvm.support import cc as tvm_cc
 
-    executable, tuned = compile_module(mod, model, target, opts)
+    executable, tuned = compile_for_target(mod, model, target, opts)
     out_dir = Path(out_dir)
     executable.export_library(str(out_dir / LIBRARY), fcompile=tvm_cc.cross_compiler(cc))
     shutil.copyfile(RUNNER_SOURCE, out_dir / RUNNER)

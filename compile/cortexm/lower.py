@@ -14,6 +14,7 @@ Result: a ``Graph`` of tensors (input, output, constants, activations) and steps
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,6 +22,13 @@ import tvm
 from tvm import relax, s_tir, tirx
 
 from compile.cortexm.cemit import KernelC, UnsupportedTIR, emit_kernel
+
+
+# a primitive that does not apply raises ScheduleError; a few TVM 0.27 checks fail with
+# InternalError instead (e.g. reverse_compute_inline on some integer softmax chains)
+_SCHEDULE_ERRORS = (s_tir.ScheduleError, tvm.error.InternalError)
+# a producer read more than once is inlined only if its statement is at most this long
+INLINE_MAX_CHARS = 400
 
 
 @dataclass
@@ -90,19 +98,33 @@ def _n_spatial(block) -> int:
     return sum(1 for iv in block.iter_vars if int(iv.iter_type) == 0)
 
 
+def _inline_is_cheap(sch, block) -> bool:
+    """Inlining copies the producer's expression into every read of its buffer: fine for
+    one read or a small expression; repeated big ones blow up exponentially (e.g. an
+    integer softmax's fixed-point exp chains), so those stay materialized."""
+    stmt = sch.get(block)
+    if len(stmt.writes) != 1:
+        return False
+    name = str(stmt.writes[0].source.name)
+    pattern = re.compile(rf"\b{re.escape(name)}\[")
+    reads = sum(len(pattern.findall(str(sch.get(c).body))) for c in sch.get_consumers(block))
+    return reads <= 1 or len(str(stmt.body)) <= INLINE_MAX_CHARS
+
+
 def schedule_kernel(func: tirx.PrimFunc) -> tirx.PrimFunc:
     """Inline element-wise stages and fuse epilogues into reductions (see module doc)."""
     sch = s_tir.Schedule(func)
     root = sch.get_sblock("root")
     for block in sch.get_child_blocks(root):
         try:
-            sch.compute_inline(block)
-        except s_tir.ScheduleError:
+            if _inline_is_cheap(sch, block):
+                sch.compute_inline(block)
+        except _SCHEDULE_ERRORS:
             pass
     for block in reversed(sch.get_child_blocks(root)):
         try:
             sch.reverse_compute_inline(block)
-        except s_tir.ScheduleError:
+        except _SCHEDULE_ERRORS:
             pass
     for block in sch.get_child_blocks(root)[1:]:
         for producer in sch.get_producers(block):
@@ -113,7 +135,7 @@ def schedule_kernel(func: tirx.PrimFunc) -> tirx.PrimFunc:
             try:
                 sch.reverse_compute_at(block, loops[n - 1], preserve_unit_loops=True)
                 break
-            except s_tir.ScheduleError:
+            except _SCHEDULE_ERRORS:
                 continue
     return sch.mod["main"]
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import numpy as np
 import tvm
-from tvm import relax
 from tvm.relax import op as R
 from tvm.relax.dpl import is_const, is_op, is_tuple, wildcard
 
@@ -89,4 +88,4 @@ LowerQuantizedConcat = rewrite_pass("LowerQuantizedConcat", _concat_patterns)
 FoldRequantize = rewrite_pass("FoldRequantize", _requantize_patterns)
 IntegerClipBounds = rewrite_pass("IntegerClipBounds", _clip_patterns)
 
-__all__ = ["LowerQuantizedConcat", "FoldRequantize", "IntegerClipBounds", "relax"]
+__all__ = ["LowerQuantizedConcat", "FoldRequantize", "IntegerClipBounds"]

@@ -23,8 +23,8 @@ from compile.lower.fixedpoint import (
     qparams,
     requantize_output,
 )
-from compile.quant import quantize_multiplier
 from compile.lower.patterns import QuantizeTail, dequantize, is_int8, rewrite_pass
+from compile.quant import quantize_multiplier
 
 ADD_LEFT_SHIFT = 20  # int8 (15 for int16)
 

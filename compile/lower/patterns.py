@@ -7,7 +7,6 @@ activation (R.nn.relu / R.clip) in float between the op and the quantize.
 
 from __future__ import annotations
 
-import tvm
 from tvm import relax
 from tvm.relax.dpl import is_const, is_op, wildcard
 
@@ -42,7 +41,7 @@ class QuantizeTail:
             lo, hi = (float(a.value) for a in m.value(self.clip).args[1:])
             act = {(0.0, 6.0): "relu6", (-1.0, 1.0): "relu1"}.get((lo, hi))
             if act is None:
-                raise ValueError(f"unsupported fused clip [{lo}, {hi}] before quantize")
+                raise NotLowered(f"clip [{lo}, {hi}] before quantize is no fused activation")
         lo, hi = activation_range(act, scale, zp)
         return scale, zp, lo, hi
 
@@ -50,20 +49,29 @@ class QuantizeTail:
         return str(m.value(self.root).attrs.out_dtype)
 
 
+class NotLowered(Exception):
+    """Raised by a rewriter (or its helpers) to leave a match as it is."""
+
+
 def rewrite_pass(name: str, make_patterns):
     """A relax function pass applying `rewrite_call` for each (pattern, rewriter) pair.
 
-    make_patterns() -> list of (pattern, rewriter(orig, matchings) -> Expr); a rewriter returns
-    `orig` to leave a match alone.
+    make_patterns() -> list of (pattern, rewriter(orig, Match) -> Expr); a rewriter returns
+    `orig` (or raises NotLowered) to leave a match alone.
     """
 
     @relax.transform.function_pass(opt_level=0, name=name)
     def _pass(func, mod, ctx):  # noqa: ARG001
         for pattern, rewriter in make_patterns():
             var2val = relax.analysis.get_var2val(func)
-            func = relax.dpl.rewrite_call(
-                pattern, lambda orig, m, r=rewriter: r(orig, Match(m, var2val)), func
-            )
+
+            def apply(orig, matchings, rewriter=rewriter, var2val=var2val):
+                try:
+                    return rewriter(orig, Match(matchings, var2val))
+                except NotLowered:
+                    return orig
+
+            func = relax.dpl.rewrite_call(pattern, apply, func)
         return func
 
     return _pass
@@ -101,4 +109,4 @@ def static_shape(expr) -> list[int]:
     return [int(v) for v in expr.ty.shape.values]
 
 
-__all__ = ["QuantizeTail", "dequantize", "rewrite_pass", "is_int8", "static_shape", "tvm"]
+__all__ = ["NotLowered", "QuantizeTail", "dequantize", "rewrite_pass", "is_int8", "static_shape"]

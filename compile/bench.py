@@ -1,0 +1,204 @@
+"""Benchmark: TVM vs LiteRT on the same int8 model.
+
+``python compile/bench.py --target host [--model M] [--threads T] [--tune-trials N]``
+    Wall-clock medians on this machine, TVM (untuned, and tuned when a tuning database exists
+    or --tune-trials asks for one) vs LiteRT with XNNPACK, same thread count, same process.
+
+``python compile/bench.py --target rpi4 [--model M] [--repeat K]``
+    Guest *instructions* per inference under ``qemu-aarch64 -cpu <board cpu>`` in the arm64
+    Debian userland (``compile.sysroot``), counted by our QEMU TCG plugin
+    (``compile.qemu_plugin``): each program runs the model K and 2K times, the difference / K
+    is one inference (start-up, imports and loading cancel out). TVM bundle vs LiteRT's aarch64
+    wheel (XNNPACK and its built-in kernels). Instructions, not cycles or time: QEMU models no
+    timing.
+
+Results are printed as a table and, with ``--json PATH``, written as JSON.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from pathlib import Path
+from typing import Sequence
+
+if __package__ in (None, ""):  # run as a script: make the repo root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np  # noqa: E402
+
+from compile import cli  # noqa: E402
+from compile.backends import BackendError  # noqa: E402
+
+# LiteRT inside the emulated userland: K invokes of one sample (argv: model, K, resolver).
+LITERT_SCRIPT = """
+import sys, numpy as np
+from ai_edge_litert.interpreter import Interpreter, OpResolverType
+model, k, resolver = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+it = Interpreter(model_path=model, num_threads=1,
+                 experimental_op_resolver_type=getattr(OpResolverType, resolver))
+it.allocate_tensors()
+inp = it.get_input_details()[0]
+it.set_tensor(inp["index"], np.load(sys.argv[4]).reshape(inp["shape"]))
+for _ in range(k):
+    it.invoke()
+"""
+LITERT_RESOLVERS = {"litert-xnnpack": "AUTO",
+                    "litert-builtin": "BUILTIN_WITHOUT_DEFAULT_DELEGATES"}
+
+
+def _count(target, script: list[str], plugin: Path, workdir: Path) -> int:
+    from compile.backends.aarch64 import run_in_userland
+
+    out = workdir / "count.txt"
+    out.unlink(missing_ok=True)
+    proc = run_in_userland(target, script, threads=1, plugin=[str(plugin), f"outfile={out}"])
+    if proc.returncode != 0:
+        tail = " | ".join(proc.stderr.strip().splitlines()[-2:])
+        raise BackendError(f"emulated run failed (exit {proc.returncode}): {tail}")
+    return int(out.read_text().split()[1])
+
+
+def instructions_per_inference(target, bundle_dir: Path, runner: str = "run.py",
+                               repeat: int = 20, model: Path | None = None,
+                               sample: np.ndarray | None = None) -> dict:
+    """Instructions per inference for the TVM bundle (and LiteRT when ``model`` is given)."""
+    from compile.qemu_plugin import PluginError, build as build_plugin
+
+    try:
+        plugin = build_plugin()
+    except PluginError as err:
+        raise BackendError(f"instruction-count plugin: {err}") from None
+    bundle_dir = Path(bundle_dir).absolute()
+    result = {"unit": "guest instructions per inference (qemu TCG plugin, not cycles)",
+              "repeat": repeat}
+    with tempfile.TemporaryDirectory(prefix="sandglass-bench-") as tmp:
+        tmp = Path(tmp)
+        x = tmp / "sample.npy"
+        if sample is None:
+            spec = json.loads((bundle_dir / "bundle.json").read_text())["model"]["input"]
+            sample = np.zeros((1, *spec["shape"][1:]), spec["dtype"])
+        np.save(x, sample)
+        programs = {"tvm": lambda k: [str(bundle_dir / runner), "--input", str(x),
+                                      "--repeat", str(k)]}
+        if model is not None:
+            (tmp / "litert.py").write_text(LITERT_SCRIPT)
+            for name, resolver in LITERT_RESOLVERS.items():
+                programs[name] = (lambda r: lambda k: [str(tmp / "litert.py"),
+                                                       str(Path(model).absolute()), str(k), r,
+                                                       str(x)])(resolver)
+        for name, argv in programs.items():
+            once, twice = (_count(target, argv(k), plugin, tmp) for k in (repeat, 2 * repeat))
+            result[name] = (twice - once) // repeat
+            result[f"{name}_total_{2 * repeat}"] = twice
+    return result
+
+
+def bench_aarch64(model: Path, target, repeat: int, bundle: Path | None, opts: dict) -> dict:
+    """Build the bundle (unless given) and count instructions for TVM and LiteRT."""
+    from compile.build import build
+
+    with tempfile.TemporaryDirectory(prefix="sandglass-bench-") as tmp:
+        if bundle is None:
+            bundle = build(model, target.name, Path(tmp) / "bundle", opts, cli.command_line())
+        manifest = json.loads((Path(bundle) / "bundle.json").read_text())
+        from compile.frontend import example_input, read_model
+
+        _, info = read_model(model)
+        result = instructions_per_inference(target, bundle, manifest.get("runner", "run.py"),
+                                            repeat, model, example_input(info, 1))
+        result["tuned"] = manifest.get("tuned", False)
+        result["tuning_trials"] = manifest.get("tuning_trials", 0)
+    result["tvm_vs_litert_xnnpack"] = round(result["tvm"] / result["litert-xnnpack"], 3)
+    return result
+
+
+def bench_host(model: Path, target, threads: int, runs: int, opts: dict) -> dict:
+    """Median wall-clock of one inference: TVM untuned / tuned vs LiteRT XNNPACK."""
+    import os
+    import time
+
+    os.environ["TVM_NUM_THREADS"] = str(threads)
+    import tvm
+    from ai_edge_litert.interpreter import Interpreter
+
+    from compile.frontend import example_input
+    from compile.pipeline import compile_model
+    from compile.tuning import compile_for_target, count_trials, options
+
+    mod, info = compile_model(model)
+    x = example_input(info, 1)[0][None]
+
+    def median_ms(fn) -> float:
+        fn()
+        times = []
+        for _ in range(runs):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+        return float(np.median(times) * 1e3)
+
+    result = {"unit": "median ms per inference (wall clock, this machine)", "threads": threads,
+              "runs": runs}
+    interp = Interpreter(model_path=str(model), num_threads=threads)
+    interp.allocate_tensors()
+    inp = interp.get_input_details()[0]
+    interp.set_tensor(inp["index"], x.reshape(inp["shape"]))
+    result["litert-xnnpack"] = median_ms(interp.invoke)
+
+    db_dir, trials, _ = options(opts, info.sha256, target.tvm)
+    variants = {"tvm-untuned": {**opts, "tune_trials": 0, "tuning_db": str(Path(tempfile.gettempdir())
+                                                                          / "sandglass-no-db")}}
+    if trials or count_trials(db_dir):
+        variants["tvm-tuned"] = opts
+    for name, variant in variants.items():
+        executable, entry = compile_for_target(mod, info, target, variant)
+        vm = tvm.relax.VirtualMachine(executable, tvm.cpu())
+        arg = tvm.runtime.tensor(x)
+        result[name] = median_ms(lambda: vm["main"](arg))
+        if entry.get("tuned"):
+            result["tuning_trials"] = entry["tuning_trials"]
+        result[f"{name}_vs_litert"] = round(result[name] / result["litert-xnnpack"], 3)
+    return result
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    from compile.targets import get_target
+
+    parser = cli.ArgumentParser(__doc__)
+    parser.add_argument("--target", required=True, help="host, or a linux-aarch64 board (rpi4)")
+    parser.add_argument("--model", help=f"int8 .tflite (default {cli.DEFAULT_MODEL.name})")
+    parser.add_argument("--bundle", type=Path, help="aarch64: use this bundle, do not build")
+    parser.add_argument("--repeat", type=int, default=20,
+                        help="aarch64: K (runs K and 2K inferences per program)")
+    parser.add_argument("--threads", type=int, default=1, help="host: threads for both")
+    parser.add_argument("--runs", type=int, default=50, help="host: timed runs per variant")
+    parser.add_argument("--tune-trials", type=int, default=0, help="tune first (MetaSchedule)")
+    parser.add_argument("--tuning-db", help="tuning database dir (default: per model+target)")
+    parser.add_argument("--rpc-tracker", help="HOST:PORT of a TVM RPC tracker (tuning)")
+    parser.add_argument("--rpc-key", help="device key at the tracker (tuning)")
+    parser.add_argument("--json", type=Path, help="write the results here")
+    args = parser.parse_args(argv)
+    if args.repeat < 1 or args.threads < 1 or args.runs < 1:
+        raise cli.UserError("--repeat, --threads and --runs must be >= 1")
+    model = cli.model_path(args.model)
+    target = get_target(args.target)
+    opts = {k: v for k, v in (("tune_trials", args.tune_trials), ("tuning_db", args.tuning_db),
+                              ("rpc_tracker", args.rpc_tracker), ("rpc_key", args.rpc_key)) if v}
+    if target.kind == "host":
+        result = bench_host(model, target, args.threads, args.runs, opts)
+    elif target.kind == "linux-aarch64":
+        result = bench_aarch64(model, target, args.repeat, args.bundle, opts)
+    else:
+        raise cli.UserError(f"bench.py measures host and linux-aarch64 targets; "
+                            f"{target.name} is {target.kind}")
+    result = {"model": model.name, "target": target.name, **result}
+    for key, value in result.items():
+        print(f"{key:>28}  {value}")
+    if args.json:
+        cli.save_json(args.json, result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli.main(run))
