@@ -3,10 +3,14 @@ PY := .venv/bin/python
 export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: setup test demo models
+.PHONY: setup test demo models sysroot
 
 setup:                      ## idempotent: Debian packages + .venv with the pinned Python packages
 	@bash scripts/setup.sh
+
+sysroot: setup              ## arm64 Debian userland for qemu-aarch64 + instruction-count plugin (cached)
+	$(PY) -m compile.sysroot
+	$(PY) -m compile.qemu_plugin
 
 test: setup                 ## the whole test suite
 	$(PY) -m pytest -q

@@ -20,7 +20,7 @@ def build(model: Path, target_name: str, out: Path | None, opts: dict, command: 
     """Compile ``model`` for ``target_name`` into a bundle; returns the bundle path."""
     from compile.backends import load_backend
     from compile.bundle import create_bundle
-    from compile.pipeline import compile_model, has_integer_lowering
+    from compile.pipeline import compile_model, float_ops
     from compile.targets import get_target
 
     target = get_target(target_name)
@@ -28,7 +28,7 @@ def build(model: Path, target_name: str, out: Path | None, opts: dict, command: 
     if out is None:
         out = cli.REPO / "build" / f"{model.stem}-{target.name}"
     mod, info = compile_model(model)
-    create_bundle(out, target, info, has_integer_lowering(), command,
+    create_bundle(out, target, info, float_ops(mod), command,
                   lambda tmp: backend.build(mod, info, target, tmp, opts))
     return out
 
@@ -39,9 +39,16 @@ def run(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--model", help=f"int8 .tflite (default {cli.DEFAULT_MODEL.name})")
     parser.add_argument("--out", type=Path, help="bundle directory to create")
     cli.add_opt_argument(parser)
+    # MetaSchedule tuning (compile/tuning.py): database per (model, target), reused and resumed
+    parser.add_argument("--tune-trials", type=int, help="tune until the database has N trials")
+    parser.add_argument("--tuning-db", help="tuning database dir (default: per model+target)")
+    parser.add_argument("--rpc-tracker", help="HOST:PORT of a TVM RPC tracker (measure on device)")
+    parser.add_argument("--rpc-key", help="the device's key at the RPC tracker, e.g. rpi4")
     args = parser.parse_args(argv)
-    out = build(cli.model_path(args.model), args.target, args.out, cli.parse_opts(args.opt),
-                cli.command_line())
+    opts = cli.parse_opts(args.opt)
+    opts.update({k: v for k in ("tune_trials", "tuning_db", "rpc_tracker", "rpc_key")
+                 if (v := getattr(args, k)) is not None})
+    out = build(cli.model_path(args.model), args.target, args.out, opts, cli.command_line())
     print(out)
     return 0
 

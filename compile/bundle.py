@@ -11,7 +11,7 @@ directory is left alone.
     target                   {"name", "kind", "tvm": TVM target dict}
     model                    ModelInfo: path, sha256, operators [[name, version]],
                              input/output {name, shape (batch 1), dtype, scale, zero_point}
-    integer_lowering         true if compile.lower turned the model into integer arithmetic
+    float_ops                Relax ops with a float result left after lowering ({} for int8 I/O)
     files                    files of the bundle, relative to it (from the backend)
     versions                 {"sandglass", "tvm", "tvm_ffi", "python"}
     command                  the build command line
@@ -37,7 +37,7 @@ FORMAT = "sandglass-bundle"
 FORMAT_VERSION = 1
 MANIFEST = "bundle.json"
 # Keys the backend's extra entries must not overwrite ("files" is the backend's to fill).
-_RESERVED = ("format", "format_version", "target", "model", "integer_lowering", "versions",
+_RESERVED = ("format", "format_version", "target", "model", "float_ops", "versions",
              "command", "created")
 
 
@@ -54,7 +54,7 @@ def _versions() -> dict:
     }
 
 
-def create_bundle(out: Path, target: Target, model: ModelInfo, integer_lowering: bool,
+def create_bundle(out: Path, target: Target, model: ModelInfo, float_ops: dict[str, int],
                   command: str, build: Callable[[Path], dict]) -> dict:
     """Run ``build(tmp_dir) -> extra manifest entries`` and publish ``tmp_dir`` as ``out``."""
     out = Path(out).absolute()
@@ -73,7 +73,7 @@ def create_bundle(out: Path, target: Target, model: ModelInfo, integer_lowering:
             "format_version": FORMAT_VERSION,
             "target": {"name": target.name, "kind": target.kind, "tvm": target.tvm},
             "model": model.to_json(),
-            "integer_lowering": integer_lowering,
+            "float_ops": float_ops,
             "files": [],
             "versions": _versions(),
             "command": command,

@@ -3,9 +3,8 @@
 Phases (each a ``tvm.transform.Sequential`` of pure IRModule -> IRModule passes):
 
 1. front end (``compile.frontend``): read + check the file, ``from_tflite``;
-2. ``integer``: ``compile.lower.integer_pipeline()`` turns the importer's
-   dequantize -> float op -> quantize chains into integer arithmetic (bit-exact with
-   TFLite's reference kernels);
+2. ``compile.lower.integer_pipeline()`` turns the importer's dequantize -> float op ->
+   quantize chains into integer arithmetic (bit-exact with TFLite's reference kernels);
 3. ``cleanup``: generic Relax cleanups.
 
 Backends then legalize/schedule/compile the result for their target (``compile.backends``).
@@ -18,35 +17,13 @@ import tvm
 from tvm import relax
 
 from compile.frontend import ModelInfo, import_model, read_model
+from compile.lower import integer_pipeline
+from compile.lower.importer import IntegerOperatorConverter
 
 
 def has_integer_lowering() -> bool:
-    """True once ``compile.lower.integer_pipeline`` exists (else the float path is compiled)."""
-    try:
-        from compile.lower import integer_pipeline  # noqa: F401
-    except ImportError as err:   # no compile/lower yet, or no integer_pipeline in it yet
-        if err.name != "compile.lower":
-            raise
-        return False
+    """True: compile.lower is always part of the pipeline (callers that check still work)."""
     return True
-
-
-def integer_phase() -> tvm.transform.Pass:
-    """``compile.lower.integer_pipeline()``; an empty Sequential while it does not exist."""
-    if not has_integer_lowering():
-        return tvm.transform.Sequential([], name="integer")
-    from compile.lower import integer_pipeline
-
-    return integer_pipeline()
-
-
-def op_converter():
-    """The importer's operator converter: compile.lower's (int8 data movement allowed) if any."""
-    if not has_integer_lowering():
-        return None
-    from compile.lower.importer import IntegerOperatorConverter
-
-    return IntegerOperatorConverter
 
 
 def cleanup_phase() -> tvm.transform.Pass:
@@ -64,8 +41,27 @@ def cleanup_phase() -> tvm.transform.Pass:
 def compile_model(path: str | Path) -> tuple[tvm.IRModule, ModelInfo]:
     """Front end checks -> from_tflite -> integer lowering -> cleanups."""
     model, info = read_model(path)
-    mod = import_model(model, info, op_converter())
-    seq = tvm.transform.Sequential([integer_phase(), cleanup_phase()], name="sandglass")
+    # compile.lower's converter also imports int8 data-movement ops (PAD, STRIDED_SLICE, ...)
+    mod = import_model(model, info, IntegerOperatorConverter)
+    seq = tvm.transform.Sequential([integer_pipeline(), cleanup_phase()], name="sandglass")
     with tvm.transform.PassContext(opt_level=3):
         mod = seq(mod)
     return mod, info
+
+
+def float_ops(mod: tvm.IRModule) -> dict[str, int]:
+    """Relax operators in ``main`` that compute a floating-point result, with their counts.
+
+    Empty for an int8-in/int8-out model after integer lowering; a float-output model
+    keeps the dequantize of its output.
+    """
+    counts: dict[str, int] = {}
+
+    def visit(expr):
+        if (isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op)
+                and isinstance(expr.ty, relax.TensorType)
+                and str(expr.ty.dtype).startswith("float")):
+            counts[expr.op.name] = counts.get(expr.op.name, 0) + 1
+
+    relax.analysis.post_order_visit(mod["main"].body, visit)
+    return counts

@@ -38,6 +38,13 @@ UNPINNED = ("ai-edge-litert",)   # the aarch64 cp311 wheel lags behind the host'
 # bookworm's glibc is 2.36: every manylinux tag up to it fits (pip does not expand them itself)
 WHEEL_PLATFORMS = ("manylinux2014_aarch64",
                    *(f"manylinux_2_{minor}_aarch64" for minor in range(17, 37)))
+# -cpu name -> (MIDR part number, /proc/cpuinfo features) of the Arm cores on the boards
+CPUINFO = {
+    "cortex-a53": ("0xd03", "fp asimd evtstrm aes pmull sha1 sha2 crc32 cpuid"),
+    "cortex-a72": ("0xd08", "fp asimd evtstrm crc32 cpuid"),
+    "cortex-a76": ("0xd0b", "fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp "
+                            "cpuid asimdrdm lrcpc dcpop asimddp"),
+}
 FORMAT = 1                     # bump when the layout below changes: forces a rebuild
 
 
@@ -69,8 +76,42 @@ class Sysroot:
         return json.loads((self.path / "sysroot.json").read_text())
 
     def python_command(self, emulator: list[str]) -> list[str]:
-        """``emulator`` (e.g. ``["qemu-aarch64", "-cpu", "cortex-a72"]``) running the arm64 python."""
-        return [*emulator, "-L", str(self.root), str(self.python)]
+        """``emulator`` (e.g. ``["qemu-aarch64", "-cpu", "cortex-a72"]``) running the arm64 python,
+        its ``-L`` prefix the per-CPU view of the userland (``cpu_root``)."""
+        cpu = emulator[emulator.index("-cpu") + 1] if "-cpu" in emulator else "cortex-a72"
+        return [*emulator, "-L", str(self.cpu_root(cpu)), str(self.python)]
+
+    def cpu_root(self, cpu: str) -> Path:
+        """The userland as seen by a ``cpu`` guest: symlinks to ``root/`` plus a fake ``/proc/cpuinfo``
+        and ``/sys/devices/system/cpu`` for one core of that CPU.
+
+        qemu-user 7.2 passes the *host's* (x86) /proc/cpuinfo and CPU topology through; LiteRT's
+        cpuinfo library crashes on them. qemu looks every absolute path up under the ``-L``
+        prefix first, so these files shadow the host's. Created on first use, idempotent.
+        """
+        if cpu not in CPUINFO:
+            raise SysrootError(f"no /proc/cpuinfo model for -cpu {cpu} (known: {', '.join(CPUINFO)})")
+        view = self.path / f"cpu-{cpu}"
+        if (view / "proc" / "cpuinfo").exists():
+            return view
+        tmp = Path(tempfile.mkdtemp(prefix=f".cpu-{cpu}-", dir=self.path))
+        for entry in self.root.iterdir():
+            (tmp / entry.name).symlink_to(entry.resolve() if entry.is_symlink() else entry)
+        (tmp / "proc").mkdir()
+        part, features = CPUINFO[cpu]
+        (tmp / "proc" / "cpuinfo").write_text(
+            f"processor\t: 0\nBogoMIPS\t: 108.00\nFeatures\t: {features}\n"
+            f"CPU implementer\t: 0x41\nCPU architecture: 8\nCPU variant\t: 0x0\n"
+            f"CPU part\t: {part}\nCPU revision\t: 3\n\n")
+        cpus = tmp / "sys" / "devices" / "system" / "cpu"
+        cpus.mkdir(parents=True)
+        for name in ("possible", "present", "online"):
+            (cpus / name).write_text("0\n")
+        try:
+            os.replace(tmp, view)
+        except OSError:          # another process made it first
+            shutil.rmtree(tmp, ignore_errors=True)
+        return view
 
     def env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
         """A clean environment for the emulated python: only the userland's packages are seen."""

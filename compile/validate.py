@@ -89,7 +89,7 @@ def validate(model: Path, target_name: str, bundle: Path | None, n: int) -> dict
         "target": target.name,
         "model": str(Path(model).resolve()),
         "sha256": info.sha256,
-        "integer_lowering": manifest["integer_lowering"],
+        "float_ops": manifest["float_ops"],
         "inputs": data,
         "n": int(len(x)),
         **compare(reference, actual, info),
@@ -105,14 +105,15 @@ def validate(model: Path, target_name: str, bundle: Path | None, n: int) -> dict
 
 def _text(report: dict, atol: float) -> str:
     unit = "lsb" if "max_abs_diff_lsb" in report else "value"
+    suffix = " LSB" if unit == "lsb" else ""
     lines = [
         f"target {report['target']}  model {report['model']}",
-        f"{report['n']} inputs ({report['inputs']}), integer lowering: "
-        f"{'yes' if report['integer_lowering'] else 'no (float path)'}",
+        f"{report['n']} inputs ({report['inputs']}), float ops left after lowering: "
+        f"{sum(report['float_ops'].values())}",
         f"top-1 agreement   {report['top1_agreement_pct']:.2f} %",
         f"equal values      {report['equal_values_pct']:.2f} %",
-        f"max |diff|        {report[f'max_abs_diff_{unit}']:g} {unit.upper()}",
-        f"RMSE              {report[f'rmse_{unit}']:.4g} {unit.upper()}",
+        f"max |diff|        {report[f'max_abs_diff_{unit}']:g}{suffix}",
+        f"RMSE              {report[f'rmse_{unit}']:.4g}{suffix}",
     ]
     if "top1_accuracy_target_pct" in report:
         lines.append(f"top-1 accuracy    reference {report['top1_accuracy_reference_pct']:.2f} %, "

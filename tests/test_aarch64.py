@@ -117,8 +117,8 @@ def test_aarch64_tuning_without_device_is_one_line_error(model, tmp_path):
     """--tune-trials for the Pi needs the RPC tracker: exit 2, one line, no bundle."""
     out = tmp_path / "bundle"
     proc = subprocess.run([sys.executable, "compile/build.py", "--target", "rpi4", "--model",
-                           str(model), "--out", str(out), "--opt", "tune_trials=4",
-                           "--opt", f"tuning_db={tmp_path / 'db'}"],
+                           str(model), "--out", str(out), "--tune-trials", "4",
+                           "--tuning-db", str(tmp_path / "db")],
                           cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()

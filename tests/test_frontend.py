@@ -22,7 +22,7 @@ from factory import build_tflite
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    out = tmp_path_factory.mktemp("frontend_models")
+    out = tmp_path_factory.getbasetemp() / "factory_models"   # shared on-disk cache
     return {name: build_tflite(name, out) for name in ("small_cnn", "conv_relu", "split")}
 
 
@@ -155,22 +155,22 @@ def test_bundle_is_published_atomically(models, tmp_path):
         raise RuntimeError("backend crashed")
 
     with pytest.raises(RuntimeError):
-        create_bundle(out, target, info, False, "cmd", failing)
+        create_bundle(out, target, info, {}, "cmd", failing)
     assert os.listdir(tmp_path) == []                # no bundle, no temp dir left
 
     def ok(tmp):
         (tmp / "f.bin").write_bytes(b"1")
         return {"files": ["f.bin"], "extra": 1}
 
-    manifest = create_bundle(out, target, info, True, "cmd", ok)
+    manifest = create_bundle(out, target, info, {}, "cmd", ok)
     assert read_manifest(out, target) == manifest == json.loads((out / "bundle.json").read_text())
     assert manifest["format_version"] == FORMAT_VERSION and manifest["extra"] == 1
-    create_bundle(out, target, info, True, "cmd2", ok)   # an old bundle is replaced
+    create_bundle(out, target, info, {}, "cmd2", ok)   # an old bundle is replaced
     assert read_manifest(out)["command"] == "cmd2" and sorted(os.listdir(tmp_path)) == ["b"]
     with pytest.raises(BundleError, match="built for target 'host', not 'rpi4'"):
         read_manifest(out, get_target("rpi4"))
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "keep.txt").write_text("mine")
     with pytest.raises(BundleError, match="not a bundle; refusing"):
-        create_bundle(tmp_path / "other", target, info, True, "cmd", ok)
+        create_bundle(tmp_path / "other", target, info, {}, "cmd", ok)
     assert os.listdir(tmp_path / "other") == ["keep.txt"]

@@ -257,6 +257,30 @@ def test_mobilenext_paper_figures(capsys):
     assert (report["params"], report["macs"]) == reference_mobilenext_counts(1.0, 224, 3, 1000)
     assert report["shortcuts"]["count"] == 12 == sum("shortcut" in row for row in report["layers"])
     assert report["layers"][0]["op"] == "Input" and report["layers"][-1]["name"] == "logits"
+    # One block of each SGBlock branch, derived by hand from the reference: layers, ReLU6 places, strides.
+    rows = {r["name"]: (r["op"], tuple(r["output_shape"])) for r in report["layers"]}
+    dw, dw_relu, pw, pw_relu = "DepthwiseConv2D+BN", "DepthwiseConv2D+BN+ReLU6", "Conv2D+BN", "Conv2D+BN+ReLU6"
+    expected = {
+        "stem": ("Conv2D+BN+ReLU6", (112, 112, 32)),
+        # t = 2: dw-pw-pw-dw, stride 2 on the last depthwise, hidden 32 // 2
+        "block1_1_dw1": (dw_relu, (112, 112, 32)), "block1_1_pw1": (pw, (112, 112, 16)),
+        "block1_1_pw2": (pw_relu, (112, 112, 96)), "block1_1_dw2": (dw, (56, 56, 96)),
+        # single-block stride-1 stage: full block, no shortcut; hidden 96 // 6 raised to 32
+        "block2_1_dw1": (dw_relu, (56, 56, 96)), "block2_1_pw1": (pw, (56, 56, 32)),
+        "block2_1_pw2": (pw_relu, (56, 56, 144)), "block2_1_dw2": (dw, (56, 56, 144)),
+        # channel change at stride 2: pw-pw-dw
+        "block3_1_pw1": (pw, (56, 56, 32)), "block3_1_pw2": (pw_relu, (56, 56, 192)),
+        "block3_1_dw2": (dw, (28, 28, 192)),
+        # repeated block: full block + shortcut
+        "block3_2_dw1": (dw_relu, (28, 28, 192)), "block3_2_pw1": (pw, (28, 28, 32)),
+        "block3_2_pw2": (pw_relu, (28, 28, 192)), "block3_2_dw2": (dw, (28, 28, 192)),
+        "block3_2_shortcut": ("Add", (28, 28, 192)),
+        # channel change at stride 1: pw-pw
+        "block5_1_pw1": (pw, (14, 14, 64)), "block5_1_pw2": (pw_relu, (14, 14, 384)),
+    }
+    assert {name: rows.get(name) for name in expected} == expected
+    for absent in ("block2_1_shortcut", "block3_1_dw1", "block5_1_dw1", "block5_1_dw2", "block8_1_shortcut"):
+        assert absent not in rows
 
 
 @pytest.mark.parametrize("overrides", [

@@ -112,7 +112,7 @@ class _Emitter:
         self.ws_bytes = 0
         self.stored: list[str] = []
         self.float = False
-        self.params: dict[str, str] = {}             # parameter name -> C name
+        self.params: dict[str, str] = {}             # buffer (param/alloc) name -> C name
         self.referenced: set[str] = set()
 
     # -- names ---------------------------------------------------------------------------
@@ -141,7 +141,7 @@ class _Emitter:
         return name
 
     def buf(self, b) -> str:
-        name = self.lookup(b)
+        name = self.lookup(b) or self.params.get(str(getattr(b, "name", "")))
         if name is None:
             raise UnsupportedTIR(f"buffer {b} used before its declaration")
         self.referenced.add(name)
@@ -312,6 +312,7 @@ class _Emitter:
             count *= int(extent.value)
         nbytes = count * np.dtype(str(b.dtype)).itemsize
         name = self.bind(b, b.name)
+        self.params[str(b.name)] = name
         if nbytes <= LOCAL_ALLOC_MAX:
             self.line(f"{t} {name}[{count}] = {{0}};")
         else:

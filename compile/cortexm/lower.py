@@ -26,7 +26,7 @@ from compile.cortexm.cemit import KernelC, UnsupportedTIR, emit_kernel
 
 # a primitive that does not apply raises ScheduleError; a few TVM 0.27 checks fail with
 # InternalError instead (e.g. reverse_compute_inline on some integer softmax chains)
-_SCHEDULE_ERRORS = (s_tir.ScheduleError, tvm.error.InternalError)
+_SCHEDULE_ERRORS = (s_tir.ScheduleError, tvm.error.InternalError, ValueError)
 # a producer read more than once is inlined only if its statement is at most this long
 INLINE_MAX_CHARS = 400
 
@@ -111,32 +111,35 @@ def _inline_is_cheap(sch, block) -> bool:
     return reads <= 1 or len(str(stmt.body)) <= INLINE_MAX_CHARS
 
 
+def _apply(sch, primitive: str, *args):
+    """``sch`` after the primitive, or unchanged when it does not apply.  Works on a copy:
+    an InternalError can leave a half-modified schedule behind."""
+    trial = sch.copy()
+    try:
+        getattr(trial, primitive)(*args)
+        ok = tirx.analysis.verify_well_formed(trial.mod, assert_mode=False)
+    except _SCHEDULE_ERRORS:
+        return sch, False
+    return (trial, True) if ok else (sch, False)
+
+
 def schedule_kernel(func: tirx.PrimFunc) -> tirx.PrimFunc:
     """Inline element-wise stages and fuse epilogues into reductions (see module doc)."""
     sch = s_tir.Schedule(func)
     root = sch.get_sblock("root")
     for block in sch.get_child_blocks(root):
-        try:
-            if _inline_is_cheap(sch, block):
-                sch.compute_inline(block)
-        except _SCHEDULE_ERRORS:
-            pass
+        if _inline_is_cheap(sch, block):
+            sch, _ = _apply(sch, "compute_inline", block)
     for block in reversed(sch.get_child_blocks(root)):
-        try:
-            sch.reverse_compute_inline(block)
-        except _SCHEDULE_ERRORS:
-            pass
+        sch, _ = _apply(sch, "reverse_compute_inline", block)
     for block in sch.get_child_blocks(root)[1:]:
         for producer in sch.get_producers(block):
             n = _n_spatial(sch.get(producer))
             loops = sch.get_loops(producer)
-            if not n or len(loops) < n:
-                continue
-            try:
-                sch.reverse_compute_at(block, loops[n - 1], preserve_unit_loops=True)
-                break
-            except _SCHEDULE_ERRORS:
-                continue
+            if n and len(loops) >= n:
+                sch, done = _apply(sch, "reverse_compute_at", block, loops[n - 1], True)
+                if done:
+                    break
     return sch.mod["main"]
 
 
@@ -206,7 +209,11 @@ def lower_model(mod: tvm.IRModule) -> Graph:
             prim = mod[gv]
             if gv.name_hint not in kernel_of:
                 scheduled = schedule_kernel(prim)
-                lowered = tir_passes()(tvm.IRModule({"main": scheduled}))["main"]
+                try:
+                    lowered = tir_passes()(tvm.IRModule({"main": scheduled}))["main"]
+                except tvm.error.InternalError:   # a schedule TVM accepted but cannot lower
+                    scheduled = prim
+                    lowered = tir_passes()(tvm.IRModule({"main": prim}))["main"]
                 cname = f"sg_k{len(kernels)}_{gv.name_hint}"[:60]
                 kernels[cname] = emit_kernel(cname, lowered)
                 kernel_macs[cname] = _count_macs(scheduled)

@@ -3,7 +3,9 @@
 `from_tflite` imports int8 operators as dequantize -> float op -> quantize. The passes here
 rewrite those chains into TFLite's own integer reference arithmetic (int32 accumulation,
 QuantizeMultiplier/MultiplyByQuantizedMultiplier requantization, zero points folded at compile
-time), so that no float arithmetic remains between an int8 input and an int8 output.
+time), so that no float arithmetic remains between an int8 input and an int8 output. Where
+LiteRT's *reference* kernels deviate from that scheme (FULLY_CONNECTED rounds acc * scale in
+double; SOFTMAX is gemmlowp fixed point) the lowering follows LiteRT, exactly, in integers.
 Spec: https://ai.google.dev/edge/litert/models/quantization_spec
 
 Lowered: CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED, ADD, SUB, MUL, MEAN, AVERAGE_POOL_2D,
@@ -28,11 +30,16 @@ from compile.lower.pool import LowerQuantizedPool
 from compile.lower.softmax import LowerQuantizedSoftmax
 from compile.lower.importer import import_tflite
 
-__all__ = ["integer_pipeline", "lower_tflite", "import_tflite", "LowerQuantizedConv", "LowerQuantizedElementwise", "LowerQuantizedPool", "LowerQuantizedSoftmax",
-           "LowerQuantizedConcat", "FoldRequantize", "IntegerClipBounds"]
+__all__ = [
+    "integer_pipeline", "lower_tflite", "import_tflite",
+    "LowerQuantizedConv", "LowerQuantizedElementwise", "LowerQuantizedPool",
+    "LowerQuantizedSoftmax", "LowerQuantizedConcat", "FoldRequantize", "IntegerClipBounds",
+]
 
 
 def integer_pipeline() -> tvm.transform.Pass:
+    """Operator lowerings first (each consumes its own dequantize/quantize pair), then the
+    remaining quantize(dequantize(...)) pairs, clip bounds, and the dead float bindings."""
     return tvm.transform.Sequential(
         [
             LowerQuantizedConv,
@@ -49,4 +56,5 @@ def integer_pipeline() -> tvm.transform.Pass:
 
 
 def lower_tflite(path) -> tvm.IRModule:
+    """Import a .tflite file and lower it to an integer program."""
     return integer_pipeline()(import_tflite(path))
