@@ -34,7 +34,8 @@ PYTHON_VERSION = "3.11"
 DEB_PACKAGES = ("python3.11", "libstdc++6", "libgcc-s1")
 # PyPI wheels: the host's exact versions where the host has them, so both sides run the same code.
 PINNED_FROM_HOST = ("apache-tvm", "apache-tvm-ffi", "numpy")
-UNPINNED = ("ai-edge-litert",)   # the aarch64 cp311 wheel lags behind the host's version
+# LiteRT (bench), cloudpickle + psutil (TVM's RPC server: `python -m tvm.exec.rpc_server`)
+UNPINNED = ("ai-edge-litert", "cloudpickle", "psutil")
 # bookworm's glibc is 2.36: every manylinux tag up to it fits (pip does not expand them itself)
 WHEEL_PLATFORMS = ("manylinux2014_aarch64",
                    *(f"manylinux_2_{minor}_aarch64" for minor in range(17, 37)))
@@ -45,7 +46,7 @@ CPUINFO = {
     "cortex-a76": ("0xd0b", "fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp "
                             "cpuid asimdrdm lrcpc dcpop asimddp"),
 }
-FORMAT = 1                     # bump when the layout below changes: forces a rebuild
+FORMAT = 2                     # bump when the layout below changes: forces a rebuild
 
 
 class SysrootError(RuntimeError):

@@ -81,12 +81,24 @@ def target_json(target: dict) -> str:
     return json.dumps(target, sort_keys=True, separators=(",", ":"))
 
 
+def resolve_native(target: dict) -> dict:
+    """``mcpu: native`` -> this machine's CPU name (LLVM's view, e.g. ``znver4``).
+
+    TVM's LLVM rejects ``-mcpu=native`` for the wheel's default triple and silently falls back to
+    ``generic`` (baseline x86-64, no AVX), which would make host builds and benchmarks slow."""
+    if target.get("kind") == "llvm" and target.get("mcpu") == "native":
+        from tvm.target import codegen
+
+        return {**target, "mcpu": str(codegen.llvm_get_system_cpu())}
+    return dict(target)
+
+
 def tuning_target(target: dict) -> tvm.target.Target:
     """The TVM target for tuning and for compiling with the database (same in both places).
 
     MetaSchedule needs ``num-cores`` (threads of the measured kernels); the board files set it,
     the host gets this machine's count."""
-    target = dict(target)
+    target = resolve_native(target)
     target.setdefault("num-cores", max(1, len(os.sched_getaffinity(0))))
     return tvm.target.Target(target)
 
@@ -327,7 +339,7 @@ def options(opts: dict, model_sha256: str, target: dict) -> tuple[Path, int, RPC
     """(database dir, trials, RPCSpec or None) from build options ``tune_trials``,
     ``tuning_db``, ``rpc_tracker``, ``rpc_key`` (``build.py --opt KEY=VALUE``)."""
     db = opts.get("tuning_db")
-    db_dir = Path(db) if db else default_db_dir(model_sha256, target)
+    db_dir = Path(db) if db else default_db_dir(model_sha256, resolve_native(target))
     try:
         trials = int(opts.get("tune_trials") or 0)
     except (TypeError, ValueError):
@@ -358,7 +370,8 @@ def compile_for_target(mod: tvm.IRModule, model, target, opts: dict,
     database = open_database(db_dir, log)
     if database is None:
         with tvm.transform.PassContext(opt_level=3):
-            return tvm.compile(mod, target=tvm.target.Target(target.tvm)), {"tuned": False}
+            return (tvm.compile(mod, target=tvm.target.Target(resolve_native(target.tvm))),
+                    {"tuned": False})
     n = count_trials(db_dir)
     if trials == 0:
         log(f"build: using tuning database {db_dir} ({n} trials), no re-tuning")

@@ -180,17 +180,20 @@ def analyze(model_path: str | Path) -> dict:
     groups: dict[int, list[int]] = {}
     for i in range(len(ops)):
         groups.setdefault(find(i), []).append(i)
+    # Only groups around a shortcut ADD are fused; they run at the position of their last op.
+    fused = [g for g in groups.values() if len(g) > 1 and any(layers[j].shortcut_bytes for j in g)]
+    in_group = {j for g in fused for j in g}
+    by_last = {max(g): g for g in fused}
     nodes, moved_fused, shortcut_fused = [], 0, 0
-    by_last = {max(g): g for g in groups.values()}
     for i in range(len(ops)):
-        if i not in by_last:
-            continue
-        g = by_last[i]
-        if len(g) == 1:
+        if i not in in_group:
             nodes.append((act_ins[i], outs[i]))
             moved_fused += layers[i].activation_bytes
             shortcut_fused += layers[i].shortcut_bytes
             continue
+        if i not in by_last:
+            continue
+        g = by_last[i]
         members = set(g)
         reads = 0
         ext_in: list[int] = []
@@ -206,8 +209,7 @@ def analyze(model_path: str | Path) -> dict:
         traffic = reads + sum(nbytes(t) for t in ext_out)
         nodes.append((ext_in, ext_out))
         moved_fused += traffic
-        if any(layers[j].shortcut_bytes for j in g):
-            shortcut_fused += traffic
+        shortcut_fused += traffic
 
     peak, peak_step = _peak_live([(a, o) for a, o in zip(act_ins, outs)], graph_inputs, graph_outputs, nbytes)
     peak_fused, _ = _peak_live(nodes, graph_inputs, graph_outputs, nbytes)

@@ -39,6 +39,39 @@ def _models_table(report: dict) -> list[str]:
     return rows
 
 
+def _pct(value, base) -> str:
+    if value is None or not base:
+        return "–"
+    return f"{100 * (value - base) / base:+.1f} %"
+
+
+def _savings_table(report: dict) -> list[str]:
+    """Each MobileNeXt multiplier < 1 against the multiplier-1 model of the same report (negative = saves)."""
+    mnext = sorted((m for m in report["models"] if m.get("identity_multiplier") is not None),
+                   key=lambda m: -m["identity_multiplier"])
+    base = next((m for m in mnext if m["identity_multiplier"] == 1.0), None)
+    if base is None or len(mnext) < 2:
+        return ["(needs the multiplier-1 model and at least one other MobileNeXt model)"]
+    columns = [("shortcut B (fused)", lambda m: m["analysis"]["shortcut_bytes_fused"]),
+               ("bytes moved (as is)", lambda m: m["analysis"]["bytes_moved"]),
+               ("bytes moved (fused)", lambda m: m["analysis"]["bytes_moved_fused"]),
+               ("peak live", lambda m: m["analysis"]["peak_live_bytes"]),
+               ("TFLM head", lambda m: m.get("tflm", {}).get("head_bytes"))]
+    for name, info in report["targets"].items():
+        ok = lambda m, n=name: m["targets"].get(n, {}) if m["targets"].get(n, {}).get("status") == "ok" else {}
+        if info["kind"] == "host":
+            columns.append((f"{name} TVM ms (median)", lambda m, ok=ok: ok(m).get("tvm_ms", {}).get("median_ms")))
+        else:
+            columns.append((f"{name} TVM instructions", lambda m, ok=ok: ok(m).get("tvm_instructions")))
+        if info["kind"] == "cortex-m":
+            columns.append((f"{name} TVM arena", lambda m, ok=ok: ok(m).get("arena_bytes")))
+    rows = ["| multiplier | " + " | ".join(c for c, _ in columns) + " |", "|---:|" + "---:|" * len(columns)]
+    for m in mnext:
+        if m is not base:
+            rows.append(f"| {_mult(m)} | " + " | ".join(_pct(get(m), get(base)) for _, get in columns) + " |")
+    return rows
+
+
 def _agreement_table(report: dict) -> list[str]:
     targets = list(report["targets"])
     rows = ["| model | " + " | ".join(targets) + " | all targets that ran equal |", "|---|" + "---|" * (len(targets) + 1)]
@@ -126,6 +159,12 @@ def render(report: dict) -> str:
         "Peak live = lower bound of any arena in this op order.",
         "",
         *_models_table(report),
+        "",
+        "## What the multiplier saves (change against multiplier 1; negative = less)",
+        "",
+        "Host milliseconds on a shared machine are noisy: compare instructions and bytes first.",
+        "",
+        *_savings_table(report),
         "",
         "## Bit-exact agreement (checked before any speed is reported)",
         "",

@@ -113,6 +113,20 @@ def _init_weights(model, path):
         layer.set_weights(src.get_weights())
 
 
+def _lineage(init_from):
+    """What --init-from started from: its path plus, when NAME.json sits next to NAME.keras, how that model
+    was trained (its command, training record, accuracy and own lineage), read before anything is replaced."""
+    if init_from is None:
+        return None
+    record = {"path": init_from}
+    meta = Path(init_from).with_suffix(".json")
+    if meta.is_file():
+        prev = json.loads(meta.read_text())
+        keys = ("command", "config", "training", "accuracy", "train_time_s", "init_from")
+        record.update({k: prev.get(k) for k in keys})
+    return record
+
+
 def _keras_accuracy(model, x, y, batch_size):
     return float((model.predict(x, batch_size=batch_size, verbose=0).argmax(-1) == y).mean())
 
@@ -216,6 +230,7 @@ def train(args, config, out: Path, train_data, test_data) -> int:
     rng = np.random.default_rng(args.seed)
     knobs = {k: v for k, v in config.items() if k != "arch"}
     model = create_model(config["arch"], **knobs)
+    lineage = _lineage(args.init_from)
     if args.init_from is not None:
         try:
             _init_weights(model, args.init_from)
@@ -238,7 +253,7 @@ def train(args, config, out: Path, train_data, test_data) -> int:
     print(f"QAT test accuracy {qat_acc:.4f}", flush=True)
     t_qat = time.time() - t_start - t_float
 
-    representative = x_train[rng.permutation(len(x_train))[:200]]
+    representative = x_train[rng.permutation(len(x_train))[:100]]
     tflite = export.convert_int8(qat_model, representative)
     problems = export.integer_only_problems(tflite)
     if problems:
@@ -259,7 +274,7 @@ def train(args, config, out: Path, train_data, test_data) -> int:
         "config": config,
         "parameters": int(model.count_params()),
         "seed": args.seed,
-        "init_from": args.init_from,
+        "init_from": lineage,
         "dataset": {"name": args.data or "fashion-mnist", "train_images": int(len(x_train)),
                     "test_images": int(len(x_test)), "limit": args.limit},
         "training": {"epochs": args.epochs, "qat_epochs": args.qat_epochs, "batch_size": args.batch_size,

@@ -221,6 +221,7 @@ def test_identity_multiplier_inside_mobilenext(multiplier):
     assert totals["channels_added"] == sum(math.floor(l.output.shape[-1] * multiplier) for l in shortcuts)
 
 
+@pytest.mark.filterwarnings("ignore:Statistics for quantized inputs")   # the converter's, about int8 inputs
 def test_identity_multiplier_converts_to_builtin_int8_ops():
     inputs = keras.Input((6, 6, 8))
     a = keras.layers.Conv2D(8, 1, name="a")(inputs)

@@ -2,6 +2,8 @@
 bounded errors for unreachable trackers / unknown keys, corrupt databases ignored."""
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -131,13 +133,15 @@ def rpc_tracker():
     port, server_port = _free_port(), _free_port()
     procs = [subprocess.Popen([sys.executable, "-m", "tvm.exec.rpc_tracker", "--host",
                                "127.0.0.1", "--port", str(port), "--port-end", str(port + 1),
-                               "--silent"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+                               "--silent"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)]
     try:
         procs.append(subprocess.Popen(
             [sys.executable, "-m", "tvm.exec.rpc_server", "--tracker", f"127.0.0.1:{port}",
              "--key", "host-test", "--host", "127.0.0.1", "--port", str(server_port),
              "--port-end", str(server_port + 10),
-             "--silent"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+             "--silent"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True))
         spec = tuning.RPCSpec("127.0.0.1", port, "host-test")
         deadline = time.monotonic() + 90
         while True:   # the server needs a few seconds (import tvm) to register
@@ -150,8 +154,8 @@ def rpc_tracker():
                 time.sleep(1)
         yield spec
     finally:
-        for proc in procs:
-            proc.terminate()
+        for proc in procs:   # each is a session leader: its TVM popen workers go with it
+            os.killpg(proc.pid, signal.SIGTERM)
         for proc in procs:
             proc.wait(timeout=30)
 

@@ -104,7 +104,7 @@ python compile/build.py --target {target.name} --tune-trials 2000 --rpc-tracker 
 ## Without a Pi (this repository)
 
 ```sh
-python compile/run.py <bundle> --target {target.name}    # qemu-aarch64 {' '.join(target.get('emulator', {}).get('command', [])[1:])}, arm64 Debian userland
+python compile/run.py --target {target.name} --bundle <bundle> --input x.npy --output y.npy   # qemu-aarch64 {' '.join(target.get('emulator', {}).get('command', [])[1:])}, arm64 Debian userland
 python compile/bench.py --target {target.name}           # instructions per inference vs LiteRT
 ```
 """

@@ -1,11 +1,13 @@
 """Host backend: this machine's CPU through LLVM, run in-process with the Relax VM.
 
-The reference build for every other target: ``tvm.compile`` -> ``export_library``
-(``model.so``, a shared library the Relax ``VirtualMachine`` loads).  Interface: see
-``compile.backends``.
+The reference build for every other target: ``tvm.compile`` (with the MetaSchedule
+database of ``compile.tuning`` when there is one: ``build.py --tune-trials N``) ->
+``export_library`` (``model.so``, a shared library the Relax ``VirtualMachine`` loads).
+Interface: see ``compile.backends``.
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -22,19 +24,21 @@ LIBRARY = "model.so"
 def build(mod: tvm.IRModule, model: ModelInfo, target: Target, out_dir: Path,
           opts: dict) -> dict:
     """Compile for LLVM on this machine and export ``model.so``."""
-    tvm_target = resolve_native(target.tvm)
-    with tvm.transform.PassContext(opt_level=3):
-        executable = tvm.compile(mod, target=tvm.target.Target(tvm_target))
+    from compile.tuning import compile_for_target
+
+    resolved = dataclasses.replace(target, tvm=resolve_native(target.tvm))
+    executable, tuned = compile_for_target(mod, model, resolved, opts)
     executable.export_library(str(Path(out_dir) / LIBRARY))
-    return {"files": [LIBRARY], "library": LIBRARY, "tvm_target_resolved": tvm_target}
+    return {"files": [LIBRARY], "library": LIBRARY, "tvm_target_resolved": resolved.tvm,
+            **tuned}
 
 
 def resolve_native(tvm_target: dict) -> dict:
     """Replace ``mcpu = "native"`` by this CPU's name and triple.
 
     TVM's pip wheel links a conda-built LLVM whose default triple is
-    ``<arch>-conda-linux-gnu``; LLVM rejects ``-mcpu=native`` with it and silently falls
-    back to a generic CPU, so name the CPU and a plain ``<arch>-linux-gnu`` triple instead.
+    ``<arch>-conda-linux-gnu``; LLVM rejects ``-mcpu=native`` with it and falls back to a
+    generic CPU (with a warning), so name the CPU and a plain ``<arch>-linux-gnu`` triple.
     """
     if tvm_target.get("mcpu") != "native":
         return dict(tvm_target)

@@ -1,7 +1,8 @@
 """Relax ``main`` -> static step list + lowered TIR kernels (the AOT part of microTVM, redone).
 
 1. Relax: ``LegalizeOps`` -> ``AnnotateTIROpPattern`` -> ``FoldConstant`` -> ``FuseOps`` ->
-   ``FuseTIR`` -> ``DeadCodeElimination``: ``main`` becomes a straight line of ``call_tir``.
+   ``FoldPadIntoConsumer`` (``padfuse``) -> ``FuseTIR`` -> ``DeadCodeElimination``: ``main``
+   becomes a straight line of ``call_tir``.
 2. Each fused PrimFunc is scheduled so that it needs no big temporaries: every
    element-wise producer is inlined into its consumer (``compute_inline``), element-wise
    epilogues are pulled into the reduction that feeds them (``reverse_compute_inline``) and
@@ -22,6 +23,7 @@ import tvm
 from tvm import relax, s_tir, tirx
 
 from compile.cortexm.cemit import KernelC, UnsupportedTIR, emit_kernel
+from compile.cortexm.padfuse import FoldPadIntoConsumer
 
 
 # a primitive that does not apply raises ScheduleError; a few TVM 0.27 checks fail with
@@ -67,6 +69,7 @@ def relax_passes() -> tvm.transform.Pass:
         relax.transform.AnnotateTIROpPattern(),
         relax.transform.FoldConstant(),
         relax.transform.FuseOps(),
+        FoldPadIntoConsumer,
         relax.transform.FuseTIR(),
         relax.transform.DeadCodeElimination(["main"]),
     ], name="cortexm_relax")
@@ -98,7 +101,7 @@ def _n_spatial(block) -> int:
     return sum(1 for iv in block.iter_vars if int(iv.iter_type) == 0)
 
 
-def _inline_is_cheap(sch, block) -> bool:
+def _inline_is_cheap(sch, block, careful: bool) -> bool:
     """Inlining copies the producer's expression into every read of its buffer: fine for
     one read or a small expression; repeated big ones blow up exponentially (e.g. an
     integer softmax's fixed-point exp chains), so those stay materialized."""
@@ -108,7 +111,7 @@ def _inline_is_cheap(sch, block) -> bool:
     name = str(stmt.writes[0].source.name)
     pattern = re.compile(rf"\b{re.escape(name)}\[")
     reads = sum(len(pattern.findall(str(sch.get(c).body))) for c in sch.get_consumers(block))
-    return reads <= 1 or len(str(stmt.body)) <= INLINE_MAX_CHARS
+    return reads <= 1 or (not careful and len(str(stmt.body)) <= INLINE_MAX_CHARS)
 
 
 def _apply(sch, primitive: str, *args):
@@ -117,20 +120,21 @@ def _apply(sch, primitive: str, *args):
     trial = sch.copy()
     try:
         getattr(trial, primitive)(*args)
-        ok = tirx.analysis.verify_well_formed(trial.mod, assert_mode=False)
     except _SCHEDULE_ERRORS:
         return sch, False
-    return (trial, True) if ok else (sch, False)
+    return trial, True
 
 
-def schedule_kernel(func: tirx.PrimFunc) -> tirx.PrimFunc:
-    """Inline element-wise stages and fuse epilogues into reductions (see module doc)."""
+def schedule_kernel(func: tirx.PrimFunc, careful: bool = False) -> tirx.PrimFunc:
+    """Inline element-wise stages and fuse epilogues into reductions (see module doc).
+    ``careful``: only inline producers read once and skip ``reverse_compute_inline`` (a
+    fallback for the rare kernels where TVM 0.27 accepts a schedule it cannot lower)."""
     sch = s_tir.Schedule(func)
     root = sch.get_sblock("root")
     for block in sch.get_child_blocks(root):
-        if _inline_is_cheap(sch, block):
+        if _inline_is_cheap(sch, block, careful):
             sch, _ = _apply(sch, "compute_inline", block)
-    for block in reversed(sch.get_child_blocks(root)):
+    for block in reversed(sch.get_child_blocks(root)) if not careful else []:
         sch, _ = _apply(sch, "reverse_compute_inline", block)
     for block in sch.get_child_blocks(root)[1:]:
         for producer in sch.get_producers(block):
@@ -141,6 +145,18 @@ def schedule_kernel(func: tirx.PrimFunc) -> tirx.PrimFunc:
                 if done:
                     break
     return sch.mod["main"]
+
+
+def lower_kernel(prim: tirx.PrimFunc) -> tuple[tirx.PrimFunc, tirx.PrimFunc]:
+    """(scheduled, lowered) with the most aggressive schedule TVM can lower."""
+    for schedule in (schedule_kernel, lambda f: schedule_kernel(f, careful=True), None):
+        scheduled = schedule(prim) if schedule else prim
+        try:
+            return scheduled, tir_passes()(tvm.IRModule({"main": scheduled}))["main"]
+        except tvm.error.InternalError:   # a schedule TVM accepted but cannot lower
+            if schedule is None:
+                raise
+    raise AssertionError("unreachable")
 
 
 def _is(expr, *kinds: str) -> bool:
@@ -208,12 +224,7 @@ def lower_model(mod: tvm.IRModule) -> Graph:
             gv, args = value.args[0], list(value.args[1].fields)
             prim = mod[gv]
             if gv.name_hint not in kernel_of:
-                scheduled = schedule_kernel(prim)
-                try:
-                    lowered = tir_passes()(tvm.IRModule({"main": scheduled}))["main"]
-                except tvm.error.InternalError:   # a schedule TVM accepted but cannot lower
-                    scheduled = prim
-                    lowered = tir_passes()(tvm.IRModule({"main": prim}))["main"]
+                scheduled, lowered = lower_kernel(prim)
                 cname = f"sg_k{len(kernels)}_{gv.name_hint}"[:60]
                 kernels[cname] = emit_kernel(cname, lowered)
                 kernel_macs[cname] = _count_macs(scheduled)

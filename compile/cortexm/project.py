@@ -36,9 +36,11 @@ COMMON_FILES = ("board.h", "startup.c", "main.c")
 LINE_RE = re.compile(r"^sg:(out|summary)((?: [a-z]+=-?[0-9]+(?:,-?[0-9]+)*)+)$", re.M)
 
 
-def memory(target: Target) -> dict:
+def memory_of(target: Target) -> dict:
+    """Bytes available: flash (code), weights (own region or flash), ram, stack."""
     mem = target["memory"]
     return {"flash": int(mem["flash"]["length"]), "ram": int(mem["ram"]["length"]),
+            "weights": int(mem.get("weights", mem["flash"])["length"]),
             "stack": int(mem.get("stack_bytes", 16384))}
 
 
@@ -149,6 +151,23 @@ def _render(name: str, **values) -> str:
     return Template((FIRMWARE / name).read_text()).substitute(values)
 
 
+def linker_script(target: Target) -> str:
+    """link.ld for the board: MEMORY from the board file, the fixed section layout."""
+    mem = target["memory"]
+    regions = [("FLASH", "rx", mem["flash"]), ("RAM", "rwx", mem["ram"])]
+    if "weights" in mem:
+        regions.append(("WEIGHTS", "r", mem["weights"]))
+    memory = "\n".join(f"  {name:<7} ({attr}) : ORIGIN = {hex(r['origin'])}, "
+                        f"LENGTH = {hex(r['length'])}" for name, attr, r in regions)
+    weights_assert = ""
+    if "weights" in mem:
+        weights_assert = ("ASSERT(ADDR(.weights) + SIZEOF(.weights) <= ORIGIN(WEIGHTS) + "
+                          f'LENGTH(WEIGHTS), "sandglass: the weights do not fit {target.name}")')
+    return _render("link.ld.in", board=target.name, memory=memory,
+                   weights_region="WEIGHTS" if "weights" in mem else "FLASH",
+                   weights_assert=weights_assert, stack_bytes=memory_of(target)["stack"])
+
+
 def write_project(graph: Graph, target: Target, out_dir: Path, inputs: np.ndarray) -> dict:
     """Write every file of the firmware project; returns the plan facts for bundle.json."""
     out_dir = Path(out_dir)
@@ -159,12 +178,7 @@ def write_project(graph: Graph, target: Target, out_dir: Path, inputs: np.ndarra
     write_inputs(out_dir, inputs, graph.tensors[graph.input].nbytes)
     for name in COMMON_FILES + (board_source(target),):
         shutil.copyfile(FIRMWARE / name, out_dir / name)
-    mem = target["memory"]
-    (out_dir / "link.ld").write_text(_render(
-        "link.ld.in", board=target.name,
-        flash_origin=hex(mem["flash"]["origin"]), flash_length=hex(mem["flash"]["length"]),
-        ram_origin=hex(mem["ram"]["origin"]), ram_length=hex(mem["ram"]["length"]),
-        stack_bytes=memory(target)["stack"]))
+    (out_dir / "link.ld").write_text(linker_script(target))
     run = target.get("run", {})
     flash = target.get("flash", {})
     defines = []
@@ -186,12 +200,12 @@ def write_project(graph: Graph, target: Target, out_dir: Path, inputs: np.ndarra
 # -- checks, build, run --------------------------------------------------------------------
 def check_fit(graph: Graph, arena_bytes: int, target: Target) -> None:
     """Weights vs flash, arena + stack vs RAM, before any compiler runs (exit 2 upstream)."""
-    mem = memory(target)
+    mem = memory_of(target)
     weights = sum(t.nbytes for t in graph.tensors.values() if t.kind == "const")
     io = graph.tensors[graph.input].nbytes + graph.tensors[graph.output].nbytes
-    if weights > mem["flash"]:
+    if weights > mem["weights"]:
         raise BackendError(f"model does not fit {target.name}: needs {weights} bytes of flash "
-                           f"for the weights, the board has {mem['flash']}")
+                           f"for the weights, the board has {mem['weights']}")
     ram = arena_bytes + mem["stack"] + io
     if ram > mem["ram"]:
         raise BackendError(f"model does not fit {target.name}: needs {ram} bytes of RAM "
