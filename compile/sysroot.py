@@ -125,6 +125,47 @@ class Sysroot:
         return env
 
 
+def guest_python(sysroot: Sysroot, cpu: str) -> dict[str, str]:
+    """Environment for an emulated python that itself starts python subprocesses.
+
+    TVM's RPC server runs its loop in a ``sys.executable`` subprocess; without binfmt_misc the
+    host cannot exec an aarch64 ELF, so ``sys.executable`` is pointed (``sitecustomize``) at a
+    host shell script that re-enters qemu-aarch64 with the same CPU and userland view.
+    """
+    view = sysroot.cpu_root(cpu)
+    wrapper = view.parent / f"python-{cpu}.sh"
+    site = view.parent / "guest-site"
+    if not wrapper.exists():
+        wrapper.write_text(f"#!/bin/sh\nexec qemu-aarch64 -cpu {cpu} -L {view} {sysroot.python} \"$@\"\n")
+        wrapper.chmod(0o755)
+    if not (site / "sitecustomize.py").exists():
+        site.mkdir(exist_ok=True)
+        (site / "sitecustomize.py").write_text(
+            "import os, sys\n"
+            "if os.environ.get('SANDGLASS_GUEST_PYTHON'):\n"
+            "    sys.executable = os.environ['SANDGLASS_GUEST_PYTHON']\n")
+    return sysroot.env({"PYTHONPATH": f"{site}:{sysroot.site}",
+                        "SANDGLASS_GUEST_PYTHON": str(wrapper)})
+
+
+def rpc_server_command(sysroot: Sysroot, cpu: str, tracker: str, key: str,
+                       port: int = 9090) -> tuple[list[str], dict[str, str]]:
+    """(command, env) of a TVM RPC server in the emulated userland, registered as ``key``.
+
+    Lets the aarch64 tuning path (cross-compiled candidates uploaded and run over RPC) work
+    without a Pi; the times it measures are qemu's, not the board's: they only rank candidates
+    roughly. Use a real Pi for real tuning.
+    """
+    env = guest_python(sysroot, cpu)
+    env["TVM_NUM_THREADS"] = "1"
+    cmd = [*sysroot.python_command(["qemu-aarch64", "-cpu", cpu]), "-m", "tvm.exec.rpc_server",
+           "--tracker", tracker, "--key", key, "--host", "127.0.0.1", "--port", str(port),
+           "--port-end", str(port + 100),
+           # random_fill_for_measure (MetaSchedule's RPC runner) lives in the runtime extras
+           "--load-library", str(sysroot.site / "tvm" / "lib" / "libtvm_runtime_extra.so")]
+    return cmd, env
+
+
 def default_path() -> Path:
     return cache_root() / f"{ARCH}-sysroot"
 
@@ -234,9 +275,18 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m compile.sysroot", description=__doc__.split("\n")[0])
     ap.add_argument("--path", type=Path, help=f"where to put it (default {default_path()})")
     ap.add_argument("--force", action="store_true", help="prepare again even if it is ready")
+    ap.add_argument("--rpc-server", metavar="TRACKER",
+                    help="then run an emulated TVM RPC server registered at TRACKER (HOST:PORT)")
+    ap.add_argument("--key", default="rpi4", help="its RPC key (default rpi4)")
+    ap.add_argument("--cpu", default="cortex-a72", choices=sorted(CPUINFO), help="its -cpu")
     args = ap.parse_args(argv)
     try:
         s = prepare(args.path, force=args.force, log=lambda m: print(m, file=sys.stderr))
+        if args.rpc_server:
+            cmd, env = rpc_server_command(s, args.cpu, args.rpc_server, args.key)
+            print(f"sysroot: emulated RPC server (qemu -cpu {args.cpu}, key {args.key}); "
+                  "its timings are qemu's, not a board's", file=sys.stderr)
+            return subprocess.call(cmd, env=env)
     except SysrootError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

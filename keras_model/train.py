@@ -266,7 +266,7 @@ def train(args, config, out: Path, train_data, test_data) -> int:
     paths = {"keras": out.with_name(out.name + ".keras"), "tflite": out.with_name(out.name + "_int8.tflite"),
              "json": out.with_name(out.name + ".json")}
     tmp_keras = out.with_name(f".{out.name}.tmp.keras")
-    model.save(tmp_keras)
+    model.save(tmp_keras, include_optimizer=False)
     export.write_atomic(paths["tflite"], tflite)
     os.replace(tmp_keras, paths["keras"])
     record = {
@@ -278,7 +278,7 @@ def train(args, config, out: Path, train_data, test_data) -> int:
         "dataset": {"name": args.data or "fashion-mnist", "train_images": int(len(x_train)),
                     "test_images": int(len(x_test)), "limit": args.limit},
         "training": {"epochs": args.epochs, "qat_epochs": args.qat_epochs, "batch_size": args.batch_size,
-                     "peak_lr": args.lr, "qat_peak_lr": args.lr * QAT_LR_FACTOR, "warmup": WARMUP,
+                     "peak_lr": args.lr, "qat_peak_lr": round(args.lr * QAT_LR_FACTOR, 12), "warmup": WARMUP,
                      "label_smoothing": LABEL_SMOOTHING, "augmentation": "random horizontal flip",
                      "optimizer": "adam, one-cycle (linear warm-up, cosine decay)"},
         "accuracy": {"float": float_acc, "qat": qat_acc, "int8_tflite": int8["accuracy"],

@@ -156,4 +156,6 @@ def test_bad_inputs(tmp_path):
                            "--out", str(outdir / "m")), "does not exist")
     assert_usage_error(run(train_py, "--preset", "mobilenext-mcu", "--data", str(empty),
                            "--out", str(outdir / "m")), "has no images")
+    assert_usage_error(run(train_py, "--preset", "mobilenext-mcu", "--init-from", str(tmp_path / "no.keras"),
+                           "--out", str(outdir / "m")), "does not exist")
     assert list(outdir.iterdir()) == []
