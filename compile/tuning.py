@@ -41,6 +41,7 @@ from typing import Callable
 import tvm
 from tvm.ir.utils import derived_object
 from tvm.s_tir import meta_schedule as ms
+from tvm.s_tir.meta_schedule.utils import fork_seed
 
 from compile.backends import BackendError
 from compile.sysroot import cache_root
@@ -294,13 +295,22 @@ def tune(mod: tvm.IRModule, target: dict, trials: int, db_dir: Path, *,
     tvm_target = tuning_target(target)
     families = intrinsic_families(tvm_target)
     load_tensor_intrinsics(families)
-    tasks = ms.relax_integration.extract_tasks(fused_tir(mod, tvm_target), tvm_target)
+    tasks = [t for t in ms.relax_integration.extract_tasks(fused_tir(mod, tvm_target), tvm_target)
+             if not (t.mod.attrs and t.mod.attrs.get("tirx.is_scheduled", False))]
     log(f"tune: {len(tasks)} tasks, {trials - done} trials to go"
         f"{f' (resuming at {done})' if done else ''}, database {db_dir}, measuring "
         f"{'on ' + rpc.key + ' via ' + rpc.host + ':' + str(rpc.port) if rpc else 'locally'}")
-    contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
-        tasks, work_dir=str(db_dir / "logs"), seed=seed, num_threads=1,
-        strategy=search_strategy(trials - done))
+    # One TuneContext per task, like ms.relax_integration.extracted_tasks_to_tune_contexts but
+    # with a plain logger: its per-task log files come from logging.config.dictConfig, which
+    # breaks on the second tuning run in one process when other handlers are attached.
+    logger = logging.getLogger("sandglass.tuning")
+    contexts = [ms.TuneContext(mod=task.dispatched[0], target=task.target,
+                               space_generator="post-order-apply",
+                               search_strategy=search_strategy(trials - done),
+                               task_name=task.task_name, logger=logger, rand_state=rand,
+                               num_threads=1).clone()
+                for task, rand in zip(tasks, fork_seed(seed, n=len(tasks)))]
+    weights = [float(task.weight) for task in tasks]
     builder = ms.builder.LocalBuilder(
         max_workers=1, timeout_sec=60, f_export=export_aarch64 if cross_aarch64 else None,
         initializer=functools.partial(load_tensor_intrinsics, families))

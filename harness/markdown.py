@@ -61,8 +61,14 @@ def _savings_table(report: dict) -> list[str]:
         ok = lambda m, n=name: m["targets"].get(n, {}) if m["targets"].get(n, {}).get("status") == "ok" else {}
         if info["kind"] == "host":
             columns.append((f"{name} TVM ms (median)", lambda m, ok=ok: ok(m).get("tvm_ms", {}).get("median_ms")))
+            columns.append((f"{name} LiteRT ms (median)",
+                            lambda m, ok=ok: ok(m).get("litert_ms", {}).get("median_ms")))
         else:
             columns.append((f"{name} TVM instructions", lambda m, ok=ok: ok(m).get("tvm_instructions")))
+        if info["kind"] == "linux-aarch64":
+            columns.append((f"{name} LiteRT XNNPACK instr.", lambda m, ok=ok: ok(m).get("litert_instructions")))
+            columns.append((f"{name} LiteRT built-in instr.",
+                            lambda m, ok=ok: ok(m).get("litert_builtin_instructions")))
         if info["kind"] == "cortex-m":
             columns.append((f"{name} TVM arena", lambda m, ok=ok: ok(m).get("arena_bytes")))
     rows = ["| multiplier | " + " | ".join(c for c, _ in columns) + " |", "|---:|" + "---:|" * len(columns)]

@@ -72,6 +72,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--samples", type=int, help="inputs checked for bit-exact agreement (default 8, quick 2)")
     p.add_argument("--repeats", type=int, help="timing repeats on the host (default 50, quick 5)")
     p.add_argument("--threads", type=int, default=1, help="threads for host timing, TVM and LiteRT (default 1)")
+    p.add_argument("--render-only", action="store_true",
+                   help="measure nothing: redo report.md and the plots from --out/report.json")
     args = p.parse_args(argv)
     args.samples = args.samples or SAMPLES[args.quick]
     args.repeats = args.repeats or REPEATS[args.quick]
@@ -330,9 +332,23 @@ def write_report(report: dict, out: Path) -> None:
         raise
 
 
+def render_only(out: Path) -> int:
+    try:
+        report = json.loads((out / "report.json").read_text())
+    except (OSError, ValueError):
+        raise UsageError(f"{out}/report.json is missing or not JSON; run a report first") from None
+    if report.get("schema") != SCHEMA or report.get("schema_version") != SCHEMA_VERSION:
+        raise UsageError(f"{out}/report.json is not a {SCHEMA} v{SCHEMA_VERSION} report")
+    write_report(report, out)
+    print(out / "report.md")
+    return EXIT_FAILED if report["failures"] else 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = parse_args(argv)
+        if args.render_only:
+            return render_only(args.out)
         targets = resolve_targets(args.targets)
         model_specs = check_models(args.models)
         check_out(args.out)

@@ -176,15 +176,14 @@ def parse_args(argv=None):
 
 def resolve_config(args) -> dict:
     """The full model config from preset/arch and the knob flags (UsageError on bad input)."""
-    from keras_model.registry import model_config
-
     if not args.preset and not args.arch:
         raise UsageError("give --preset or --arch")
     overrides = {k: v for k, v in (("width", args.width), ("resolution", args.resolution),
                                    ("channels", args.channels),
                                    ("identity_multiplier", args.identity_multiplier)) if v is not None}
-    if args.data is not None or "classes" not in overrides:
-        overrides["classes"] = num_classes(args.data)
+    overrides["classes"] = num_classes(args.data)
+    from keras_model.registry import model_config  # imports TensorFlow: after the cheap checks
+
     try:
         config = model_config(args.preset or args.arch, **overrides)
     except ValueError as e:

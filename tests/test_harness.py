@@ -103,7 +103,12 @@ def test_report_on_host_and_cortex_m4(tiny_models, tmp_path):
     assert [m["identity_multiplier"] for m in report["models"]] == [1.0, 0.25]
     for name, has_data in report["plots"].items():
         assert (out / name).stat().st_size > 1000
-    assert (out / "report.md").read_text().startswith("# sandglass")
+    markdown = (out / "report.md").read_text()
+    assert markdown.startswith("# sandglass") and "| 1/4 | -" in markdown     # the savings row
+    # report.md and plots can be redone from report.json alone, identically
+    (out / "report.md").unlink()
+    assert _report("--render-only", "--out", str(out)).returncode == proc.returncode
+    assert (out / "report.md").read_text() == markdown
 
     for m in report["models"]:
         assert m["analysis"]["layers"] and m["tflm"]["arena_bytes"] >= m["analysis"]["peak_live_bytes"]

@@ -117,6 +117,8 @@ def test_evaluate_matches_direct_litert(tiny):
         interp.invoke()
         correct += int(interp.get_tensor(out["index"])[0].argmax() == label)
     assert result["n"] == 64 and result["accuracy"] == correct / 64
+    assert_usage_error(run("keras_model/evaluate.py", "--model", str(model), "--data", str(tiny.parent / "no")),
+                       "does not exist")
 
 
 @pytest.mark.parametrize("name", COMMITTED)

@@ -26,7 +26,7 @@ from compile.cortexm.padfuse import FoldPadIntoConsumer
 
 
 # a primitive that does not apply raises ScheduleError; a few TVM 0.27 checks fail with
-# InternalError instead (e.g. reverse_compute_inline on some integer softmax chains)
+# InternalError or ValueError instead (seen on integer softmax chains, strided convs)
 _SCHEDULE_ERRORS = (s_tir.ScheduleError, tvm.error.InternalError, ValueError)
 # a producer read more than once is inlined only if its statement is at most this long
 INLINE_MAX_CHARS = 2000
@@ -100,6 +100,10 @@ def _is_reduction(block) -> bool:
     return any(int(iv.iter_type) == 2 for iv in block.iter_vars)
 
 
+def _spatial_extents(block) -> list[int]:
+    return [int(iv.dom.extent) for iv in block.iter_vars if int(iv.iter_type) == 0]
+
+
 def _n_spatial(block) -> int:
     return sum(1 for iv in block.iter_vars if int(iv.iter_type) == 0)
 
@@ -143,6 +147,15 @@ def schedule_kernel(func: tirx.PrimFunc, careful: bool = False) -> tirx.PrimFunc
         # only an epilogue of a single reduction (conv, dense, sum) moves under its output
         # loops; other cases produced wrong code in TVM 0.27 (checked on the host)
         if len(producers) != 1 or not _is_reduction(sch.get(producers[0])):
+            continue
+        # and only an element-wise one: TVM covers just the producer's region, so an
+        # epilogue that also pads (9x9 out of an 8x8 conv) would miss its border
+        if _spatial_extents(sch.get(block)) != _spatial_extents(sch.get(producers[0])):
+            # instead compute each needed reduction element inside the epilogue's loops
+            n = _n_spatial(sch.get(block))
+            loops = sch.get_loops(block)
+            if n and len(loops) >= n:
+                sch, _ = _apply(sch, "compute_at", producers[0], loops[n - 1], True)
             continue
         n = _n_spatial(sch.get(producers[0]))
         loops = sch.get_loops(producers[0])
