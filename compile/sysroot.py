@@ -11,6 +11,9 @@ Prepared from Debian's own arm64 packages and PyPI's aarch64 wheels, never from 
 The result is cached in ``~/.cache/sandglass/arm64-sysroot`` (``$SANDGLASS_CACHE`` overrides the
 cache root) and reused; ``python -m compile.sysroot`` prepares it ahead of time, every user does it
 on first use. A file lock keeps concurrent first uses from preparing it twice.
+
+``python -m compile.sysroot --rpc-server HOST:PORT --key rpi4`` then runs TVM's RPC server in it
+(tuning through the tracker without a Pi; qemu timings, see ``compile.tuning``).
 """
 from __future__ import annotations
 

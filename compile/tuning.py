@@ -13,7 +13,9 @@ Measurements run on this machine (host targets) or, through TVM's RPC tracker, o
 ``python -m tvm.exec.rpc_tracker --host 0.0.0.0 --port 9190`` somewhere, and on the Pi
 ``python -m tvm.exec.rpc_server --tracker HOST:9190 --key rpi4``; then ``--rpc-tracker HOST:9190
 --rpc-key rpi4``.  Cross targets (aarch64) are compiled here into aarch64 shared libraries
-(``tvm.support.cc.cross_compiler``) so the device needs no compiler.
+(``tvm.support.cc.cross_compiler``) so the device needs no compiler.  Without a Pi,
+``python -m compile.sysroot --rpc-server HOST:9190 --key rpi4`` serves the same protocol from
+qemu-aarch64 (it exercises the whole path; its timings are qemu's, useless for ranking speed).
 
 MetaSchedule: https://arxiv.org/abs/2205.13603 ; TVM RPC: https://tvm.apache.org/docs/
 """

@@ -161,12 +161,10 @@ def rpc_tracker():
 
 
 def test_rpc_tuning_on_loopback(dense, rpc_tracker, tmp_path):
-    _, mod, info = dense
+    _, mod, _ = dense
     logs: list[str] = []
-    opts = {"tune_trials": 2, "tuning_db": str(tmp_path / "db"),
-            "rpc_tracker": f"{rpc_tracker.host}:{rpc_tracker.port}", "rpc_key": rpc_tracker.key}
-    _, entry = tuning.compile_for_target(mod, info, get_target("host"), opts, logs.append)
-    assert entry["tuned"] and tuning.count_trials(tmp_path / "db") >= 2
+    tuning.tune(mod, get_target("host").tvm, 2, tmp_path / "db", rpc=rpc_tracker, log=logs.append)
+    assert tuning.count_trials(tmp_path / "db") >= 2
     assert any("measuring on host-test via 127.0.0.1" in m for m in logs), logs
     progress = [m for m in logs if m.startswith("tune: task")]
     assert progress and all("failed" not in m for m in progress), progress
