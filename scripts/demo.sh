@@ -1,7 +1,31 @@
 #!/usr/bin/env bash
-# The main job, stage by stage; each stage hands the next one files, so each reruns alone.
+# The main job, stage by stage. Each stage hands the next one files (.tflite -> bundle dir -> outputs/JSON),
+# so each line below also reruns alone.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
-echo "== default model: MobileNeXt microcontroller preset"
+MODEL=models/mobilenext_mcu_m100_int8.tflite
+OUT=out/demo
+mkdir -p "$OUT"
+
+echo "== 1/6 the default model: MobileNeXt microcontroller preset (per-layer table)"
 $PY keras_model/summary.py --preset mobilenext-mcu
+
+echo "== 2/6 its int8 accuracy on Fashion-MNIST (LiteRT, 10k test images)"
+$PY keras_model/evaluate.py --model "$MODEL"
+
+echo "== 3/6 compile for this machine (host) and validate against LiteRT, bit for bit"
+$PY compile/build.py --target host --model "$MODEL" --out "$OUT/host"
+$PY compile/validate.py --target host --model "$MODEL" --bundle "$OUT/host" --n 100
+
+echo "== 4/6 Raspberry Pi 4 bundle (aarch64), run under qemu-aarch64 -cpu cortex-a72"
+$PY compile/build.py --target rpi4 --model "$MODEL" --out "$OUT/rpi4"
+$PY compile/validate.py --target rpi4 --model "$MODEL" --bundle "$OUT/rpi4" --n 10
+
+echo "== 5/6 Cortex-M4 firmware (mps2-an386), run in qemu-system-arm"
+$PY compile/build.py --target mps2-an386 --model "$MODEL" --out "$OUT/mps2-an386"
+$PY compile/validate.py --target mps2-an386 --model "$MODEL" --bundle "$OUT/mps2-an386" --n 10
+
+echo "== 6/6 quick report: what the identity multiplier saves, on every target"
+$PY harness/report.py --quick --out "$OUT/report"
+echo "report: $OUT/report/report.md"

@@ -6,7 +6,6 @@ semihosting; outputs are compared bit for bit with LiteRT's reference kernels.
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -18,12 +17,10 @@ from tvm.script import ir as I
 from tvm.script import relax as R
 
 from compile.backends import BackendError, cortexm
-from compile.build import build as build_bundle
 from compile.cortexm import memplan, project
 from compile.cortexm.lower import lower_model
 from compile.pipeline import compile_model
 from compile.reference import run_litert
-from compile.run import run_bundle
 from compile.targets import all_targets, get_target
 from factory import build_tflite, random_int8_inputs
 
@@ -85,15 +82,19 @@ def test_aliases_pick_qemu_boards():
 
 
 @pytest.mark.parametrize("board", QEMU_BOARDS)
-def test_small_cnn_bit_exact_on_qemu_board(board, models, tmp_path):
-    bundle = build_bundle(models["small_cnn"], board, tmp_path / "b", {}, "test")
+def test_small_cnn_bit_exact_on_qemu_board(board, models, graphs, tmp_path):
+    """The lowered graph (shared by the boards) as firmware with 3 embedded inputs."""
+    target = get_target(board)
     x = random_int8_inputs(models["small_cnn"], 3, seed=7)
-    y, metrics = run_bundle(bundle, board, x)
+    facts = project.write_project(graphs["small_cnn"], target, tmp_path, x)
+    project.make_firmware(tmp_path, target)
+    records, summary = project.run_firmware(tmp_path / "build/firmware.elf", target, 120)
+    y = np.array([r["y"] for r in records], np.int8)
     np.testing.assert_array_equal(y, run_litert(models["small_cnn"], x, reference=True))
-    assert metrics["samples"] == 3 and metrics["instructions_per_inference"] > metrics["macs"] > 0
-    assert metrics["arena_bytes"] == json.loads((bundle / "bundle.json").read_text())[
-        "arena_bytes"]
-    assert 0 < metrics["stack_high_water_bytes"] < 16384
+    assert [r["idx"] for r in records] == [0, 1, 2]
+    assert all(r["instr"] > graphs["small_cnn"].macs > 0 for r in records)
+    assert summary["arena"] == facts["arena_bytes"] and summary["n"] == 3
+    assert 0 < summary["stack"] < 16384
 
 
 def test_cli_build_and_run_on_m4(models, tmp_path):
