@@ -142,36 +142,43 @@ def _stderr_to(path: Path):
 
 def tflm_arena(model: Path, sample: np.ndarray) -> dict:
     """Smallest TFLite Micro arena (16 B resolution) that runs one inference, found by bisection with the
-    host interpreter; head (planned tensors) and tail (persistent structs, pointer-size dependent: a 64-bit
+    host interpreter (each probe in a forked child); head (planned tensors) and tail (persistent structs, pointer-size dependent: a 64-bit
     host needs more than a 32-bit Cortex-M) from its RecordingMicroAllocator."""
     from tflite_micro.python.tflite_micro import runtime
 
     data = model.read_bytes()
 
-    def runs(size: int):
-        try:
-            interp = runtime.Interpreter.from_bytes(data, arena_size=size)
-            interp.set_input(sample[None], 0)
-            interp.invoke()
-            return interp
-        except (RuntimeError, ValueError):
-            return None
+    def runs(size: int, print_allocations: bool = False) -> bool:
+        # In a forked child: TFLite Micro can crash (not just fail) on some too-small arenas.
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                interp = runtime.Interpreter.from_bytes(data, arena_size=size)
+                interp.set_input(sample[None], 0)
+                interp.invoke()
+                if print_allocations:
+                    interp.print_allocations()
+                code = 0
+            finally:
+                os._exit(code)
+        return os.waitpid(pid, 0)[1] == 0
 
     with tempfile.TemporaryDirectory() as tmp:
         log = Path(tmp) / "tflm.log"
         with _stderr_to(log):
             lo, hi = 0, 1 << 16
-            while runs(hi) is None:
+            while not runs(hi):
                 lo, hi = hi, hi * 4
                 if hi > 1 << 30:
                     raise RuntimeError("TFLite Micro does not run this model with a 1 GiB arena")
             while hi - lo > 16:
                 mid = (lo + hi) // 2
-                if runs(mid) is None:
-                    lo = mid
-                else:
+                if runs(mid):
                     hi = mid
-            runs(hi).print_allocations()
+                else:
+                    lo = mid
+            runs(hi, print_allocations=True)
         text = log.read_text()
     found = {}
     for part in ("total", "head", "tail"):

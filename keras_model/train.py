@@ -265,7 +265,9 @@ def train(args, config, out: Path, train_data, test_data) -> int:
     paths = {"keras": out.with_name(out.name + ".keras"), "tflite": out.with_name(out.name + "_int8.tflite"),
              "json": out.with_name(out.name + ".json")}
     tmp_keras = out.with_name(f".{out.name}.tmp.keras")
-    model.save(tmp_keras, include_optimizer=False)
+    inference = keras.models.clone_model(model)  # uncompiled copy: the file holds no optimizer state
+    inference.set_weights(model.get_weights())
+    inference.save(tmp_keras)
     export.write_atomic(paths["tflite"], tflite)
     os.replace(tmp_keras, paths["keras"])
     record = {

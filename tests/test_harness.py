@@ -53,7 +53,7 @@ def tiny_models(tmp_path_factory) -> list[Path]:
 def _report(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
     return subprocess.run([sys.executable, "harness/report.py", *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=1800)
 
 
 def test_analysis_counts_the_partial_shortcut(tiny_models):
