@@ -64,6 +64,22 @@ def _load(path: Path) -> Target:
                   data, path)
 
 
+def resolve_native(tvm_target: dict[str, Any]) -> dict[str, Any]:
+    """Replace ``mcpu = "native"`` (targets/host.toml) by this CPU's name and triple.
+
+    TVM's pip wheel links a conda-built LLVM whose default triple is ``<arch>-conda-linux-gnu``;
+    LLVM rejects ``-mcpu=native`` with it and silently falls back to a generic CPU (no AVX), so
+    name the CPU and a plain ``<arch>-linux-gnu`` triple. Builds, tuning databases and benchmarks
+    all key on the resolved dict.
+    """
+    if tvm_target.get("kind") != "llvm" or tvm_target.get("mcpu") != "native":
+        return dict(tvm_target)
+    from tvm.target import codegen
+
+    triple = str(codegen.llvm_get_system_triple()).replace("-conda-", "-")
+    return {**tvm_target, "mtriple": triple, "mcpu": str(codegen.llvm_get_system_cpu())}
+
+
 def all_targets() -> dict[str, Target]:
     """Every declared target by name (aliases not included)."""
     return {t.name: t for t in (_load(p) for p in sorted(TARGETS_DIR.glob("*.toml")))}

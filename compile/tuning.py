@@ -47,6 +47,7 @@ from tvm.s_tir.meta_schedule.utils import fork_seed
 
 from compile.backends import BackendError
 from compile.sysroot import cache_root
+from compile.targets import resolve_native
 
 WORKLOADS = "database_workload.json"
 RECORDS = "database_tuning_record.json"
@@ -82,18 +83,6 @@ class RPCSpec:
 def target_json(target: dict) -> str:
     """Canonical JSON of a TVM target dict (the database key uses all of it)."""
     return json.dumps(target, sort_keys=True, separators=(",", ":"))
-
-
-def resolve_native(target: dict) -> dict:
-    """``mcpu: native`` -> this machine's CPU name (LLVM's view, e.g. ``znver4``).
-
-    TVM's LLVM rejects ``-mcpu=native`` for the wheel's default triple and silently falls back to
-    ``generic`` (baseline x86-64, no AVX), which would make host builds and benchmarks slow."""
-    if target.get("kind") == "llvm" and target.get("mcpu") == "native":
-        from tvm.target import codegen
-
-        return {**target, "mcpu": str(codegen.llvm_get_system_cpu())}
-    return dict(target)
 
 
 def tuning_target(target: dict) -> tvm.target.Target:

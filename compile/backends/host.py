@@ -16,7 +16,7 @@ import tvm
 from tvm import relax
 
 from compile.frontend import ModelInfo
-from compile.targets import Target
+from compile.targets import Target, resolve_native
 
 LIBRARY = "model.so"
 
@@ -31,21 +31,6 @@ def build(mod: tvm.IRModule, model: ModelInfo, target: Target, out_dir: Path,
     executable.export_library(str(Path(out_dir) / LIBRARY))
     return {"files": [LIBRARY], "library": LIBRARY, "tvm_target_resolved": resolved.tvm,
             **tuned}
-
-
-def resolve_native(tvm_target: dict) -> dict:
-    """Replace ``mcpu = "native"`` by this CPU's name and triple.
-
-    TVM's pip wheel links a conda-built LLVM whose default triple is
-    ``<arch>-conda-linux-gnu``; LLVM rejects ``-mcpu=native`` with it and falls back to a
-    generic CPU (with a warning), so name the CPU and a plain ``<arch>-linux-gnu`` triple.
-    """
-    if tvm_target.get("mcpu") != "native":
-        return dict(tvm_target)
-    from tvm.target import codegen
-
-    triple = codegen.llvm_get_system_triple().replace("-conda-", "-")
-    return {**tvm_target, "mtriple": triple, "mcpu": codegen.llvm_get_system_cpu()}
 
 
 def run(bundle_dir: Path, manifest: dict, target: Target, inputs: np.ndarray,
