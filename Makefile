@@ -31,5 +31,7 @@ models: setup               ## retrain models/{mobilenext_mcu_m100,_m050,_m025,m
 	    --init-from models/mobilenext_mcu_m100.keras --out models/mobilenext_mcu_m100
 	$(TRAIN) $(STAGE2) --preset mobilenext-mcu --identity-multiplier 0.5 \
 	    --init-from models/mobilenext_mcu_m100.keras --out models/mobilenext_mcu_m050
-	$(TRAIN) $(STAGE2) --preset mobilenext-mcu --identity-multiplier 0.25 \
+	$(TRAIN) --epochs 4 --lr 1e-3 --qat-epochs 0.3 --preset mobilenext-mcu --identity-multiplier 0.25 \
 	    --init-from models/mobilenext_mcu_m100.keras --out models/mobilenext_mcu_m025
+	$(TRAIN) --epochs 1 --lr 3e-4 --qat-epochs 1 --preset mobilenext-mcu --identity-multiplier 0.25 \
+	    --init-from models/mobilenext_mcu_m025.keras --out models/mobilenext_mcu_m025
