@@ -21,11 +21,6 @@ from compile.lower import integer_pipeline
 from compile.lower.importer import IntegerOperatorConverter
 
 
-def has_integer_lowering() -> bool:
-    """True: compile.lower is always part of the pipeline (callers that check still work)."""
-    return True
-
-
 def cleanup_phase() -> tvm.transform.Pass:
     """Target-independent cleanups after lowering."""
     return tvm.transform.Sequential(

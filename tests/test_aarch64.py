@@ -15,7 +15,7 @@ import pytest
 
 from compile.backends import BackendError, aarch64
 from compile.bundle import create_bundle, read_manifest
-from compile.pipeline import compile_model, has_integer_lowering
+from compile.pipeline import compile_model, float_ops
 from compile.reference import run_litert
 from compile.sysroot import prepare
 from compile.targets import get_target
@@ -68,7 +68,6 @@ def test_rpi4_cli_build_and_run_equal_litert(model, tmp_path):
     assert run.returncode == 0, run.stderr
     y = np.load(tmp_path / "y.npy")
     assert y.dtype == np.int8 and y.shape[0] == 6
-    assert has_integer_lowering()
     np.testing.assert_array_equal(y, run_litert(model, x))
 
 
@@ -81,7 +80,7 @@ def test_rpi5_dotprod_bundle_equals_host_build(model, tmp_path):
     outputs = {}
     for name, backend in (("rpi5", aarch64), ("host", host)):
         target = get_target(name)
-        manifest = create_bundle(tmp_path / name, target, info, True, "test",
+        manifest = create_bundle(tmp_path / name, target, info, float_ops(mod), "test",
                                  lambda d: backend.build(mod, info, target, d, {}))
         outputs[name], metrics = backend.run(tmp_path / name, manifest, target, x, {})
     assert metrics is not None

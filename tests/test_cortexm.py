@@ -211,7 +211,7 @@ def test_unsupported_op_is_a_user_error_and_leaves_nothing(models, tmp_path):
     _, info = read_model(models["identity_block"])
     target = get_target("mps2-an386")
     with pytest.raises(BackendError, match="unsupported operator relax.call_dps_packed"):
-        create_bundle(tmp_path / "b", target, info, True, "test",
+        create_bundle(tmp_path / "b", target, info, {}, "test",
                       lambda tmp: cortexm.build(UnsupportedOp, info, target, tmp, {}))
     assert list(tmp_path.iterdir()) == []
 
