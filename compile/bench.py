@@ -120,10 +120,9 @@ def bench_host(model: Path, target, threads: int, runs: int, opts: dict) -> dict
 
     os.environ["TVM_NUM_THREADS"] = str(threads)
     import tvm
-    from ai_edge_litert.interpreter import Interpreter
-
     from compile.frontend import example_input
     from compile.pipeline import compile_model
+    from compile.reference import litert_times_ms
     from compile.tuning import compile_for_target, count_trials, options
 
     mod, info = compile_model(model)
@@ -140,11 +139,7 @@ def bench_host(model: Path, target, threads: int, runs: int, opts: dict) -> dict
 
     result = {"unit": "median ms per inference (wall clock, this machine)", "threads": threads,
               "runs": runs}
-    interp = Interpreter(model_path=str(model), num_threads=threads)
-    interp.allocate_tensors()
-    inp = interp.get_input_details()[0]
-    interp.set_tensor(inp["index"], x.reshape(inp["shape"]))
-    result["litert-xnnpack"] = median_ms(interp.invoke)
+    result["litert-xnnpack"] = float(np.median(litert_times_ms(model, x, runs, threads)))
 
     db_dir, trials, _ = options(opts, info.sha256, target.tvm)
     variants = {"tvm-untuned": {**opts, "tune_trials": 0, "tuning_db": str(Path(tempfile.gettempdir())

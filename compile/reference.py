@@ -7,6 +7,8 @@ different rounding (https://ai.google.dev/edge/litert/models/quantization_spec).
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 
@@ -31,3 +33,21 @@ def run_litert(model_path, inputs: np.ndarray, reference: bool = True) -> np.nda
         interp.invoke()
         results.append(interp.get_tensor(out["index"]).reshape(out["shape"][1:]).copy())
     return np.stack(results)
+
+
+def litert_times_ms(model_path, sample: np.ndarray, repeats: int, threads: int) -> list[float]:
+    """Wall-clock ms of ``repeats`` invokes (after one warm-up) with LiteRT's default op resolver
+    (XNNPACK + optimized kernels): the speed reference, not the bit-exactness one."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_path=str(model_path), num_threads=threads)
+    interp.allocate_tensors()
+    detail = interp.get_input_details()[0]
+    interp.set_tensor(detail["index"], np.asarray(sample).reshape(detail["shape"]))
+    interp.invoke()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        interp.invoke()
+        times.append((time.perf_counter() - start) * 1e3)
+    return times

@@ -192,18 +192,9 @@ def tflm_arena(model: Path, sample: np.ndarray) -> dict:
 
 def host_latency_litert(model: Path, sample: np.ndarray, repeats: int, threads: int) -> dict:
     """LiteRT (default op resolver: XNNPACK + optimized kernels) wall-clock ms per inference on the host."""
-    from ai_edge_litert.interpreter import Interpreter
+    from compile.reference import litert_times_ms
 
-    interp = Interpreter(model_path=str(model), num_threads=threads)
-    interp.allocate_tensors()
-    detail = interp.get_input_details()[0]
-    interp.set_tensor(detail["index"], sample.reshape(detail["shape"]))
-    interp.invoke()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        interp.invoke()
-        times.append((time.perf_counter() - start) * 1e3)
+    times = litert_times_ms(model, sample, repeats, threads)
     return stats_ms(times, threads)
 
 
