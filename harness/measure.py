@@ -7,6 +7,7 @@ expected outputs (``compile.reference.run_litert``); TFLite Micro's host interpr
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shlex
@@ -50,14 +51,29 @@ def _cli(script: str, args: list[str], log: list[str], timeout: float, env: dict
     return proc.stdout
 
 
+# what a bundle is built from besides the model: the compiler, the firmware templates, the board files
+COMPILER_SOURCES = ("compile", "firmware", "targets")
+STAMP = "harness-stamp.json"
+
+
+def compiler_fingerprint() -> str:
+    """sha256 over the compiler's sources (``COMPILER_SOURCES``): a bundle built by other code is stale."""
+    digest = hashlib.sha256()
+    for top in COMPILER_SOURCES:
+        for path in sorted((REPO / top).rglob("*")):
+            if path.is_file() and "__pycache__" not in path.parts:
+                digest.update(str(path.relative_to(REPO)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
 def bundle_is_current(bundle: Path, model_sha256: str) -> bool:
-    """True when ``bundle`` holds a build of exactly this model file."""
-    manifest = bundle / "bundle.json"
-    if not manifest.is_file():
-        return False
+    """True when ``bundle`` holds a build of exactly this model file by exactly this compiler."""
     try:
-        return json.loads(manifest.read_text())["model"]["sha256"] == model_sha256
-    except (ValueError, KeyError):
+        manifest = json.loads((bundle / "bundle.json").read_text())
+        stamp = json.loads((bundle / STAMP).read_text())
+        return (manifest["model"]["sha256"] == model_sha256
+                and stamp == {"model_sha256": model_sha256, "compiler": compiler_fingerprint()})
+    except (OSError, ValueError, KeyError, TypeError):
         return False
 
 
@@ -66,10 +82,12 @@ def build_bundle(model: Path, model_sha256: str, target: str, bundle: Path, reus
     """Build (or reuse, when ``reuse`` and it is current) the bundle; returns its manifest."""
     if not (reuse and bundle_is_current(bundle, model_sha256)):
         bundle.parent.mkdir(parents=True, exist_ok=True)
+        fingerprint = compiler_fingerprint()
         _cli("compile/build.py", ["--target", target, "--model", str(model), "--out", str(bundle)], log,
              BUILD_TIMEOUT_S)
+        (bundle / STAMP).write_text(json.dumps({"model_sha256": model_sha256, "compiler": fingerprint}))
     else:
-        log.append(f"# reused {bundle} (bundle.json model sha256 matches)")
+        log.append(f"# reused {bundle} (same model sha256 and compiler sources)")
     return json.loads((bundle / "bundle.json").read_text())
 
 

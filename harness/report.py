@@ -31,6 +31,8 @@ from typing import Sequence
 if __package__ in (None, ""):  # run as a script: make the repo root importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import numpy as np  # noqa: E402
+
 from harness.models import CATALOG, DEFAULT_MODEL, ModelSpecError  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -71,13 +73,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help=f"built models and bundles (default {DEFAULT_CACHE.relative_to(REPO)})")
     p.add_argument("--samples", type=int, help="inputs checked for bit-exact agreement (default 8, quick 2)")
     p.add_argument("--repeats", type=int, help="timing repeats on the host (default 50, quick 5)")
+    p.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
+                   help="bundles built in parallel before anything is measured (default: CPU count); "
+                        "measurements always run one at a time")
     p.add_argument("--threads", type=int, default=1, help="threads for host timing, TVM and LiteRT (default 1)")
     p.add_argument("--render-only", action="store_true",
                    help="measure nothing: redo report.md and the plots from --out/report.json")
     args = p.parse_args(argv)
     args.samples = args.samples or SAMPLES[args.quick]
     args.repeats = args.repeats or REPEATS[args.quick]
-    if args.samples < 1 or args.repeats < 1 or args.threads < 1:
+    if args.samples < 1 or args.repeats < 1 or args.threads < 1 or args.jobs < 1:
         raise UsageError("--samples, --repeats and --threads must be >= 1")
     return args
 
@@ -140,73 +145,149 @@ def cpu_name() -> str:
 
 
 # ----------------------------------------------------------------------------------------------------------
-def measure_model(entry, targets, args, commands: list[str], failures: list[dict]) -> dict:
-    """Everything the report says about one model."""
+def _pool_map(fn, items, jobs: int) -> list:
+    """``[fn(*item) for item in items]``, ``jobs`` at a time (threads: the work is in subprocesses)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        return [f.result() for f in [pool.submit(fn, *item) for item in items]]
+
+
+def prebuild(entries, targets, args, commands: list[str]) -> dict:
+    """Build every (model, target) bundle, ``--jobs`` at a time, before any measurement (so no timing
+    runs beside a compiler). Returns {(model, target): (build seconds, StepFailed or None)}."""
+    from harness import measure
+
+    def one(entry, target):
+        start = time.perf_counter()
+        try:
+            measure.build_bundle(entry.path, entry.sha256(), target.name,
+                                 args.cache / "bundles" / entry.name / target.name, args.quick, commands)
+            error = None
+        except measure.StepFailed as err:
+            error = err
+        return (entry.name, target.name), (round(time.perf_counter() - start, 1), error)
+
+    print(f"[report] building {len(entries) * len(targets)} bundles, {args.jobs} at a time",
+          file=sys.stderr, flush=True)
+    return dict(_pool_map(one, [(e, t) for e in entries for t in targets], args.jobs))
+
+
+def prepare_model(entry, args, failures: list[dict]) -> tuple[dict, np.ndarray, np.ndarray]:
+    """(model record with analysis and TFLite Micro's arena, inputs, LiteRT reference outputs)."""
     from compile.reference import run_litert
     from harness import measure
     from harness.analysis import analyze
 
+    print(f"[report] {entry.name}: {entry.source}", file=sys.stderr, flush=True)
     result = {**entry.to_json(), "analysis": analyze(entry.path)}
     inputs = measure.model_inputs(entry.path, args.samples)
     expected = run_litert(entry.path, inputs, reference=True)
     result["inputs"] = {"samples": len(inputs), "source": "Fashion-MNIST test images, quantized with the "
                         "model's input scale/zero point", "shape": list(inputs.shape)}
-
     try:
         result["tflm"] = measure.tflm_arena(entry.path, inputs[0])
     except RuntimeError as err:
         result["tflm"] = {"error": str(err)}
         failures.append({"model": entry.name, "target": "tflite-micro", "stage": "arena", "error": str(err)})
+    return result, inputs, expected
 
-    sha = entry.sha256()
-    per_target, agreement = {}, {}
-    for target in targets:
-        bundle = args.cache / "bundles" / entry.name / target.name
-        rec = {"measures": measure_note(target), "bundle": str(bundle)}
-        try:
-            start = time.perf_counter()
-            manifest = measure.build_bundle(entry.path, sha, target.name, bundle, args.quick, commands)
-            rec["build_seconds"] = round(time.perf_counter() - start, 1)
-            work = args.cache / "runs" / entry.name / target.name
-            start = time.perf_counter()
-            outputs, metrics = measure.run_bundle(target.name, bundle, inputs, work, commands)
-            rec["run_seconds"] = round(time.perf_counter() - start, 1)
-        except measure.StepFailed as err:
-            rec.update(status="failed", error=str(err), command=err.command)
-            failures.append({"model": entry.name, "target": target.name, "error": str(err)})
-            per_target[target.name] = rec
-            continue
-        agreement[target.name] = measure.compare(outputs, expected)
-        backend_entries = {k: v for k, v in manifest.items()
-                           if k not in ("model", "target", "versions", "files", "command", "created")}
-        rec.update(status="ran", raw={"run": metrics, "bundle": backend_entries})
-        per_target[target.name] = rec
 
-    ran = list(agreement)
-    all_equal = bool(ran) and all(a["equal"] for a in agreement.values())
-    result["agreement"] = {"reference": "LiteRT BUILTIN_REF (reference kernels)", "samples": len(inputs),
+def run_target(entry, target, inputs, args, commands: list[str], built: dict) -> tuple[dict, np.ndarray | None]:
+    """Outputs and metrics of one bundle on ``inputs``: (target record, outputs or None when it failed)."""
+    from harness import measure
+
+    bundle = args.cache / "bundles" / entry.name / target.name
+    rec = {"measures": measure_note(target), "bundle": str(bundle)}
+    try:
+        start = time.perf_counter()
+        seconds, error = built.get((entry.name, target.name), (None, None))
+        if error is not None:
+            raise error
+        manifest = measure.build_bundle(entry.path, entry.sha256(), target.name, bundle,
+                                        args.quick or seconds is not None, commands)
+        rec["build_seconds"] = seconds if seconds is not None else round(time.perf_counter() - start, 1)
+        start = time.perf_counter()
+        outputs, metrics = measure.run_bundle(target.name, bundle, inputs, args.cache / "runs" / entry.name /
+                                              target.name, commands)
+        rec["run_seconds"] = round(time.perf_counter() - start, 1)
+    except measure.StepFailed as err:
+        rec.update(status="failed", error=str(err), command=err.command)
+        return rec, None
+    backend_entries = {k: v for k, v in manifest.items()
+                       if k not in ("model", "target", "versions", "files", "command", "created")}
+    rec.update(status="ran", raw={"run": metrics, "bundle": backend_entries})
+    return rec, outputs
+
+
+def judge_agreement(result: dict, targets, outputs: dict, expected: np.ndarray, failures: list[dict]) -> None:
+    """Bit-exact gate: record each target's agreement; if any target differs, withhold every speed."""
+    from harness import measure
+
+    per_target = result["targets"]
+    agreement = {t: measure.compare(out, expected) for t, out in outputs.items()}
+    all_equal = bool(agreement) and all(a["equal"] for a in agreement.values())
+    result["agreement"] = {"reference": "LiteRT BUILTIN_REF (reference kernels)", "samples": len(expected),
                            "targets": agreement, "all_equal": all_equal,
                            "not_run": [t.name for t in targets if t.name not in agreement]}
+    for name, rec in per_target.items():
+        if rec["status"] == "failed":
+            failures.append({"model": result["name"], "target": name, "error": rec["error"]})
     if not all_equal:
         bad = [t for t, a in agreement.items() if not a["equal"]] or ["(no target ran)"]
-        for t in ran:
+        for t in agreement:
             per_target[t]["status"] = "withheld"
             per_target[t]["error"] = f"speed withheld: outputs of {', '.join(bad)} differ from LiteRT reference"
-        failures.append({"model": entry.name, "target": ",".join(bad), "error": "outputs disagree"})
-    else:
+        failures.append({"model": result["name"], "target": ",".join(bad), "error": "outputs disagree"})
+
+
+def measure_speed(entry, target, rec: dict, sample, args, commands: list[str], failures: list[dict]) -> None:
+    """Speed and memory of one target that ran and agreed, into ``rec``."""
+    from harness import measure
+
+    try:
+        rec.update(speed(entry, target, Path(rec["bundle"]), sample, args, commands, rec["raw"]))
+        rec["status"] = "ok"
+    except (measure.StepFailed, RuntimeError) as err:
+        rec.update(status="failed", error=str(err))
+        failures.append({"model": entry.name, "target": target.name, "stage": "speed", "error": str(err)})
+
+
+def measure_models(entries, targets, args, commands: list[str], failures: list[dict], models: list[dict],
+                   report: dict) -> None:
+    """Everything the report says about each model, in phases: bundles (parallel); analysis, reference
+    outputs and TFLite Micro (one model at a time); outputs of every bundle (parallel); the bit-exact gate;
+    instruction counts under emulation (parallel: they do not depend on the machine's load); host
+    wall-clock timings last, one at a time, with nothing else running."""
+    built = prebuild(entries, targets, args, commands)
+    prepared = []
+    for entry in entries:
+        result, inputs, expected = prepare_model(entry, args, failures)
+        result["targets"] = {}
+        models.append(result)
+        prepared.append((entry, result, inputs, expected))
+    print("[report] running every bundle on the same inputs", file=sys.stderr, flush=True)
+    items = [(e, t, inputs, args, commands, built) for e, _, inputs, _ in prepared for t in targets]
+    runs = iter(_pool_map(run_target, items, args.jobs))
+    for entry, result, inputs, expected in prepared:
+        outputs = {}
         for target in targets:
-            rec = per_target[target.name]
-            if rec["status"] != "ran":
-                continue
-            try:
-                rec.update(speed(entry, target, Path(rec["bundle"]), inputs[0], args, commands, rec["raw"]))
-                rec["status"] = "ok"
-            except (measure.StepFailed, RuntimeError) as err:
-                rec.update(status="failed", error=str(err))
-                failures.append({"model": entry.name, "target": target.name, "stage": "speed",
-                                 "error": str(err)})
-    result["targets"] = per_target
-    return result
+            rec, out = next(runs)
+            result["targets"][target.name] = rec
+            if out is not None:
+                outputs[target.name] = out
+        judge_agreement(result, targets, outputs, expected, failures)
+    write_report(report, args.out)
+    todo = [(entry, target, result["targets"][target.name], inputs[0])
+            for entry, result, inputs, _ in prepared for target in targets
+            if result["targets"][target.name]["status"] == "ran"]
+    print("[report] counting instructions under emulation", file=sys.stderr, flush=True)
+    _pool_map(lambda e, t, rec, x: measure_speed(e, t, rec, x, args, commands, failures),
+              [item for item in todo if item[1].kind != "host"], args.jobs)
+    print("[report] host timings, one at a time", file=sys.stderr, flush=True)
+    for entry, target, rec, x in todo:
+        if target.kind == "host":
+            measure_speed(entry, target, rec, x, args, commands, failures)
 
 
 def speed(entry, target, bundle: Path, sample, args, commands: list[str], raw: dict) -> dict:
@@ -268,24 +349,21 @@ def environment(targets) -> dict:
 
 
 def build_report(args, targets, model_specs: list[str]) -> dict:
-    """Measure every model; the report so far is written to --out after each model (a long run can be
-    read while it goes on), marked ``"complete": false`` until the last one."""
+    """Measure every model; the report so far is written to --out once every bundle ran (a long run can be
+    read while it goes on), marked ``"complete": false`` until the end."""
     from harness.models import resolve
 
     commands: list[str] = []
     failures: list[dict] = []
     models: list[dict] = []
     report = _skeleton(args, targets, models, commands, failures)
+    entries = []
     for spec in model_specs:
         try:
-            entry = resolve(spec, args.cache)
+            entries.append(resolve(spec, args.cache))
         except (ModelSpecError, ValueError, OSError) as err:
             failures.append({"model": spec, "target": None, "stage": "model", "error": str(err)})
-            continue
-        print(f"[report] {entry.name}: {entry.source}", file=sys.stderr, flush=True)
-        models.append(measure_model(entry, targets, args, commands, failures))
-        if len(models) < len(model_specs):
-            write_report(report, args.out)
+    measure_models(entries, targets, args, commands, failures, models, report)
     report["complete"] = True
     return report
 
@@ -297,7 +375,8 @@ def _skeleton(args, targets, models, commands, failures) -> dict:
         "command": shlex.join(["python", "harness/report.py", *sys.argv[1:]]),
         **environment(targets),
         "settings": {"quick": args.quick, "samples": args.samples, "repeats": args.repeats,
-                     "threads": args.threads, "cache": str(args.cache)},
+                     "threads": args.threads, "jobs": args.jobs,
+                     "cache": str(args.cache)},
         "targets": {t.name: {"kind": t.kind, "description": t.description, "tvm": t.tvm,
                              "measures": measure_note(t)} for t in targets},
         "models": models,

@@ -131,6 +131,15 @@ def test_report_on_host_and_cortex_m4(tiny_models, tmp_path):
                 assert rec["tvm_instructions"] > 0 and rec["flash_bytes"] > 0
                 assert rec["arena_bytes"] >= rec["arena_lower_bound"] > 0
 
+    # --quick reuses a bundle only if built from the same model by the same compiler sources
+    from harness.measure import STAMP, bundle_is_current
+    bundle = Path(report["models"][0]["targets"]["host"]["bundle"])
+    sha = json.loads((bundle / "bundle.json").read_text())["model"]["sha256"]
+    assert bundle_is_current(bundle, sha) and not bundle_is_current(bundle, "0" * 64)
+    stamp = json.loads((bundle / STAMP).read_text())
+    (bundle / STAMP).write_text(json.dumps({**stamp, "compiler": "an older compiler"}))
+    assert not bundle_is_current(bundle, sha)
+
 
 def test_compare_is_bit_exact():
     from harness.measure import compare
