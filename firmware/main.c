@@ -2,6 +2,7 @@
  *
  * Output, parsed on the host with ONE regex (compile/cortexm/project.py, LINE_RE):
  *   sg:out idx=<i> <instr|cycles>=<count> y=<v0>,<v1>,...     one line per inference
+ *   sg:prof step=<k> count=<sum>     per kernel call, only when built with -DSG_PROFILE
  *   sg:summary arena=<bytes> stack=<bytes> n=<inferences>     once, at the end
  * The stack high-water mark is measured by painting the unused stack before the first
  * inference and finding the deepest overwritten word afterwards.
@@ -68,6 +69,15 @@ int main(void) {
     }
     board_putc('\n');
   }
+#ifdef SG_PROFILE
+  for (int k = 0; k < SG_NUM_STEPS; k++) { /* per-step split, summed over the inferences */
+    put_str("sg:prof step=");
+    put_int(k);
+    put_str(" count=");
+    put_int((int64_t)sg_profile[k]);
+    board_putc('\n');
+  }
+#endif
   put_str("sg:summary arena=");
   put_int(SG_ARENA_BYTES);
   put_str(" stack=");

@@ -126,15 +126,19 @@ def _target_section(report: dict, name: str) -> list[str]:
                          f"| {_n(r.get('litert_instructions'))} | {_n(r.get('litert_builtin_instructions'))} "
                          f"| {_status(r)} {r.get('error', '')} |")
     else:
-        lines += ["TVM arena: the firmware's one static activation arena (its planner's lower bound in brackets); "
-                  "flash: code + weights + other; TFLite Micro: tensor arena head / total on the 64-bit host "
-                  "(the tail of persistent structs is smaller with 32-bit pointers).", "",
-                  "| model | multiplier | TVM instructions | TVM arena B | flash B | TFLM arena B head / total "
-                  "| status |", "|---|---:|---:|---:|---:|---:|---|"]
+        lines += ["TVM arena: the firmware's one static activation arena; in brackets its planner's lower bound "
+                  "(with the in-place writes and overlaps the plan uses) / the largest sum of live tensors at any "
+                  "step. Flash: code + weights + other. TFLite Micro: tensor arena head (non-persistent) / total "
+                  "on the 64-bit host (the tail of persistent structs is smaller with 32-bit pointers).", "",
+                  "| model | multiplier | TVM instructions | instr. / MAC | TVM arena B (bound / live) | flash B "
+                  "| TFLM arena B head / total | status |", "|---|---:|---:|---:|---:|---:|---:|---|"]
         for m in report["models"]:
             r = m["targets"].get(name, {})
+            per_mac = r.get("instructions_per_mac")
             lines.append(f"| {m['name']} | {_mult(m)} | {_n(r.get('tvm_instructions'))} "
-                         f"| {_n(r.get('arena_bytes'))} ({_n(r.get('arena_lower_bound'))}) "
+                         f"| {'–' if per_mac is None else f'{per_mac:.2f}'} "
+                         f"| {_n(r.get('arena_bytes'))} ({_n(r.get('arena_lower_bound'))} / "
+                         f"{_n(r.get('arena_live_bound'))}) "
                          f"| {_n(r.get('flash_bytes'))} | {_tflm(m)} | {_status(r)} {r.get('error', '')} |")
     return lines + [""]
 

@@ -311,7 +311,9 @@ def speed(entry, target, bundle: Path, sample, args, commands: list[str], raw: d
     run = raw["run"]   # cortex-m: everything comes with the run (compile/backends/cortexm.py metrics)
     flash = [run.get(f"flash_{k}_bytes") for k in ("code", "weights", "other")]
     return {"tvm_instructions": run.get("instructions_per_inference"),
+            "instructions_per_mac": run.get("instructions_per_mac"),
             "arena_bytes": run.get("arena_bytes"), "arena_lower_bound": run.get("arena_lower_bound"),
+            "arena_live_bound": run.get("arena_live_bound"),
             "flash_bytes": sum(flash) if None not in flash else None}
 
 

@@ -224,3 +224,155 @@ def test_memory_plan_of_real_graph_never_overlaps(graphs):
         # every activation the steps touch has a place, constants/input/output do not
         placed = {n for n, t in graph.tensors.items() if t.kind in ("activation", "workspace")}
         assert set(plan.offsets) == placed
+
+
+# -- kernels that use the core (compile/cortexm/intrin.py, firmware/sg_kernels.h) ------------
+def _dot_check_source(seed: int = 5) -> str:
+    """C source of ``int sg_check(void)``: the sg_dot*_s8 helpers on random int8 vectors
+    (lengths the models use, odd lengths, unaligned starts, the int8 extremes) vs numpy's
+    int64 result, and the requantization helpers ``sg_mac_s32`` (int32 extremes, negative
+    64-bit accumulators) and ``sg_sat_s8``; returns the number of wrong results."""
+    rng = np.random.default_rng(seed)
+    cases = [(4, 0), (8, 1), (16, 3), (20, 2), (48, 0), (64, 1), (200, 3), (7, 1), (1, 0), (0, 0)]
+    x = rng.integers(-128, 128, 512, dtype=np.int64)
+    w = rng.integers(-128, 128, 512, dtype=np.int64)
+    x[:64:2], w[:64:2] = -128, -128         # the largest products
+    rows = []
+    for n, off in cases:
+        acc = [int(a) for a in rng.integers(-2 ** 20, 2 ** 20, 4)]
+        # sg_dot_s8 with w[off:], sg_dot2_s8 with the rows w[off:] and w[off + n:],
+        # sg_dot22_s8 also with the second pixel x[off + n:]
+        expect = [acc[2 * p + r] + int(np.dot(x[off + p * n:off + (p + 1) * n],
+                                               w[off + r * n:off + (r + 1) * n]))
+                  for p in (0, 1) for r in (0, 1)]
+        rows.append("  {" + ", ".join(map(str, [n, off, *acc, *expect])) + "},")
+    fmt = ", ".join
+    # sg_mac_s32(acc, x, y) = acc + x * y in int64 (Python ints are exact)
+    i32 = [-2 ** 31, 2 ** 31 - 1, -1, 0, 1, 2 ** 30, *map(int, rng.integers(-2 ** 31, 2 ** 31, 6))]
+    macs = [(a, x, y, a + x * y) for a in (0, 2 ** 30, -(2 ** 61) - 3, 2 ** 61 + 5)
+            for x, y in zip(i32, reversed(i32))]
+    sats = [(v, min(max(v, -128), 127)) for v in (-2 ** 31, -129, -128, -5, 0, 127, 128, 2 ** 31 - 1)]
+    c32 = {-2 ** 31: "INT32_MIN"}.get      # -2147483648 is not an int literal in C
+    mac_c = fmt(f"{{INT64_C({a}), {c32(x, x)}, {c32(y, y)}, INT64_C({r})}}"
+                for a, x, y, r in macs)
+    sat_c = fmt(f"{{{c32(v, v)}, {r}}}" for v, r in sats)
+    return (f'#include <stdint.h>\n#include "sg_kernels.h"\n'
+            "static const struct { int64_t acc; int32_t x, y; int64_t r; } MACS[] = {"
+            f"{mac_c}}};\n"
+            f"static const int32_t SATS[][2] = {{{sat_c}}};\n"
+            f"static const int8_t X[] = {{{fmt(map(str, x))}}};\n"
+            f"static const int8_t W[] = {{{fmt(map(str, w))}}};\n"
+            f"static const int32_t CASES[][10] = {{\n" + "\n".join(rows) + "\n};\n"
+            "int sg_check(void) {\n  int bad = 0;\n"
+            "  for (unsigned i = 0; i < sizeof CASES / sizeof CASES[0]; i++) {\n"
+            "    const int32_t *c = CASES[i];\n"
+            "    int32_t acc2[2] = {c[2], c[3]};\n"
+            "    int32_t acc22[5] = {c[2], c[3], 0, c[4], c[5]};  /* row stride 3 */\n"
+            "    bad += sg_dot_s8(X + c[1], W + c[1], c[0], c[2]) != c[6];\n"
+            "    sg_dot2_s8(X + c[1], W + c[1], c[0], acc2);\n"
+            "    bad += (acc2[0] != c[6]) + (acc2[1] != c[7]);\n"
+            "    sg_dot22_s8(X + c[1], W + c[1], c[0], acc22, 3);\n"
+            "    bad += (acc22[0] != c[6]) + (acc22[1] != c[7]) + (acc22[2] != 0);\n"
+            "    bad += (acc22[3] != c[8]) + (acc22[4] != c[9]);\n  }\n"
+            "  for (unsigned i = 0; i < sizeof MACS / sizeof MACS[0]; i++)\n"
+            "    bad += sg_mac_s32(MACS[i].acc, MACS[i].x, MACS[i].y) != MACS[i].r;\n"
+            "  for (unsigned i = 0; i < sizeof SATS / sizeof SATS[0]; i++)\n"
+            "    bad += sg_sat_s8(SATS[i][0]) != SATS[i][1];\n"
+            "  return bad;\n}\n")
+
+
+def test_dot_helper_c_fallback_matches_numpy(tmp_path):
+    """The plain-C path of the helpers, compiled with the host gcc."""
+    (tmp_path / "check.c").write_text(_dot_check_source() +
+                                      "int main(void) { return sg_check(); }\n")
+    subprocess.run(["gcc", "-O2", "-std=c11", "-Wall", "-Wextra", "-Werror",
+                    f"-I{REPO / 'firmware'}", "-o", str(tmp_path / "check"),
+                    str(tmp_path / "check.c")], check=True)
+    assert subprocess.run([str(tmp_path / "check")]).returncode == 0
+
+
+def test_dot_helper_simd_paths_match_numpy_on_qemu(graphs, tmp_path):
+    """SMLAD path (M4, M7) and Helium path (M55) of the helpers, run on the QEMU boards; the
+    disassembly shows the instructions each core was meant to use."""
+    # board -> (objdump options, an instruction of the helper's SIMD path)
+    expected = {"mps2-an386": ([], r"smlad"), "mps2-an500": ([], r"smlad"),
+                "mps3-an547": (["-m", "armv8.1-m.main"], r"vmlava\w*\.s8")}
+    for board, (options, insn) in expected.items():
+        target = get_target(board)
+        proj = tmp_path / board
+        proj.mkdir()
+        project.write_project(graphs["identity_block"], target, proj,
+                              np.zeros((1, 8, 8, 8), np.int8))
+        (proj / "main.c").write_text(_dot_check_source() + '#include "board.h"\n'
+                                     "int main(void) {\n  board_init();\n"
+                                     "  return sg_check();\n}\n")
+        project.make_firmware(proj, target)
+        dis = subprocess.run(["arm-none-eabi-objdump", "-d", *options,
+                              str(proj / "build/firmware.elf")],
+                             capture_output=True, text=True, check=True).stdout
+        assert re.search(rf"\s{insn}\s", dis), (board, insn)
+        proc = subprocess.run([*target["run"]["command"], "-kernel",
+                               str(proj / "build/firmware.elf")], timeout=60)
+        assert proc.returncode == 0, board
+
+
+def test_kernels_use_the_core(graphs, tmp_path):
+    """1x1 convolutions call the SIMD dot helper for 2 pixels x 2 output channels at a time
+    (weights relaid out OHWI at compile time), depthwise convolutions work on 4-channel
+    tiles; the requantization multiplies int32 by int32 multipliers (stored narrowed) with
+    SMLAL and clamps with SSAT; the M4 firmware contains these instructions."""
+    for graph in graphs.values():
+        sources = "\n".join(k.source for k in graph.kernels.values())
+        assert "sg_dot22_s8(" in sources
+        assert re.search(r"group_conv2d_nhwc_intermediate\[4\]", sources)
+        assert "#pragma GCC unroll 4" in sources
+        assert "sg_mac_s32(sg_mac_s32(" in sources and "sg_sat_s8(" in sources
+        consts = [t for t in graph.tensors.values() if t.kind == "const"]
+        assert not [t.name for t in consts if t.dtype == "int64"
+                    and np.all(np.abs(t.data) < 2 ** 31)]
+        assert any(t.dtype == "int32" and np.all(t.data >= 2 ** 30) for t in consts)
+    target = get_target("mps2-an386")
+    project.write_project(graphs["small_cnn"], target, tmp_path, np.zeros((1, 16, 16, 1), np.int8))
+    project.make_firmware(tmp_path, target)
+    dis = subprocess.run(["arm-none-eabi-objdump", "-d", str(tmp_path / "build/firmware.elf")],
+                         capture_output=True, text=True, check=True).stdout
+    assert re.search(r"\ssmlad\s", dis) and re.search(r"\ssxtb16\s", dis)
+    assert re.search(r"\ssmlal\s", dis) and re.search(r"\sssat\s", dis)
+
+
+@I.ir_module
+class ConvHWIO:
+    @R.function
+    def main(x: R.Tensor((1, 4, 4, 8), "int8"), w: R.Tensor((1, 1, 8, 16), "int8"),
+             d: R.Tensor((3, 3, 8, 1), "int8")):
+        with R.dataflow():
+            y = R.nn.conv2d(x, w, data_layout="NHWC", kernel_layout="HWIO", out_dtype="int32")
+            z = R.nn.conv2d(x, d, padding=[1, 1, 1, 1], groups=8, data_layout="NHWC",
+                            kernel_layout="HWOI", out_dtype="int32")
+            out = (y, z)
+            R.output(out)
+        return out
+
+
+@I.ir_module
+class ConvOHWI:
+    @R.function
+    def main(x: R.Tensor((1, 4, 4, 8), "int8"), w: R.Tensor((1, 1, 8, 16), "int8"),
+             d: R.Tensor((3, 3, 8, 1), "int8")):
+        with R.dataflow():
+            wt = R.permute_dims(w, axes=[3, 0, 1, 2])
+            y = R.nn.conv2d(x, wt, data_layout="NHWC", kernel_layout="OHWI", out_dtype="int32")
+            z = R.nn.conv2d(x, d, padding=[1, 1, 1, 1], groups=8, data_layout="NHWC",
+                            kernel_layout="HWOI", out_dtype="int32")
+            out = (y, z)
+            R.output(out)
+        return out
+
+
+def test_reduce_last_weights_pass():
+    """Before/Expected: a groups=1 HWIO conv gets OHWI weights, a depthwise one is kept."""
+    import tvm
+
+    from compile.cortexm.intrin import ReduceLastWeights
+
+    tvm.ir.assert_structural_equal(ReduceLastWeights(ConvHWIO), ConvOHWI)

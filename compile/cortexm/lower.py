@@ -1,27 +1,34 @@
 """Relax ``main`` -> static step list + lowered TIR kernels (the AOT part of microTVM, redone).
 
-1. Relax: ``LegalizeOps`` -> ``AnnotateTIROpPattern`` -> ``FoldConstant`` -> ``FuseOps`` ->
-   ``FoldPadIntoConsumer`` (``padfuse``) -> ``FuseTIR`` -> ``DeadCodeElimination``: ``main``
-   becomes a straight line of ``call_tir``.
+1. Relax: ``ReduceLastWeights`` (conv weights OHWI) -> ``LegalizeOps`` ->
+   ``AnnotateTIROpPattern`` -> ``FoldConstant`` -> ``FuseOps`` -> ``FoldPadIntoConsumer``
+   (``padfuse``) -> ``FuseTIR`` -> ``DeadCodeElimination``: ``main`` becomes a straight
+   line of ``call_tir``.
 2. Each fused PrimFunc is scheduled so that it needs no big temporaries: every
    element-wise producer is inlined into its consumer (``compute_inline``) and the
    epilogue is computed right after each output element of the reduction that feeds it
    (``reverse_compute_at``), so a convolution's int32 accumulator compacts to one element.
+   Kernels that use the core: ``tile_channels`` computes 4 channels of a depthwise
+   convolution together (register accumulators) and 2 pixels x 2 output channels of a 1x1
+   one, whose int8 dot products ``intrin.tensorize_dots`` hands to SMLAD / Helium C helpers.
 3. The s_tir lowering passes (without ``MakePackedAPI``) flatten buffers; ``cemit`` prints
-   the result.
+   the result, with int64 constants that fit int32 stored narrowed (``narrow_constants``).
 
 Result: a ``Graph`` of tensors (input, output, constants, activations) and steps.
 """
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import tvm
 from tvm import relax, s_tir, tirx
 
 from compile.cortexm.cemit import KernelC, UnsupportedTIR, emit_kernel
+from compile.cortexm.intrin import (DOT_PIXELS, DOT_ROWS, MIN_DOT, ReduceLastWeights,
+                                    tensorize_dots)
+from compile.cortexm.memplan import access_times, elementwise_inputs, overlap_offsets
 from compile.cortexm.padfuse import FoldPadIntoConsumer
 
 
@@ -30,6 +37,8 @@ from compile.cortexm.padfuse import FoldPadIntoConsumer
 _SCHEDULE_ERRORS = (s_tir.ScheduleError, tvm.error.InternalError, ValueError)
 # a producer read more than once is inlined only if its statement is at most this long
 INLINE_MAX_CHARS = 2000
+# output channels a depthwise convolution computes together (tile_channels)
+CHANNEL_LANES = 4
 
 
 @dataclass
@@ -50,6 +59,8 @@ class Step:
     kernel: str                  # C function name
     args: list[str]              # tensor names, in the kernel's parameter order
     workspace: str | None = None
+    inplace: tuple[int, ...] = ()   # args the output may overwrite (memplan.elementwise_inputs)
+    overlap: dict[int, tuple[int, ...]] = field(default_factory=dict)  # dying arg -> offsets
 
 
 @dataclass
@@ -64,6 +75,7 @@ class Graph:
 
 def relax_passes() -> tvm.transform.Pass:
     return tvm.transform.Sequential([
+        ReduceLastWeights,
         relax.transform.LegalizeOps(),
         relax.transform.AnnotateTIROpPattern(),
         relax.transform.FoldConstant(),
@@ -142,6 +154,7 @@ def schedule_kernel(func: tirx.PrimFunc, careful: bool = False) -> tirx.PrimFunc
     for block in sch.get_child_blocks(root):
         if _inline_is_cheap(sch, block, careful):
             sch, _ = _apply(sch, "compute_inline", block)
+    sch = tile_channels(sch)
     for block in sch.get_child_blocks(root)[1:]:
         producers = sch.get_producers(block)
         # only an epilogue of a single reduction (conv, dense, sum) moves under its output
@@ -164,15 +177,80 @@ def schedule_kernel(func: tirx.PrimFunc, careful: bool = False) -> tirx.PrimFunc
     return sch.mod["main"]
 
 
+def _reduction_block_names(sch) -> list[str]:
+    return [sch.get(b).name_hint for b in _all_blocks(sch) if _is_reduction(sch.get(b))]
+
+
+def tile_channels(sch):
+    """Compute neighbouring output channels of a convolution together (NHWC keeps them
+    contiguous in the input, the weights and the output); the element-wise epilogue follows
+    each tile.  Two kinds:
+
+    * taps-only reductions (depthwise, the one-channel stem): ``CHANNEL_LANES`` channels,
+      innermost; a tap's bounds check and index math are paid once per tile and the
+      accumulators become registers (unrolled loops, init hoisted by
+      ``decompose_reduction``);
+    * input-channel reductions of length K (K % 4 == 0): ``DOT_PIXELS`` pixels (when the
+      width allows) x ``DOT_ROWS`` channels just outside the K loop, so that
+      ``intrin.tensorize_dots`` can load and unpack each input and weight word once for
+      two products.
+
+    Channel counts the tile does not divide and other epilogues are left alone."""
+    for name in _reduction_block_names(sch):
+        block = sch.get_sblock(name)
+        loops = sch.get_loops(block)
+        n_red = sum(1 for iv in sch.get(block).iter_vars if int(iv.iter_type) == 2)
+        consumers = sch.get_consumers(block)
+        if (len(loops) <= n_red or len(consumers) != 1
+                or len(sch.get_producers(consumers[0])) != 1
+                or _spatial_extents(sch.get(consumers[0])) != _spatial_extents(sch.get(block))):
+            continue
+        ff, red = loops[-n_red - 1], loops[-n_red:]
+        extent, k = sch.get(ff).extent, sch.get(red[-1]).extent
+        if not all(isinstance(e, tvm.tirx.IntImm) for e in (extent, k)):
+            continue
+        taps_only = int(k) == 1
+        if not taps_only and (int(k) < MIN_DOT or int(k) % 4):
+            continue
+        lanes = CHANNEL_LANES if taps_only else DOT_ROWS
+        if int(extent) % lanes:
+            continue
+        xx = loops[-n_red - 2] if len(loops) > n_red + 1 and not taps_only else None
+        if xx is not None and int(sch.get(xx).extent) % DOT_PIXELS:
+            xx = None
+        trial = sch.copy()
+        try:
+            ffo, ffi = trial.split(ff, [None, lanes])
+            if taps_only:
+                trial.reorder(*red, ffi)
+            elif xx is not None:      # 2 pixels x 2 channels
+                xxo, xxi = trial.split(xx, [None, DOT_PIXELS])
+                trial.reorder(xxo, ffo, *red[:-1], xxi, ffi, red[-1])
+            else:
+                trial.reorder(*red[:-1], ffi, red[-1])
+            trial.reverse_compute_at(consumers[0], ffo, True)
+            if taps_only:
+                init = trial.decompose_reduction(block, red[0])
+                trial.unroll(ffi)
+                trial.unroll(trial.get_loops(init)[-1])
+        except _SCHEDULE_ERRORS:
+            continue
+        sch = trial
+    return sch
+
+
 def lower_kernel(prim: tirx.PrimFunc) -> tuple[tirx.PrimFunc, tirx.PrimFunc]:
-    """(scheduled, lowered) with the most aggressive schedule TVM can lower."""
+    """(scheduled, lowered) with the most aggressive schedule TVM can lower; the int8 dot
+    products of ``lowered`` call the core's SIMD helper (``intrin.tensorize_dots``)."""
     for schedule in (schedule_kernel, lambda f: schedule_kernel(f, careful=True), None):
         scheduled = schedule(prim) if schedule else prim
-        try:
-            return scheduled, tir_passes()(tvm.IRModule({"main": scheduled}))["main"]
-        except tvm.error.InternalError:   # a schedule TVM accepted but cannot lower
-            if schedule is None:
-                raise
+        for tensorize in (tensorize_dots, None):
+            final = tensorize(scheduled) if tensorize else scheduled
+            try:
+                return scheduled, tir_passes()(tvm.IRModule({"main": final}))["main"]
+            except tvm.error.InternalError:   # a schedule TVM accepted but cannot lower
+                if schedule is None and tensorize is None:
+                    raise
     raise AssertionError("unreachable")
 
 
@@ -205,6 +283,8 @@ def lower_model(mod: tvm.IRModule) -> Graph:
     kernels: dict[str, KernelC] = {}
     kernel_of: dict[str, str] = {}  # PrimFunc name -> C kernel name
     kernel_macs: dict[str, int] = {}
+    kernel_inplace: dict[str, tuple[int, ...]] = {}
+    lowered_of: dict[str, tirx.PrimFunc] = {}
 
     def key(expr):
         return expr.__hash__()
@@ -246,13 +326,15 @@ def lower_model(mod: tvm.IRModule) -> Graph:
                 kernels[cname] = emit_kernel(cname, lowered)
                 kernel_macs[cname] = _count_macs(scheduled)
                 kernel_of[gv.name_hint] = cname
+                kernel_inplace[cname] = elementwise_inputs(prim)
+                lowered_of[cname] = lowered
             cname = kernel_of[gv.name_hint]
             macs += kernel_macs[cname]
             out = f"t{len(steps)}"
             shape, dtype = _sinfo(binding.var)
             tensors[out] = Tensor(out, shape, dtype, "activation")
             names[key(binding.var)] = out
-            step = Step(cname, [operand(a) for a in args] + [out])
+            step = Step(cname, [operand(a) for a in args] + [out], inplace=kernel_inplace[cname])
             if kernels[cname].workspace_bytes:
                 ws = f"ws{len(steps)}"
                 tensors[ws] = Tensor(ws, (kernels[cname].workspace_bytes,), "uint8", "workspace")
@@ -265,7 +347,64 @@ def lower_model(mod: tvm.IRModule) -> Graph:
     if tensors[output].kind != "activation":
         raise UnsupportedTIR("main returns its input or a constant")
     tensors[output].kind = "output"
+    narrow_constants(steps, tensors, kernels, lowered_of)
+    _find_overlaps(steps, tensors, lowered_of)
     return Graph(tensors, steps, kernels, "input", output, macs)
+
+
+def narrow_constants(steps: list[Step], tensors: dict[str, Tensor],
+                     kernels: dict[str, KernelC], lowered: dict) -> None:
+    """Store int64 constants whose values all fit int32 as int32 (in place): the
+    per-channel requantization multipliers of ``compile/lower/fixedpoint.py``.  The
+    kernels read them widened (``cemit.emit_kernel(narrow=...)``), so the arithmetic is
+    unchanged, but a 32-bit core multiplies by a sign-extended word instead of a full
+    64-bit operand, and the constants take half the flash.  A kernel parameter is narrowed
+    only if it is such a constant at every call, and a constant only if every read of it
+    is narrowed."""
+    def fits(name: str) -> bool:
+        t = tensors[name]
+        return (t.kind == "const" and t.dtype == "int64"
+                and bool(np.all((t.data >= -2 ** 31) & (t.data < 2 ** 31))))
+
+    narrow = {k: set(range(len(kernels[k].param_dtypes))) for k in kernels}
+    for step in steps:
+        narrow[step.kernel] &= {i for i, a in enumerate(step.args) if fits(a)}
+    changed = True
+    while changed:          # a constant read where it cannot be narrowed stays int64
+        wide = {a for s in steps for i, a in enumerate(s.args) if i not in narrow[s.kernel]}
+        changed = False
+        for step in steps:
+            drop = {i for i in narrow[step.kernel] if step.args[i] in wide}
+            changed |= bool(drop)
+            narrow[step.kernel] -= drop
+    for cname, params in narrow.items():
+        if params:
+            kernels[cname] = emit_kernel(cname, lowered[cname], dict.fromkeys(params, "int32"))
+    for step in steps:
+        for i, a in enumerate(step.args):
+            if kernels[step.kernel].param_dtypes[i] == "int32" and tensors[a].dtype == "int64":
+                tensors[a].data = tensors[a].data.astype(np.int32)
+                tensors[a].dtype = "int32"
+
+
+def _find_overlaps(steps: list[Step], tensors: dict[str, Tensor], lowered: dict) -> None:
+    """``Step.overlap``: for each activation read once by a step and dying there, the
+    offsets at which the step's output may overlap it, from the order in which the lowered
+    kernel reads and writes them (``memplan.access_times`` / ``overlap_offsets``)."""
+    last = {a: i for i, s in enumerate(steps) for a in s.args[:-1]}
+    found: dict[tuple[str, int], tuple[int, ...]] = {}
+    for i, step in enumerate(steps):
+        if tensors[step.args[-1]].kind != "activation":
+            continue
+        for k, arg in enumerate(step.args[:-1]):
+            if (tensors[arg].kind != "activation" or last[arg] != i
+                    or step.args.count(arg) != 1):
+                continue
+            if (step.kernel, k) not in found:
+                times = access_times(lowered[step.kernel], k, len(step.args) - 1)
+                found[(step.kernel, k)] = () if times is None else overlap_offsets(*times)
+            if found[(step.kernel, k)]:
+                step.overlap[k] = found[(step.kernel, k)]
 
 
 def _count_macs(func: tirx.PrimFunc) -> int:
