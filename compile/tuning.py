@@ -21,6 +21,7 @@ MetaSchedule: https://arxiv.org/abs/2205.13603 ; TVM RPC: https://tvm.apache.org
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import importlib
@@ -225,10 +226,10 @@ class _Progress(ms.measure_callback.PyMeasureCallback):
                  f"total {self.base + self.done}/{self.goal}")
 
 
-def fused_tir(mod: tvm.IRModule, target: tvm.target.Target) -> tvm.IRModule:
-    """Legalized + fused TIR kernels: the same preparation ``compile_with_database`` applies
-    before ``MetaScheduleApplyDatabase`` (``ms.relax_integration.compile_relax``), so the tuned
-    workloads are found again at build time."""
+def _fuse_passes(target: tvm.target.Target) -> list:
+    """Library dispatch, legalization and fusion: the kernels MetaSchedule tunes and the
+    build schedules (``fused_tir`` and ``compile_relax_module`` share them, so that the tuned
+    workloads are found again at build time)."""
     from tvm import relax
     from tvm.relax import pipeline
 
@@ -236,16 +237,20 @@ def fused_tir(mod: tvm.IRModule, target: tvm.target.Target) -> tvm.IRModule:
         dispatch = list(pipeline.library_dispatch_passes(target))
     except (ValueError, AttributeError):
         dispatch = []
-    seq = tvm.transform.Sequential([
+    return [
         *dispatch,
         relax.transform.LegalizeOps(),
         relax.transform.AnnotateTIROpPattern(),
         relax.transform.FoldConstant(),
         relax.transform.FuseOps(),
         relax.transform.FuseTIR(),
-    ])
+    ]
+
+
+def fused_tir(mod: tvm.IRModule, target: tvm.target.Target) -> tvm.IRModule:
+    """Legalized + fused TIR kernels, as MetaSchedule extracts its tasks from them."""
     with target, tvm.transform.PassContext(opt_level=3):
-        return seq(mod)
+        return tvm.transform.Sequential(_fuse_passes(target))(mod)
 
 
 def search_strategy(trials: int) -> ms.search_strategy.EvolutionarySearch:
@@ -330,10 +335,27 @@ def tune(mod: tvm.IRModule, target: dict, trials: int, db_dir: Path, *,
     return database
 
 
-def compile_with_database(mod: tvm.IRModule, target: dict,
-                          database: ms.database.Database) -> tvm.runtime.Executable:
-    """``tvm.compile`` equivalent that takes the tuned schedules from ``database``."""
-    return ms.relax_integration.compile_relax(database, mod, tuning_target(target), None)
+def compile_relax_module(mod: tvm.IRModule, target: tvm.target.Target,
+                         database: ms.database.Database | None = None
+                         ) -> tvm.runtime.Executable:
+    """``tvm.compile`` for the CPU targets with schedules: the tuned ones of ``database`` where
+    it has a record, ``compile.schedules.default_schedule`` for every other kernel."""
+    from tvm import relax
+    from tvm.relax.backend.cpu_generic import pipeline as cpu
+    from compile.schedules import default_schedule
+
+    apply_db = [relax.transform.MetaScheduleApplyDatabase()] if database is not None else []
+
+    @tvm.transform.module_pass(opt_level=0, name="sandglass.CPUBuild")
+    def build_pipeline(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        return tvm.transform.Sequential([
+            *_fuse_passes(target), *apply_db, default_schedule(),
+            *cpu.dataflow_lower_passes(target), *cpu.finalize_passes(target),
+        ])(mod)
+
+    with target, (database if database is not None else contextlib.nullcontext()), \
+            tvm.transform.PassContext(opt_level=3):
+        return relax.build(mod, target=target, relax_pipeline=build_pipeline)
 
 
 def options(opts: dict, model_sha256: str, target: dict) -> tuple[Path, int, RPCSpec | None]:
@@ -370,11 +392,12 @@ def compile_for_target(mod: tvm.IRModule, model, target, opts: dict,
              cross_aarch64=target.kind == "linux-aarch64", log=log)
     database = open_database(db_dir, log)
     if database is None:
-        with tvm.transform.PassContext(opt_level=3):
-            return (tvm.compile(mod, target=tvm.target.Target(resolve_native(target.tvm))),
-                    {"tuned": False})
+        return (compile_relax_module(mod, tvm.target.Target(resolve_native(target.tvm))),
+                {"tuned": False})
     n = count_trials(db_dir)
     if trials == 0:
         log(f"build: using tuning database {db_dir} ({n} trials), no re-tuning")
-    return (compile_with_database(mod, target.tvm, database),
+    # TODO: default schedules for kernels without a record (compile_relax_module(..., database)
+    # fails in MetaScheduleApplyDatabase here); until then MetaSchedule's own build
+    return (ms.relax_integration.compile_relax(database, mod, tuning_target(target.tvm), None),
             {"tuned": True, "tuning_db": str(db_dir), "tuning_trials": n})
