@@ -85,11 +85,23 @@ class UnsupportedTIR(ValueError):
 @dataclass
 class KernelC:
     name: str
-    source: str
+    decls: list[tuple[str, str]]        # (pointee C type, name) per pointer parameter (+ ws)
+    body: str                           # the C after the signature line
     param_dtypes: list[str]
     written: list[bool]                 # per parameter: the kernel stores into it
     workspace_bytes: int = 0
     uses_float: bool = False
+
+    def c_source(self, restrict: bool = True) -> str:
+        """The C function; ``restrict=False`` for a call whose input and output overlap (an
+        aliased step of the memory plan)."""
+        star = " *restrict " if restrict else " *"
+        return (f"static void {self.name}({', '.join(t + star + n for t, n in self.decls)}) {{\n"
+                + self.body)
+
+    @property
+    def source(self) -> str:
+        return self.c_source()
 
 
 def ctype(dtype) -> str:
@@ -439,11 +451,9 @@ def emit_kernel(name: str, func, narrow: dict[int, str] | None = None) -> Kernel
         return emit_kernel(name, func, {i: d for i, d in narrow.items()
                                         if params[i] not in em.pointers})
     written = [n in em.stored for n in params]
-    args = [f"{'' if w else 'const '}{ctype(d)} *restrict {n}"
-            for n, d, w in zip(params, dtypes, written)]
+    decls = [(f"{'' if w else 'const '}{ctype(d)}", n) for n, d, w in zip(params, dtypes, written)]
     if em.ws_bytes:
-        args.append("uint8_t *restrict ws")
-    head = f"static void {name}({', '.join(args)}) {{"
+        decls.append(("uint8_t", "ws"))
     unused = [f"  (void){n};" for n in params if n not in em.referenced]
-    source = "\n".join([head, *unused, *em.lines, "}"]) + "\n"
-    return KernelC(name, source, dtypes, written, em.ws_bytes, em.float)
+    body = "\n".join([*unused, *em.lines, "}"]) + "\n"
+    return KernelC(name, decls, body, dtypes, written, em.ws_bytes, em.float)

@@ -148,7 +148,7 @@ def tensorize_dots(func: tvm.tirx.PrimFunc) -> tvm.tirx.PrimFunc:
     contiguous), ``sg_dot2_s8`` for 2 channels, else ``sg_dot_s8``.  Reductions that do not
     match (padded or strided reads, other bodies) stay as they are."""
     sch = s_tir.Schedule(func)
-    for name in _reduction_blocks(sch):
+    for name in reduction_blocks(sch):
         block = sch.get_sblock(name)
         loops = sch.get_loops(block)
         n = sum(1 for iv in sch.get(block).iter_vars if int(iv.iter_type) == 2)
@@ -172,13 +172,17 @@ def tensorize_dots(func: tvm.tirx.PrimFunc) -> tvm.tirx.PrimFunc:
     return sch.mod["main"]
 
 
-def _reduction_blocks(sch: s_tir.Schedule) -> list[str]:
-    """Names of the reduction blocks, looked up again by name (schedules are copied)."""
-    names, todo = [], [sch.get_sblock("root")]
+def all_blocks(sch: s_tir.Schedule) -> list:
+    """Every block under the root, depth first."""
+    out, todo = [], [sch.get_sblock("root")]
     while todo:
-        for child in sch.get_child_blocks(todo.pop()):
-            stmt = sch.get(child)
-            if any(int(iv.iter_type) == 2 for iv in stmt.iter_vars):
-                names.append(stmt.name_hint)
-            todo.append(child)
-    return names
+        children = sch.get_child_blocks(todo.pop())
+        out.extend(children)
+        todo.extend(children)
+    return out
+
+
+def reduction_blocks(sch: s_tir.Schedule) -> list[str]:
+    """Names of the reduction blocks, looked up again by name (schedules are copied)."""
+    return [sch.get(b).name_hint for b in all_blocks(sch)
+            if any(int(iv.iter_type) == 2 for iv in sch.get(b).iter_vars)]

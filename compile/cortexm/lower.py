@@ -27,7 +27,7 @@ from tvm import relax, s_tir, tirx
 
 from compile.cortexm.cemit import KernelC, UnsupportedTIR, emit_kernel
 from compile.cortexm.intrin import (DOT_PIXELS, DOT_ROWS, MIN_DOT, ReduceLastWeights,
-                                    tensorize_dots)
+                                    all_blocks, reduction_blocks, tensorize_dots)
 from compile.cortexm.memplan import access_times, elementwise_inputs, overlap_offsets
 from compile.cortexm.padfuse import FoldPadIntoConsumer
 
@@ -177,10 +177,6 @@ def schedule_kernel(func: tirx.PrimFunc, careful: bool = False) -> tirx.PrimFunc
     return sch.mod["main"]
 
 
-def _reduction_block_names(sch) -> list[str]:
-    return [sch.get(b).name_hint for b in _all_blocks(sch) if _is_reduction(sch.get(b))]
-
-
 def tile_channels(sch):
     """Compute neighbouring output channels of a convolution together (NHWC keeps them
     contiguous in the input, the weights and the output); the element-wise epilogue follows
@@ -196,7 +192,7 @@ def tile_channels(sch):
       two products.
 
     Channel counts the tile does not divide and other epilogues are left alone."""
-    for name in _reduction_block_names(sch):
+    for name in reduction_blocks(sch):
         block = sch.get_sblock(name)
         loops = sch.get_loops(block)
         n_red = sum(1 for iv in sch.get(block).iter_vars if int(iv.iter_type) == 2)
@@ -390,16 +386,18 @@ def narrow_constants(steps: list[Step], tensors: dict[str, Tensor],
 def _find_overlaps(steps: list[Step], tensors: dict[str, Tensor], lowered: dict) -> None:
     """``Step.overlap``: for each activation read once by a step and dying there, the
     offsets at which the step's output may overlap it, from the order in which the lowered
-    kernel reads and writes them (``memplan.access_times`` / ``overlap_offsets``)."""
+    kernel reads and writes them (``memplan.access_times`` / ``overlap_offsets``).
+    ``Step.inplace`` keeps only such activations too."""
     last = {a: i for i, s in enumerate(steps) for a in s.args[:-1]}
     found: dict[tuple[str, int], tuple[int, ...]] = {}
     for i, step in enumerate(steps):
         if tensors[step.args[-1]].kind != "activation":
+            step.inplace = ()
             continue
-        for k, arg in enumerate(step.args[:-1]):
-            if (tensors[arg].kind != "activation" or last[arg] != i
-                    or step.args.count(arg) != 1):
-                continue
+        dying = [k for k, arg in enumerate(step.args[:-1]) if tensors[arg].kind == "activation"
+                 and last[arg] == i and step.args.count(arg) == 1]
+        step.inplace = tuple(k for k in step.inplace if k in dying)
+        for k in dying:
             if (step.kernel, k) not in found:
                 times = access_times(lowered[step.kernel], k, len(step.args) - 1)
                 found[(step.kernel, k)] = () if times is None else overlap_offsets(*times)
@@ -411,7 +409,7 @@ def _count_macs(func: tirx.PrimFunc) -> int:
     """Iteration volume of reduction blocks whose update multiplies (conv, dense, ...)."""
     total = 0
     sch = s_tir.Schedule(func)
-    for block_rv in _all_blocks(sch):
+    for block_rv in all_blocks(sch):
         block = sch.get(block_rv)
         if not any(int(iv.iter_type) == 2 for iv in block.iter_vars):
             continue
@@ -423,11 +421,3 @@ def _count_macs(func: tirx.PrimFunc) -> int:
         total += volume
     return total
 
-
-def _all_blocks(sch):
-    out, todo = [], [sch.get_sblock("root")]
-    while todo:
-        children = sch.get_child_blocks(todo.pop())
-        out.extend(children)
-        todo.extend(children)
-    return out

@@ -106,8 +106,9 @@ def aliases(buffers: list[Buffer], candidates) -> list[tuple[str, str, int]]:
     return pairs
 
 
-def _footprint(inp: Buffer, out: Buffer, offset: int) -> int:
-    return max(_align(inp.size), offset + _align(out.size)) - min(0, offset)
+def _footprint(in_bytes: int, out_bytes: int, offset: int) -> int:
+    """Bytes spanned by an input and an output placed ``offset`` bytes above it (aligned sizes)."""
+    return max(in_bytes, offset + out_bytes) - min(0, offset)
 
 
 # -- placement ------------------------------------------------------------------------------
@@ -187,7 +188,8 @@ def _live(buffers: list[Buffer], pairs) -> list[int]:
     saving: dict[tuple[str, str], int] = {}      # a pair's best offset
     for out, inp, offset in pairs:
         o, i = by_name[out], by_name[inp]
-        saved = _align(o.size) + _align(i.size) - _footprint(i, o, offset)
+        ai, ao = _align(i.size), _align(o.size)
+        saved = ao + ai - _footprint(ai, ao, offset)
         saving[(out, inp)] = max(saving.get((out, inp), 0), saved)
     for (out, _), saved in saving.items():
         live[by_name[out].first] -= saved
@@ -607,7 +609,7 @@ def overlap_offsets(last_read: np.ndarray, first_write: np.ndarray) -> tuple[int
     ax, ay = _align(sx), _align(sy)
 
     def footprint(d: int) -> int:
-        return max(ax, d + ay) - min(0, d)
+        return _footprint(ax, ay, d)
 
     found = []
     for side in (range(0, -ay, -ALIGN), range(0, ax, ALIGN)):

@@ -70,10 +70,7 @@ def plan_memory(graph: Graph) -> tuple[memplan.Plan, list[memplan.Buffer]]:
         out = step.args[-1]
         offsets = [(i, 0) for i in step.inplace] + [
             (i, d) for i, ds in sorted(step.overlap.items()) for d in ds]
-        candidates += [(out, step.args[i], d) for i, d in offsets
-                       if graph.tensors[step.args[i]].kind == "activation"
-                       and graph.tensors[out].kind == "activation"
-                       and step.args.count(step.args[i]) == 1]
+        candidates += [(out, step.args[i], d) for i, d in offsets]
     p = memplan.plan(buffers, memplan.aliases(buffers, candidates))
     memplan.check(buffers, p)
     return p, buffers
@@ -90,15 +87,6 @@ uint64_t sg_profile[SG_NUM_STEPS];
 #define SG_STEP(i, call) call
 #endif
 """
-
-
-def _may_alias(kernel) -> str:
-    """``kernel``'s source with plain (not ``restrict``) pointer parameters: an aliased
-    step passes overlapping input and output buffers."""
-    head, sep, body = kernel.source.partition("\n")
-    if not head.startswith(f"static void {kernel.name}("):
-        raise AssertionError(f"unexpected kernel signature: {head}")
-    return head.replace(" *restrict ", " *") + sep + body
 
 
 def _bytes_c(data: bytes, per_line: int = 24) -> str:
@@ -147,8 +135,7 @@ int sg_model_run(const int8_t *input, int8_t *output);
                "__attribute__((aligned(16)));\n")
     aliased = {step.kernel for step in graph.steps
                if any(out == step.args[-1] for out, _, _ in p.aliases)}
-    out.extend(_may_alias(k) if k.name in aliased else k.source
-               for k in graph.kernels.values())
+    out.extend(k.c_source(restrict=k.name not in aliased) for k in graph.kernels.values())
 
     def ref(name: str, dtype: str, const: bool) -> str:
         t = graph.tensors[name]
