@@ -17,8 +17,13 @@ gives each kernel one loop nest that LLVM can vectorize:
 * an injective kernel is vectorized: fused into one loop when elementwise, else (pad,
   concatenation: conditions on the outer axes) along its innermost (channel) loop.
 
-Known limit: the int64 requantization product stays scalar on NEON (LLVM widens the int32
-``acc + bias`` before the multiply, so no SMULL): an int32 SQRDMULH requantization is open work.
+Kernels holding a NEON intrinsic (``compile.vector_arith.NeonRequant``'s SQRDMULH) keep those
+steps as blocks of their own, computed per channel tile four lanes at a time (LLVM cannot split
+a wider call of a target intrinsic) right before the full-width epilogue; when a step does not
+read the accumulator (the requantized shortcut input of a fused add), the whole kernel is
+vectorized four lanes wide instead. On CPUs with the dot-product extension (rpi5, Cortex-A76),
+1x1 convs on packed weights (``compile.vector_arith.SDOT_BLOCK``) are tensorized with TVM's
+``ARM_DOT_4x4_i8_SDOT_INTRIN``: one SDOT per 4 output x 4 input channels.
 
 Integer schedules only reorder exact integer arithmetic: results stay bit-exact.
 dlight: https://github.com/apache/tvm/tree/main/python/tvm/s_tir/dlight
@@ -30,10 +35,13 @@ from tvm import s_tir, tirx
 from tvm.s_tir import dlight as dl
 from tvm.s_tir.dlight.cpu.base import CPUScheduleRule
 
+from compile.vector_arith import NEON_SQRDMULH, SDOT_BLOCK
+
 CHANNEL_TILE = (16, 8, 4)   # output channels per vector tile: the largest that divides C
 COLUMN_TILE = (4, 2)        # output columns per register tile: the largest that divides W
 VECTOR = (64, 32, 16, 8, 4)  # elements per vector step of an injective kernel
 MAX_VECTOR_BODY = 4000      # characters: the integer softmax's deep int64 chain stays scalar
+NEON_LANES = 4              # int32 lanes of one NEON register: the width of NEON intrinsics
 WHOLE_VECTOR = 256          # an innermost injective loop up to this long is vectorized whole
 
 
@@ -45,13 +53,19 @@ def _divisor(extent, choices) -> int:
     return next((c for c in choices if c <= extent and extent % c == 0), 1)
 
 
-def _inline_injective(sch: s_tir.Schedule) -> list:
-    """Inline every non-output injective block; returns the blocks that remain."""
+def _is_neon(sch: s_tir.Schedule, block) -> bool:
+    return NEON_SQRDMULH in str(sch.get(block).body)
+
+
+def _inline_injective(sch: s_tir.Schedule, keep_neon: bool = False) -> list:
+    """Inline every non-output injective block (but NEON-intrinsic blocks if ``keep_neon``);
+    returns the blocks that remain."""
     root = sch.get_sblock("root")
     while True:
         outputs = [sch.get(o) for o in sch.get_output_blocks(root)]
         for block in sch.get_child_blocks(root):
-            if _is_reduction(sch, block) or any(sch.get(block).same_as(o) for o in outputs):
+            if (_is_reduction(sch, block) or any(sch.get(block).same_as(o) for o in outputs)
+                    or (keep_neon and _is_neon(sch, block))):
                 continue
             try:
                 sch.compute_inline(block)
@@ -66,7 +80,16 @@ def _is_reduction(sch: s_tir.Schedule, block) -> bool:
     return any(iv.iter_type == tirx.IterVar.CommReduce for iv in sch.get(block).iter_vars)
 
 
-def _vectorize_injective(sch: s_tir.Schedule, block) -> None:
+def _vectorize(sch: s_tir.Schedule, loop, max_lanes: int) -> None:
+    """Vectorize ``loop``; wider than ``max_lanes``: unrolled steps of ``max_lanes`` lanes."""
+    extent = sch.get(loop).extent
+    if isinstance(extent, tirx.IntImm) and int(extent) > max_lanes:
+        outer, loop = sch.split(loop, [None, max_lanes])
+        sch.unroll(outer)
+    sch.vectorize(loop)
+
+
+def _vectorize_injective(sch: s_tir.Schedule, block, max_lanes: int) -> None:
     """Vectorize an injective block: all its loops fused when it is elementwise, else (pad,
     concatenation, slices: conditions on the outer axes) only the innermost (channel) loop."""
     stmt = sch.get(block)
@@ -78,16 +101,48 @@ def _vectorize_injective(sch: s_tir.Schedule, block) -> None:
         loops = [sch.fuse(*loops)]
     inner = loops[-1]
     extent = sch.get(inner).extent
-    if isinstance(extent, tirx.IntImm) and int(extent) <= WHOLE_VECTOR:
+    if isinstance(extent, tirx.IntImm) and int(extent) <= min(WHOLE_VECTOR, max_lanes):
         sch.vectorize(inner)
         return
-    lanes = _divisor(extent, VECTOR)
+    lanes = _divisor(extent, [v for v in VECTOR if v <= max_lanes])
     if lanes > 1:
         sch.vectorize(sch.split(inner, [None, lanes])[1])
 
 
-def _schedule_reduction(sch: s_tir.Schedule, block, epilogue) -> None:
+def _tile_sdot(sch: s_tir.Schedule, block) -> tuple:
+    """``vector_arith.SDOT_BLOCK`` (1x1 conv, weights packed [C/4, K/4, 4, 4]): 4 output
+    channels x 4 input channels per SDOT (TVM's ``ARM_DOT_4x4_i8_SDOT_INTRIN``), a register
+    tile of 16 channels x ``COLUMN_TILE`` columns. Returns (channel-tile loop, its lanes, the
+    tensorize step: to run once the epilogue is placed, which it would otherwise hinder)."""
+    from compile.tuning import load_tensor_intrinsics
+
+    load_tensor_intrinsics(("arm_cpu",))
+    from tvm.s_tir.tensor_intrin.arm_cpu import ARM_DOT_4x4_i8_SDOT_INTRIN
+
+    ivs = sch.get(block).iter_vars
+    *spatial, k = sch.get_loops(block)
+    channels = int(ivs[-2].dom.extent)
+    groups = _divisor(channels // 4, (4, 2))
+    c_o, c_t, c_4 = sch.split(spatial[-1], [None, groups, 4])
+    k_o, k_4 = sch.split(k, [None, 4])
+    w_o, w_i = sch.split(spatial[-2], [None, _divisor(ivs[-3].dom.extent, COLUMN_TILE)])
+    sch.reorder(*spatial[:-2], w_o, c_o, k_o, w_i, c_t, c_4, k_4)
+    sch.unroll(w_i)
+    sch.unroll(c_t)
+    init = sch.decompose_reduction(block, k_o)
+    sch.vectorize(sch.get_loops(init)[-1])
+    return c_o, 4 * groups, lambda: sch.tensorize(c_4, ARM_DOT_4x4_i8_SDOT_INTRIN)
+
+
+def _schedule_reduction(sch: s_tir.Schedule, block, epilogue, max_lanes: int,
+                        neon: tuple = ()) -> None:
     """Channel-vectorized, column-blocked reduction; the epilogue computed per channel tile."""
+    acc_shape = list(sch.get(block).writes[0].source.shape)
+    if sch.get(block).name_hint == SDOT_BLOCK:
+        c_o, lanes, tensorize = _tile_sdot(sch, block)
+        _schedule_epilogue(sch, block, acc_shape, epilogue, c_o, lanes, max_lanes, neon)
+        tensorize()
+        return
     ivs = sch.get(block).iter_vars
     loops = sch.get_loops(block)
     kinds = [iv.iter_type for iv in ivs]
@@ -108,15 +163,33 @@ def _schedule_reduction(sch: s_tir.Schedule, block, epilogue) -> None:
     if lanes > 1:
         sch.vectorize(c_i)
     sch.decompose_reduction(block, reduce[0])   # the init copies the loop kinds
+    _schedule_epilogue(sch, block, acc_shape, epilogue, c_o, lanes, max_lanes, neon)
+
+
+def _schedule_epilogue(sch: s_tir.Schedule, reduction, acc_shape: list, epilogue, c_o,
+                       lanes: int, max_lanes: int, neon: tuple) -> None:
+    """The epilogue right after each channel tile ``c_o`` of the reduction (output shape
+    ``acc_shape``; or, when it also writes padding, vectorized in a loop nest of its own);
+    NEON steps before it."""
     if epilogue is None:
         return
-    acc_shape = list(sch.get(block).writes[0].source.shape)
+    # NEON-intrinsic steps (four lanes) right after the channel tile (they read the
+    # accumulator; a kernel whose NEON steps requantize another input too raises here and
+    # is scheduled four lanes wide as a whole instead)
+    placed = [sch.get(reduction)]
+    for b in neon:
+        if not any(sch.get(p).same_as(q) for p in sch.get_producers(b) for q in placed):
+            raise ValueError("a NEON step independent of the accumulator")
+        sch.reverse_compute_at(b, c_o)
+        placed.append(sch.get(b))
     if list(sch.get(epilogue).writes[0].source.shape) == acc_shape:
         sch.reverse_compute_at(epilogue, c_o)
         if lanes > 1:
-            sch.vectorize(sch.get_loops(epilogue)[-1])
+            _vectorize(sch, sch.get_loops(epilogue)[-1], max_lanes)
     else:   # the epilogue also writes the next layer's padding: a loop nest of its own
-        _vectorize_injective(sch, epilogue)
+        _vectorize_injective(sch, epilogue, max_lanes)
+    for b in neon:
+        _vectorize(sch, sch.get_loops(b)[-1], NEON_LANES)
 
 
 class CPUKernelRule(CPUScheduleRule):
@@ -126,21 +199,31 @@ class CPUKernelRule(CPUScheduleRule):
     def apply(self, func: tirx.PrimFunc, target, _tunable: bool):
         if not isinstance(func, tirx.PrimFunc) or not self.is_target_available(target):
             return None
-        sch = s_tir.Schedule(func)
-        try:
-            blocks = _inline_injective(sch)
-            reductions = [b for b in blocks if _is_reduction(sch, b)]
-            rest = [b for b in blocks if not _is_reduction(sch, b)]
-            if not reductions:
-                for block in rest:
-                    _vectorize_injective(sch, block)
-            elif len(reductions) == 1 and len(rest) <= 1:
-                _schedule_reduction(sch, reductions[0], rest[0] if rest else None)
-            else:
-                return None
-        except (s_tir.ScheduleError, ValueError):
-            return None
-        return sch
+        # NEON intrinsics (compile.vector_arith.NeonRequant) cannot be split by LLVM: their
+        # steps are kept as blocks of their own, four lanes wide, before the vector epilogue;
+        # if that does not fit, everything is inlined and vectorized four lanes wide.
+        has_neon = NEON_SQRDMULH in str(func)
+        for keep_neon in ((True, False) if has_neon else (False,)):
+            sch = s_tir.Schedule(func)
+            max_lanes = NEON_LANES if has_neon and not keep_neon else max(VECTOR)
+            try:
+                blocks = _inline_injective(sch, keep_neon)
+                reductions = [b for b in blocks if _is_reduction(sch, b)]
+                neon = [b for b in blocks if keep_neon and not _is_reduction(sch, b)
+                        and _is_neon(sch, b)]
+                rest = [b for b in blocks if not _is_reduction(sch, b) and b not in neon]
+                if not reductions and not neon:
+                    for block in rest:
+                        _vectorize_injective(sch, block, max_lanes)
+                elif len(reductions) == 1 and len(rest) <= 1 and (rest or not neon):
+                    _schedule_reduction(sch, reductions[0], rest[0] if rest else None,
+                                        max_lanes, tuple(neon))
+                else:
+                    continue
+            except (s_tir.ScheduleError, ValueError, TypeError, RuntimeError):   # TVM internal errors: a TypeError or RuntimeError
+                continue
+            return sch
+        return None
 
 
 def default_schedule() -> tvm.transform.Pass:

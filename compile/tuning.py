@@ -110,6 +110,20 @@ def count_trials(db_dir: Path) -> int:
         return 0
 
 
+def seeded_trials(db_dir: Path) -> int:
+    """Records of the database that measure ``compile.schedules``' default schedules (one per
+    kernel, written before the search starts); the rest are MetaSchedule's own trials."""
+    try:
+        return int(json.loads((Path(db_dir) / INFO).read_text()).get("seeded", 0))
+    except (OSError, ValueError, AttributeError):
+        return 0
+
+
+def searched_trials(db_dir: Path) -> int:
+    """MetaSchedule's measured trials in the database (the default-schedule seeds not counted)."""
+    return max(0, count_trials(db_dir) - seeded_trials(db_dir))
+
+
 def open_database(db_dir: Path, log: Log) -> ms.database.JSONDatabase | None:
     """The database in ``db_dir`` if it holds records; None if absent; warns + None if corrupt."""
     db_dir = Path(db_dir)
@@ -233,15 +247,22 @@ def _fuse_passes(target: tvm.target.Target) -> list:
     from tvm import relax
     from tvm.relax import pipeline
 
+    from compile.vector_arith import (FoldBiasIntoRequant, NarrowConstants, NeonRequant,
+                                      RoundingNudge, conv2d_legalizer)
+
     try:
         dispatch = list(pipeline.library_dispatch_passes(target))
     except (ValueError, AttributeError):
         dispatch = []
     return [
         *dispatch,
+        *([NeonRequant] if str(target.attrs.get("mtriple", "")).startswith("aarch64") else []),
+        FoldBiasIntoRequant, RoundingNudge,
+        relax.transform.LegalizeOps({"relax.nn.conv2d": conv2d_legalizer(target)}),
+        relax.transform.FoldConstant(),
+        NarrowConstants,            # after FoldConstant, which would widen them again
         relax.transform.LegalizeOps(),
         relax.transform.AnnotateTIROpPattern(),
-        relax.transform.FoldConstant(),
         relax.transform.FuseOps(),
         relax.transform.FuseTIR(),
     ]
@@ -268,15 +289,17 @@ def search_strategy(trials: int) -> ms.search_strategy.EvolutionarySearch:
 def tune(mod: tvm.IRModule, target: dict, trials: int, db_dir: Path, *,
          rpc: RPCSpec | None = None, cross_aarch64: bool = False, log: Log = print,
          per_iter: int = 16, seed: int = 0) -> ms.database.JSONDatabase:
-    """Tune ``mod`` for ``target`` until ``db_dir`` holds ``trials`` measured trials.
+    """Tune ``mod`` for ``target`` until ``db_dir`` holds ``trials`` measured search trials.
 
-    Reuses (no measurement) when the database already has them; resumes when it has fewer.
+    A new database first gets one measured record per kernel: its default schedule
+    (``compile.schedules``), so that the search starts from it and a kernel only takes a
+    tuned schedule that measured faster. Reuses (no measurement) when the database already
+    has the trials asked; resumes when it has fewer.
     """
     db_dir = Path(db_dir)
-    done = count_trials(db_dir)
-    if done and open_database(db_dir, log) is None:        # corrupt: start it again
+    if count_trials(db_dir) and open_database(db_dir, log) is None:   # corrupt: start again
         shutil.rmtree(db_dir, ignore_errors=True)
-        done = 0
+    done = searched_trials(db_dir)
     if done >= trials:
         log(f"tune: reusing tuning database {db_dir} ({done} trials >= {trials} asked): "
             "no re-tuning")
@@ -287,7 +310,9 @@ def tune(mod: tvm.IRModule, target: dict, trials: int, db_dir: Path, *,
     if rpc is not None:
         check_tracker(rpc)
     db_dir.mkdir(parents=True, exist_ok=True)
-    (db_dir / INFO).write_text(json.dumps({"target": target, "trials_asked": trials}, indent=1))
+    seeded = seeded_trials(db_dir)
+    info = {"target": target, "trials_asked": trials, "seeded": seeded}
+    (db_dir / INFO).write_text(json.dumps(info, indent=1))
     tvm_target = tuning_target(target)
     families = intrinsic_families(tvm_target)
     load_tensor_intrinsics(families)
@@ -321,6 +346,10 @@ def tune(mod: tvm.IRModule, target: dict, trials: int, db_dir: Path, *,
         runner = ms.runner.LocalRunner(timeout_sec=60, evaluator_config=evaluator)
     database = ms.database.JSONDatabase(str(db_dir / WORKLOADS), str(db_dir / RECORDS),
                                         allow_missing=True)
+    if count_trials(db_dir) == 0:
+        info["seeded"] = _seed_default_schedules(tasks, tvm_target, builder, runner, database,
+                                                 log)
+        (db_dir / INFO).write_text(json.dumps(info, indent=1))
     callbacks = [*ms.measure_callback.MeasureCallback.create("default"),
                  _Progress(log, done, trials)]
     logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
@@ -331,8 +360,39 @@ def tune(mod: tvm.IRModule, target: dict, trials: int, db_dir: Path, *,
             max_trials_global=trials - done, num_trials_per_iter=min(per_iter, trials - done),
             builder=builder, runner=runner, database=database,
             measure_callbacks=callbacks, cost_model="xgb", task_scheduler="gradient")
-    log(f"tune: done, {count_trials(db_dir)} trials in {db_dir}")
+    log(f"tune: done, {searched_trials(db_dir)} trials in {db_dir}")
     return database
+
+
+def _seed_default_schedules(tasks, target: tvm.target.Target, builder, runner,
+                            database: ms.database.Database, log: Log) -> int:
+    """Measure every task's default schedule and commit it as a tuning record."""
+    from compile.schedules import CPUKernelRule
+
+    candidates = []
+    for task in tasks:
+        workload = task.dispatched[0]
+        sch = CPUKernelRule().apply(workload["main"], target, False)
+        if sch is not None:
+            candidates.append((workload, sch))
+    built = builder.build([ms.builder.BuilderInput(sch.mod, target) for _, sch in candidates])
+    measured = []
+    for (workload, sch), result in zip(candidates, built):
+        if result.error_msg is None:
+            args = ms.arg_info.ArgInfo.from_prim_func(workload["main"])
+            measured.append((workload, sch, args,
+                             ms.runner.RunnerInput(result.artifact_path, "cpu", args)))
+    futures = runner.run([m[3] for m in measured])
+    seeded = 0
+    for (workload, sch, args, _), future in zip(measured, futures):
+        result = future.result()
+        if result.error_msg is None and result.run_secs:
+            database.commit_tuning_record(ms.database.TuningRecord(
+                sch.trace, database.commit_workload(workload), result.run_secs, target, args))
+            seeded += 1
+    log(f"tune: measured the default schedules of {seeded}/{len(tasks)} kernels as the "
+        "starting records")
+    return seeded
 
 
 def compile_relax_module(mod: tvm.IRModule, target: tvm.target.Target,
@@ -344,10 +404,10 @@ def compile_relax_module(mod: tvm.IRModule, target: tvm.target.Target,
     from tvm.relax.backend.cpu_generic import pipeline as cpu
     from compile.schedules import default_schedule
 
-    apply_db = [relax.transform.MetaScheduleApplyDatabase()] if database is not None else []
-
     @tvm.transform.module_pass(opt_level=0, name="sandglass.CPUBuild")
     def build_pipeline(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        # built here, inside the target context: the pass reads the current target
+        apply_db = [relax.transform.MetaScheduleApplyDatabase()] if database is not None else []
         return tvm.transform.Sequential([
             *_fuse_passes(target), *apply_db, default_schedule(),
             *cpu.dataflow_lower_passes(target), *cpu.finalize_passes(target),
@@ -394,10 +454,8 @@ def compile_for_target(mod: tvm.IRModule, model, target, opts: dict,
     if database is None:
         return (compile_relax_module(mod, tvm.target.Target(resolve_native(target.tvm))),
                 {"tuned": False})
-    n = count_trials(db_dir)
+    n = searched_trials(db_dir)
     if trials == 0:
         log(f"build: using tuning database {db_dir} ({n} trials), no re-tuning")
-    # TODO: default schedules for kernels without a record (compile_relax_module(..., database)
-    # fails in MetaScheduleApplyDatabase here); until then MetaSchedule's own build
-    return (ms.relax_integration.compile_relax(database, mod, tuning_target(target.tvm), None),
+    return (compile_relax_module(mod, tuning_target(target.tvm), database),
             {"tuned": True, "tuning_db": str(db_dir), "tuning_trials": n})

@@ -85,8 +85,17 @@ def test_rpi5_dotprod_bundle_equals_host_build(model, tmp_path):
         outputs[name], metrics = backend.run(tmp_path / name, manifest, target, x, {})
     assert metrics is not None
     assert _elf_machine(tmp_path / "rpi5" / "model.so") == EM_AARCH64
+    # the 1x1 convs run on SDOT (tensorized), which the cortex-a72 build has none of
+    assert _count_insn(tmp_path / "rpi5" / "model.so", "sdot") > 0
     np.testing.assert_array_equal(outputs["rpi5"], outputs["host"])
     np.testing.assert_array_equal(outputs["rpi5"], run_litert(model, x))
+
+
+def _count_insn(library, mnemonic: str) -> int:
+    """How often ``mnemonic`` occurs in the disassembly of an aarch64 library."""
+    out = subprocess.run(["aarch64-linux-gnu-objdump", "-d", str(library)], capture_output=True,
+                         text=True, check=True).stdout
+    return sum(1 for line in out.splitlines() if f"\t{mnemonic}\t" in line)
 
 
 def _with(target, **tables):

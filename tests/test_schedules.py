@@ -2,6 +2,8 @@
 vectorized, and the scheduled build stays bit-exact with LiteRT's reference kernels."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import tvm
@@ -10,7 +12,8 @@ from tvm import s_tir
 from compile.pipeline import compile_model
 from compile.reference import run_litert
 from compile.schedules import CPUKernelRule
-from compile.targets import resolve_native
+from compile.targets import get_target, resolve_native
+from compile.vector_arith import NEON_SQRDMULH
 from compile.tuning import compile_relax_module, fused_tir
 from tests.factory import build_tflite, random_int8_inputs
 
@@ -28,9 +31,10 @@ def _kernels(mod):
     return [(gv.name_hint, f) for gv, f in mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
 
 
-def test_every_kernel_gets_a_vectorized_schedule(model):
+@pytest.mark.parametrize("target_name", ["host", "rpi4", "rpi5"])
+def test_every_kernel_gets_a_vectorized_schedule(model, target_name):
     _, mod = model
-    target = tvm.target.Target(resolve_native(TARGET))
+    target = tvm.target.Target(resolve_native(get_target(target_name).tvm))
     kernels = _kernels(fused_tir(mod, target))
     assert kernels
     for name, func in kernels:
@@ -41,9 +45,21 @@ def test_every_kernel_gets_a_vectorized_schedule(model):
         text = sch.mod["main"].script()
         if any(s in name for s in ("conv2d", "matmul")):
             # root + the reduction's init and update + at most one (fused) epilogue block
-            assert "_init" in text and text.count("T.sblock(") <= 4, name
+            # (+ one block per NEON SQRDMULH step, see below)
+            assert "_init" in text and text.count("T.sblock(") <= 4 + text.count(NEON_SQRDMULH), name
         if any(s in name for s in ("conv2d", "pad")):   # channel counts divisible by 4
             assert "T.vectorized" in text, name
+        if NEON_SQRDMULH in text:   # its own four-lane block, before the wide epilogue
+            loop = text.split(NEON_SQRDMULH)[0].rsplit("T.vectorized(", 1)[1]
+            assert re.match(r"(T.int64\()?4\)", loop), name
+
+
+def test_aarch64_build_compiles_neon_kernels(model):
+    """LLVM aborts on NEON intrinsics wider than a register: the rpi4 build must compile."""
+    _, mod = model
+    target = tvm.target.Target(get_target("rpi4").tvm)
+    assert NEON_SQRDMULH in fused_tir(mod, target).script()
+    compile_relax_module(mod, target)
 
 
 def test_scheduled_build_is_bit_exact(model):

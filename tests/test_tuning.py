@@ -47,9 +47,12 @@ def test_database_reused_and_resumed(dense, tmp_path):
 
     ex, entry = tuning.compile_for_target(mod, info, target,
                                           {"tune_trials": 2, "tuning_db": str(db)}, logs.append)
-    first = tuning.count_trials(db)
+    first = tuning.searched_trials(db)
     assert entry["tuned"] and first >= 2
     assert any("tune: task 1/" in m and "best" in m for m in logs), logs
+    # every kernel's default schedule was measured first: the search starts from it
+    assert tuning.seeded_trials(db) >= 1 and tuning.count_trials(db) == first + tuning.seeded_trials(db)
+    assert any("measured the default schedules" in m for m in logs), logs
     x = random_int8_inputs(path, 4, seed=1)
     np.testing.assert_array_equal(_run(ex, x), run_litert(path, x))
 
@@ -57,14 +60,14 @@ def test_database_reused_and_resumed(dense, tmp_path):
     tuning.compile_for_target(mod, info, target, {"tune_trials": first + 2, "tuning_db": str(db)},
                               logs.append)
     assert any(f"resuming at {first}" in m for m in logs), logs
-    second = tuning.count_trials(db)
+    second = tuning.searched_trials(db)
     assert second >= first + 2
 
     logs.clear()   # same request again: reused, nothing measured
     ex, entry = tuning.compile_for_target(mod, info, target,
                                           {"tune_trials": second, "tuning_db": str(db)},
                                           logs.append)
-    assert any("no re-tuning" in m for m in logs) and tuning.count_trials(db) == second
+    assert any("no re-tuning" in m for m in logs) and tuning.searched_trials(db) == second
     assert not any("tune: task" in m for m in logs)
     assert entry == {"tuned": True, "tuning_db": str(db), "tuning_trials": second}
 
@@ -164,7 +167,8 @@ def test_rpc_tuning_on_loopback(dense, rpc_tracker, tmp_path):
     _, mod, _ = dense
     logs: list[str] = []
     tuning.tune(mod, get_target("host").tvm, 2, tmp_path / "db", rpc=rpc_tracker, log=logs.append)
-    assert tuning.count_trials(tmp_path / "db") >= 2
+    assert tuning.searched_trials(tmp_path / "db") >= 2
+    assert tuning.seeded_trials(tmp_path / "db") >= 1   # measured through the RPC server too
     assert any("measuring on host-test via 127.0.0.1" in m for m in logs), logs
     progress = [m for m in logs if m.startswith("tune: task")]
     assert progress and all("failed" not in m for m in progress), progress

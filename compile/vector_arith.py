@@ -1,0 +1,329 @@
+"""Integer arithmetic in the shapes LLVM vectorizes: Relax passes for the LLVM CPU targets.
+
+``compile/lower`` writes TFLite's arithmetic the way the reference kernels state it:
+MultiplyByQuantizedMultiplier as ``((int64(acc + bias) * M + 2**30) >> 31)`` with ``M`` a
+per-channel int64 constant tensor, its rounding nudge as a compare-and-select, and convs as
+``sum(int32(x) * int32(w))``. Compiled as it is, LLVM keeps the int64 product scalar on NEON
+(no 64 x 64-bit vector multiply; on cortex-a72 ~3.5 M of the model's 4.9 M instructions) and
+widens every int8 product to int32 on its own. These exact rewrites, run by
+``compile.tuning._fuse_passes`` for host and aarch64 builds (the Cortex-M backend has its own),
+give LLVM forms it maps onto NEON / AVX-512 instructions:
+
+* ``NeonRequant`` (aarch64 only): ``int32((int64(acc) * M + 2**30) >> 31)`` -> SQRDMULH, which
+  computes exactly that for ``0 < M < 2**31``;
+* ``FoldBiasIntoRequant``: ``int64(x + B) * M + R  ->  int64(x) * M + (B * M + R)``, with B,
+  M, R constants (one SMLAL / VPMULDQ + add). Equal whenever ``x + B`` does not overflow
+  int32, where TFLite's own int32 addition is undefined;
+* ``RoundingNudge``: RoundingDivideByPOT's ``high + where(high < 0, half - 1, half)`` ->
+  ``high + (high >> 31) + half`` (SSRA instead of compare + select);
+* ``NarrowConstants`` (after legalization and constant folding): an int64 constant tensor
+  argument of a kernel whose values all fit int32 is stored as int32 and widened inside the
+  kernel (``astype`` fused into it), so LLVM sees the sign extension;
+* ``legalize_conv2d``: int8 convs with weights in [-127, 127] (TFLite's int8 weight range)
+  add two products in int16 before widening (SMULL + SMLAL, then one SADDW per pair);
+  ``conv2d_legalizer(target)`` adds, with the dot-product extension (``+dotprod``: rpi5), 1x1
+  convs on weights packed for SDOT (``pack_sdot_weights``; scheduled in ``compile.schedules``).
+
+TFLite's rounding: https://github.com/tensorflow/tensorflow/blob/master/tensorflow/lite/kernels/internal/common.h
+"""
+from __future__ import annotations
+
+import numpy as np
+import tvm
+from tvm import relax
+from tvm.relax import op as R
+from tvm.relax.dpl import is_const, is_op, wildcard
+
+from compile.lower.fixedpoint import const_value, iconst
+from compile.lower.patterns import rewrite_pass
+
+INT32 = (-(2 ** 31), 2 ** 31 - 1)
+
+
+def _fold_bias_patterns():
+    x, bias, mult, offset = wildcard(), is_const(), is_const(), is_const()
+    acc = is_op("relax.add")(x, bias)
+    wide = is_op("relax.multiply")(is_op("relax.astype")(acc), mult)
+    root = is_op("relax.add")(wide, offset)
+
+    def rewriter(orig, m):
+        dtypes = [str(e.ty.dtype) for e in (m[x], m[bias], m[mult], m[offset])]
+        if dtypes != ["int32", "int32", "int64", "int64"] or str(orig.ty.dtype) != "int64":
+            return orig
+        b, mv, r = (const_value(m[e]).astype(np.int64) for e in (bias, mult, offset))
+        folded = b * mv + r   # int64: |b| < 2**31, |m| < 2**32, so no overflow
+        ndim = max(b.ndim, mv.ndim, r.ndim)
+        if ndim > 1 or folded.ndim > 1:
+            return orig   # per-channel vectors only (the scheme of fixedpoint.py)
+        return R.add(R.multiply(R.astype(m[x], "int64"), m[mult]), iconst(folded, "int64"))
+
+    return [(root, rewriter)]
+
+
+FoldBiasIntoRequant = rewrite_pass("FoldBiasIntoRequant", _fold_bias_patterns)
+
+
+
+
+NEON_SQRDMULH = "llvm.aarch64.neon.sqrdmulh"
+
+
+def _sqrdmulh(acc, mult):
+    """TE: SQRDMULH(acc, mult) per element, ``mult`` along the last axis (or a scalar)."""
+    from tvm import te
+
+    def body(*i):
+        m = mult[i[-1]] if len(mult.shape) else mult()
+        return tvm.tirx.call_llvm_pure_intrin("int32", NEON_SQRDMULH, acc(*i), m)
+
+    return te.compute(acc.shape, body, name="sqrdmulh")
+
+
+@relax.expr_functor.mutator
+class _NeonRequant(relax.PyExprMutator):
+    def __init__(self, mod: tvm.IRModule, var2val: dict):
+        super().__init__(mod)
+        self.var2val = var2val
+
+    def _value(self, expr, op: str):
+        expr = self.var2val.get(expr, expr) if isinstance(expr, relax.Var) else expr
+        if isinstance(expr, relax.Call) and expr.op == tvm.ir.Op.get(op):
+            return expr
+        return None
+
+    def _const(self, expr, dtype: str):
+        expr = self.var2val.get(expr, expr) if isinstance(expr, relax.Var) else expr
+        if isinstance(expr, tvm.ir.expr.GenericConst) and str(expr.ty.dtype) == dtype:
+            return const_value(expr)
+        return None
+
+    def visit_call_(self, call: relax.Call) -> relax.Expr:
+        call = super().visit_call_(call)
+        if call.op != tvm.ir.Op.get("relax.astype") or str(call.ty.dtype) != "int32":
+            return call
+        chain, expr = [], call
+        for op in ("relax.right_shift", "relax.add", "relax.multiply", "relax.astype"):
+            expr = self._value(expr.args[0], op)
+            if expr is None:
+                return call
+            chain.append(expr)
+        shift, add, mul, wide = chain
+        if str(wide.args[0].ty.dtype) != "int32":
+            return call
+        mult = self._const(mul.args[1], "int64")
+        if (mult is None or mult.ndim > 1 or not np.all((mult > 0) & (mult < 2 ** 31))
+                or self._const(add.args[1], "int64") != 1 << 30
+                or self._const(shift.args[1], "int64") != 31):
+            return call
+        return self.builder_.call_te(_sqrdmulh, wide.args[0],
+                                     iconst(mult.astype(np.int32), "int32"),
+                                     primfunc_name_hint="sqrdmulh")
+
+
+@tvm.transform.module_pass(opt_level=0, name="sandglass.NeonRequant")
+def NeonRequant(mod: tvm.IRModule, _ctx) -> tvm.IRModule:   # noqa: N802 - a pass
+    """AArch64: ``int32((int64(acc) * M + 2**30) >> 31)`` with a constant multiplier
+    ``0 < M < 2**31`` (TFLite's SaturatingRoundingDoublingHighMul; no saturation case
+    since ``M != INT32_MIN``) -> one NEON ``SQRDMULH`` per four lanes, which computes exactly
+    ``(2 * acc * M + 2**31) >> 32``. Kernels holding it are vectorized four lanes wide
+    (``compile.schedules``): LLVM cannot split wider calls of a NEON intrinsic."""
+    mutator = _NeonRequant(mod, {})
+    for gvar, func in mod.functions_items():
+        if isinstance(func, relax.Function):
+            mutator.var2val = relax.analysis.get_var2val(func)
+            mutator.builder_.update_func(gvar, mutator.visit_expr(func))
+    return relax.transform.DeadCodeElimination()(mutator.builder_.get())
+
+
+
+def _nudge_patterns():
+    high, lo, hi, zero = wildcard(), is_const(), is_const(), is_const()
+    nudge = is_op("relax.where")(is_op("relax.less")(high, zero), lo, hi)
+    root = is_op("relax.add")(high, nudge)
+
+    def rewriter(orig, m):
+        if (str(m[high].ty.dtype) != "int32" or const_value(m[zero]).ndim
+                or int(const_value(m[zero])) != 0
+                or not np.all(const_value(m[lo]) == const_value(m[hi]) - 1)):
+            return orig
+        sign = R.right_shift(m[high], iconst(31, "int32"))   # -1 where high < 0, else 0
+        return R.add(R.add(m[high], sign), m[hi])
+
+    return [(root, rewriter)]
+
+
+RoundingNudge = rewrite_pass("RoundingNudge", _nudge_patterns)
+RoundingNudge.__doc__ = """``high + where(high < 0, half - 1, half)`` -> ``high + (high >> 31) + half``
+(RoundingDivideByPOT's nudge without a compare and select: one SSRA on NEON), when every
+channel rounds (``half >= 1``: the ``- 1`` applies everywhere)."""
+
+
+def _fits_int32(value: np.ndarray) -> bool:
+    return bool(value.size) and bool(np.all((value >= INT32[0]) & (value <= INT32[1])))
+
+
+@relax.expr_functor.mutator
+class _Narrow(relax.PyExprMutator):
+    def visit_call_(self, call: relax.Call) -> relax.Expr:
+        call = super().visit_call_(call)
+        if call.op != tvm.ir.Op.get("relax.call_tir"):
+            return call
+        args = list(call.args[1].fields)
+        changed = False
+        for i, arg in enumerate(args):
+            if (isinstance(arg, tvm.ir.expr.GenericConst) and str(arg.ty.dtype) == "int64"
+                    and const_value(arg).ndim >= 1 and _fits_int32(const_value(arg))):
+                args[i] = R.astype(iconst(const_value(arg).astype(np.int32), "int32"), "int64")
+                changed = True
+        if not changed:
+            return call
+        return relax.Call(call.op, [call.args[0], relax.Tuple(args), *call.args[2:]],
+                          call.attrs, call.ty_args)
+
+
+@tvm.transform.module_pass(opt_level=0, name="sandglass.NarrowConstants")
+def NarrowConstants(mod: tvm.IRModule, _ctx) -> tvm.IRModule:   # noqa: N802 - a pass
+    """int64 constant tensors that fit int32 -> ``astype(int32 constant, int64)`` (then
+    ``LegalizeOps`` + ``FuseOps`` put the widening inside the consumer kernel)."""
+    functions = {gvar: _Narrow().visit_expr(func) if isinstance(func, relax.Function) else func
+                 for gvar, func in mod.functions.items()}
+    return tvm.IRModule(functions, attrs=mod.attrs)
+
+
+
+def _pairwise_conv(x, w, stride_h: int, stride_w: int):
+    """1x1 NHWC x HWIO int8 conv, int32 out, reduced two input channels at a time in int16."""
+    from tvm import te
+
+    n, h, wd, k = x.shape
+    c = w.shape[3]
+    oh = (h - 1) // stride_h + 1
+    ow = (wd - 1) // stride_w + 1
+    rk = te.reduce_axis((0, k // 2), name="rk")
+
+    def body(b, i, j, o):
+        pair = (x[b, i * stride_h, j * stride_w, 2 * rk].astype("int16")
+                * w[0, 0, 2 * rk, o].astype("int16")
+                + x[b, i * stride_h, j * stride_w, 2 * rk + 1].astype("int16")
+                * w[0, 0, 2 * rk + 1, o].astype("int16"))
+        return te.sum(pair.astype("int32"), axis=rk)
+
+    return te.compute((n, oh, ow, c), body, name="conv2d_pairs")
+
+
+
+def _pairwise_window_conv(x, w, stride_h: int, stride_w: int, depthwise: bool):
+    """KxK NHWC int8 conv (HWIO, or HWOI depthwise with multiplier 1), int32 out, the kernel
+    columns reduced two at a time in int16 (an odd last column alone)."""
+    from tvm import te
+
+    n, h, wd, _ = x.shape
+    kh, kw, k, c = (int(v) for v in w.shape)
+    c = k if depthwise else c
+    oh = (h - kh) // stride_h + 1
+    ow = (wd - kw) // stride_w + 1
+    ry = te.reduce_axis((0, kh), name="ry")
+    rc = None if depthwise else te.reduce_axis((0, k), name="rc")
+
+    def body(b, i, j, o):
+        def term(col, dtype):
+            xi = x[b, i * stride_h + ry, j * stride_w + col, o if depthwise else rc]
+            wi = w[ry, col, o, 0] if depthwise else w[ry, col, rc, o]
+            return xi.astype(dtype) * wi.astype(dtype)
+
+        total = None
+        for col in range(0, kw - 1, 2):
+            pair = (term(col, "int16") + term(col + 1, "int16")).astype("int32")
+            total = pair if total is None else total + pair
+        if kw % 2:
+            total = term(kw - 1, "int32") if total is None else total + term(kw - 1, "int32")
+        return te.sum(total, axis=[ry] if depthwise else [ry, rc])
+
+    return te.compute((n, oh, ow, c), body, name="conv2d_pairs")
+
+
+
+SDOT_BLOCK = "conv2d_sdot"
+
+
+def pack_sdot_weights(w: np.ndarray) -> np.ndarray:
+    """1x1 HWIO weights (1, 1, K, C) -> [C/4, K/4, 4 (channel), 4 (input channel)]: the
+    16 bytes one SDOT multiplies (four output channels, four input channels each)."""
+    _, _, k, c = w.shape
+    return np.ascontiguousarray(w[0, 0].reshape(k // 4, 4, c // 4, 4).transpose(2, 0, 3, 1))
+
+
+def _sdot_conv(x, wp, stride_h: int, stride_w: int):
+    """1x1 NHWC int8 conv on packed weights (``pack_sdot_weights``), int32 out."""
+    from tvm import te
+
+    n, h, wd, k = x.shape
+    c = wp.shape[0] * 4
+    oh = (h - 1) // stride_h + 1
+    ow = (wd - 1) // stride_w + 1
+    rk = te.reduce_axis((0, k), name="rk")
+    return te.compute(
+        (n, oh, ow, c),
+        lambda b, i, j, o: te.sum(x[b, i * stride_h, j * stride_w, rk].astype("int32")
+                                  * wp[o // 4, rk // 4, o % 4, rk % 4].astype("int32"), axis=rk),
+        name=SDOT_BLOCK)
+
+
+def has_dotprod(target: tvm.target.Target) -> bool:
+    """AArch64 target with the dot-product extension (SDOT/UDOT): ``+dotprod`` in mattr."""
+    return (str(target.attrs.get("mtriple", "")).startswith("aarch64")
+            and "+dotprod" in [str(a) for a in target.attrs.get("mattr", [])])
+
+
+def conv2d_legalizer(target: tvm.target.Target):
+    """``relax.nn.conv2d`` legalization for ``target``: with the dot-product extension,
+    1x1 int8 convs with channel counts divisible by 4 become SDOT kernels (packed weights);
+    else ``legalize_conv2d``."""
+    if not has_dotprod(target):
+        return legalize_conv2d
+
+    def legalize(bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr:
+        a = call.attrs
+        x, w = call.args
+        if (isinstance(w, tvm.ir.expr.GenericConst) and str(x.ty.dtype) == "int8"
+                and str(w.ty.dtype) == "int8" and str(a.out_dtype) == "int32"
+                and a.data_layout == "NHWC" and a.out_layout == "NHWC"
+                and a.kernel_layout == "HWIO" and int(a.groups) == 1
+                and not any(int(p) for p in a.padding)
+                and all(int(d) == 1 for d in a.dilation)):
+            wv = const_value(w)
+            if wv.shape[:2] == (1, 1) and wv.shape[2] % 4 == 0 and wv.shape[3] % 4 == 0:
+                return bb.call_te(_sdot_conv, x, iconst(pack_sdot_weights(wv), "int8"),
+                                  int(a.strides[0]), int(a.strides[1]),
+                                  primfunc_name_hint="conv2d")
+        return legalize_conv2d(bb, call)
+
+    return legalize
+
+
+def legalize_conv2d(bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr:
+    """``relax.nn.conv2d`` legalization for the LLVM CPU targets: a 1x1 int8 conv whose
+    constant weights avoid -128 and whose input channels are even is computed pairwise in
+    int16 (``|x * w| <= 128 * 127``, so two products fit int16 exactly): NEON then needs one
+    SMULL + one SMLAL per two input channels and widens to int32 once. Others: TVM's own."""
+    a = call.attrs
+    x, w = call.args
+    default = tvm.ir.Op.get("relax.nn.conv2d").get_attr("FLegalize")
+    shape = [int(v) for v in w.ty.shape] if isinstance(w, tvm.ir.expr.GenericConst) else None
+    if (shape is None or str(x.ty.dtype) != "int8" or str(w.ty.dtype) != "int8"
+            or str(a.out_dtype) != "int32" or a.data_layout != "NHWC" or a.out_layout != "NHWC"
+            or any(int(p) for p in a.padding) or any(int(d) != 1 for d in a.dilation)
+            or const_value(w).min() == -128):
+        return default(bb, call)
+    strides = int(a.strides[0]), int(a.strides[1])
+    channels = int(x.ty.shape[3])
+    if a.kernel_layout == "HWIO" and int(a.groups) == 1 and shape[:2] == [1, 1]:
+        if shape[2] % 2:
+            return default(bb, call)
+        return bb.call_te(_pairwise_conv, x, w, *strides, primfunc_name_hint="conv2d")
+    depthwise = (a.kernel_layout == "HWOI" and int(a.groups) == channels == shape[2]
+                 and shape[3] == 1)
+    if shape[1] >= 2 and (depthwise or (a.kernel_layout == "HWIO" and int(a.groups) == 1)):
+        return bb.call_te(_pairwise_window_conv, x, w, *strides, depthwise,
+                          primfunc_name_hint="conv2d")
+    return default(bb, call)
