@@ -161,7 +161,8 @@ def run(argv: Sequence[str] | None = None) -> int:
     from compile.targets import get_target
 
     parser = cli.ArgumentParser(__doc__)
-    parser.add_argument("--target", required=True, help="host, or a linux-aarch64 board (rpi4)")
+    parser.add_argument("--target", required=True,
+                        help="host, or a linux-aarch64 board (rpi3, rpi4, rpi5)")
     parser.add_argument("--model", help=f"int8 .tflite (default {cli.DEFAULT_MODEL.name})")
     parser.add_argument("--bundle", type=Path, help="aarch64: use this bundle, do not build")
     parser.add_argument("--repeat", type=int, default=20,

@@ -415,7 +415,8 @@ def compile_relax_module(mod: tvm.IRModule, target: tvm.target.Target,
 
     with target, (database if database is not None else contextlib.nullcontext()), \
             tvm.transform.PassContext(opt_level=3):
-        return relax.build(mod, target=target, relax_pipeline=build_pipeline)
+        return relax.build(mod, target=target, relax_pipeline=build_pipeline,
+                           exec_mode="compiled")   # main() as native code: no VM interpreter
 
 
 def options(opts: dict, model_sha256: str, target: dict) -> tuple[Path, int, RPCSpec | None]:

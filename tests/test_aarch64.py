@@ -133,3 +133,23 @@ def test_aarch64_tuning_without_device_is_one_line_error(model, tmp_path):
     assert lines[-1].startswith("error: ") and "--rpc-tracker" in lines[-1], proc.stderr
     assert "Traceback" not in proc.stderr
     assert not out.exists()
+
+
+def test_kernel_profile_adds_up(model, tmp_path):
+    """compile/profile.py: per-kernel instructions of a bundle under qemu, named by kernel."""
+    from compile import profile
+
+    target = get_target("rpi4")
+    mod, info = compile_model(model)
+    create_bundle(tmp_path / "b", target, info, float_ops(mod), "test",
+                  lambda d: aarch64.build(mod, info, target, d, {}))
+    result = profile.profile_bundle(target, tmp_path / "b", repeat=2)
+    kernels = result["kernels"]
+    assert any(name.startswith("fused_conv2d") for name in kernels), kernels
+    assert result["model_library"] == sum(kernels.values()) > 0
+    assert list(kernels.values()) == sorted(kernels.values(), reverse=True)
+    # the kernels are a part of what the bench plugin counts for a whole inference
+    from compile.bench import instructions_per_inference
+
+    assert result["model_library"] < instructions_per_inference(target, tmp_path / "b",
+                                                                repeat=2)["tvm"]

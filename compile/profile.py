@@ -1,0 +1,168 @@
+"""Per-kernel instruction profile of an aarch64 bundle: ``python compile/profile.py --target rpi4
+--bundle DIR [--repeat K] [--top N] [--json prof.json]``.
+
+Runs the bundle's ``run.py`` with K and with 2K inferences under ``qemu-aarch64 -cpu <board
+cpu>`` in the arm64 userland with our per-block plugin (``compile/qemu_plugin/insnprof.c``), maps
+every executed block to the symbol of ``model.so`` it lies in (the guest's ``/proc/self/maps`` +
+``nm``), and prints each kernel's instructions per inference, (2K run - K run) / K as in
+``compile/bench.py`` (start-up and first-call costs cancel out), largest first. One kernel =
+one fused TIR function of the model; calls of the same kernel add up. Python and the TVM
+runtime are one line, ``(outside the model library)``. *Instructions*, not cycles: QEMU
+models no timing.
+"""
+from __future__ import annotations
+
+import bisect
+import collections
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Sequence
+
+if __package__ in (None, ""):  # run as a script: make the repo root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from compile import cli  # noqa: E402
+from compile.backends import BackendError  # noqa: E402
+
+LIBRARY = "model.so"
+OUTSIDE = "(outside the model library)"
+
+# Runs run.py as __main__, then keeps the guest's address map (qemu-user shows guest addresses).
+WRAPPER = """import runpy, sys
+maps, sys.argv = sys.argv[1], sys.argv[2:]
+try:
+    runpy.run_path(sys.argv[0], run_name="__main__")
+finally:
+    open(maps, "w").write(open("/proc/self/maps").read())
+"""
+
+
+def _symbols(library: Path, nm: str = "aarch64-linux-gnu-nm") -> list[tuple[int, str]]:
+    """(address, name) of the library's functions, sorted by address."""
+    try:
+        out = subprocess.run([nm, "-n", "--defined-only", str(library)], capture_output=True,
+                             text=True, check=True).stdout
+    except FileNotFoundError:
+        raise cli.UserError(f"{nm} not found: apt-get install binutils-aarch64-linux-gnu") from None
+    found = []
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[1] in "tTwW":
+            found.append((int(parts[0], 16), parts[2]))
+    return found
+
+
+def _library_base(maps: str, library: Path) -> tuple[int, int, int]:
+    """(load base, first, end) guest addresses of ``library`` in a ``/proc/self/maps`` text."""
+    spans = []
+    for line in maps.splitlines():
+        fields = line.split()
+        if len(fields) >= 6 and Path(fields[5]).name == library.name:
+            lo, hi = (int(v, 16) for v in fields[0].split("-"))
+            spans.append((lo, hi, int(fields[2], 16)))
+    if not spans:
+        raise BackendError(f"{library.name} was not loaded by the bundle's run.py")
+    return min(lo - off for lo, _, off in spans), min(s[0] for s in spans), max(s[1] for s in spans)
+
+
+def kernel_profile(blocks: list[tuple[int, int, int]], maps: str, library: Path,
+                   symbols: list[tuple[int, str]]) -> collections.Counter:
+    """Instructions per symbol of ``library`` (and ``OUTSIDE``) from (address, instructions,
+    executions) of the executed blocks."""
+    base, first, end = _library_base(maps, library)
+    starts = [a for a, _ in symbols]
+    counts: collections.Counter = collections.Counter()
+    for address, n_insns, executions in blocks:
+        if not first <= address < end:
+            counts[OUTSIDE] += n_insns * executions
+            continue
+        i = bisect.bisect_right(starts, address - base) - 1
+        name = symbols[i][1] if i >= 0 else "?"
+        counts[name.removesuffix("_compute_")] += n_insns * executions
+    return counts
+
+
+def _profile_run(target, bundle: Path, manifest: dict, repeat: int, plugin: Path,
+                 tmp: Path) -> collections.Counter:
+    """Instructions per symbol of the model library in one run of ``repeat`` inferences."""
+    from compile.backends.aarch64 import run_in_userland
+
+    out, maps = tmp / "blocks.txt", tmp / "maps.txt"
+    proc = run_in_userland(target, [str(tmp / "wrap.py"), str(maps),
+                                    str(bundle / manifest.get("runner", "run.py")),
+                                    "--input", str(tmp / "x.npy"), "--repeat", str(repeat)],
+                           plugin=[str(plugin), f"outfile={out}"])
+    if proc.returncode != 0:
+        tail = " | ".join(proc.stderr.strip().splitlines()[-2:])
+        raise BackendError(f"emulated run failed (exit {proc.returncode}): {tail}")
+    blocks = []
+    for line in out.read_text().splitlines():
+        _, address, n_insns, executions = line.split()
+        blocks.append((int(address, 16), int(n_insns), int(executions)))
+    library = bundle / manifest.get("library", LIBRARY)
+    return kernel_profile(blocks, maps.read_text(), library, _symbols(library))
+
+
+def profile_bundle(target, bundle: Path, repeat: int) -> dict:
+    """Instructions per inference of every kernel: runs of ``repeat`` and ``2 * repeat``."""
+    import numpy as np
+
+    from compile.qemu_plugin import PluginError, build as build_plugin
+
+    try:
+        plugin = build_plugin(name="insnprof")
+    except PluginError as err:
+        raise BackendError(f"profiling plugin: {err}") from None
+    bundle = Path(bundle).absolute()
+    manifest = json.loads((bundle / "bundle.json").read_text())
+    spec = manifest["model"]["input"]
+    with tempfile.TemporaryDirectory(prefix="sandglass-prof-") as tmp:
+        tmp = Path(tmp)
+        np.save(tmp / "x.npy", np.zeros((1, *spec["shape"][1:]), spec["dtype"]))
+        (tmp / "wrap.py").write_text(WRAPPER)
+        once, twice = (_profile_run(target, bundle, manifest, k, plugin, tmp)
+                       for k in (repeat, 2 * repeat))
+    per = {name: round((twice[name] - once[name]) / repeat) for name in twice}
+    kernels = dict(sorted(((n, c) for n, c in per.items() if n != OUTSIDE),
+                          key=lambda item: -item[1]))
+    return {"unit": "guest instructions per inference (qemu TCG plugin, not cycles)",
+            "repeat": repeat, "model_library": sum(kernels.values()),
+            "outside": per.get(OUTSIDE, 0), "kernels": kernels}
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    from compile.targets import get_target
+
+    parser = cli.ArgumentParser(__doc__)
+    parser.add_argument("--target", required=True, help="a linux-aarch64 board (rpi3, rpi4, rpi5)")
+    parser.add_argument("--bundle", required=True, type=Path, help="bundle from compile/build.py")
+    parser.add_argument("--repeat", type=int, default=10, help="inferences in the profiled run")
+    parser.add_argument("--top", type=int, default=25, help="kernels to print")
+    parser.add_argument("--json", type=Path, help="write the whole profile here")
+    args = parser.parse_args(argv)
+    if args.repeat < 1 or args.top < 1:
+        raise cli.UserError("--repeat and --top must be >= 1")
+    target = get_target(args.target)
+    if target.kind != "linux-aarch64":
+        raise cli.UserError(f"profile.py profiles linux-aarch64 bundles; {target.name} is "
+                            f"{target.kind} (Cortex-M: make run EXTRA_CFLAGS=-DSG_PROFILE)")
+    if not (args.bundle / "bundle.json").is_file():
+        raise cli.UserError(f"{args.bundle} is no bundle (no bundle.json)")
+    result = profile_bundle(target, args.bundle, args.repeat)
+    total = result["model_library"]
+    print(f"{'instructions':>12} {'share':>6}  kernel ({target.name}, per inference)")
+    for name, n in list(result["kernels"].items())[:args.top]:
+        print(f"{n:>12,} {100 * n / total:>5.1f}%  {name}")
+    print(f"{total:>12,} 100.0%  all of {LIBRARY}")
+    print(f"{result['outside']:>12,}         {OUTSIDE}")
+    if args.json:
+        cli.save_json(args.json, {"target": target.name, "bundle": str(args.bundle.absolute()),
+                                  **result})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli.main(run))
