@@ -2,13 +2,13 @@
 --bundle DIR [--repeat K] [--top N] [--json prof.json]``.
 
 Runs the bundle's ``run.py`` with K and with 2K inferences under ``qemu-aarch64 -cpu <board
-cpu>`` in the arm64 userland with our per-block plugin (``compile/qemu_plugin/insnprof.c``), maps
-every executed block to the symbol of ``model.so`` it lies in (the guest's ``/proc/self/maps`` +
-``nm``), and prints each kernel's instructions per inference, (2K run - K run) / K as in
-``compile/bench.py`` (start-up and first-call costs cancel out), largest first. One kernel =
-one fused TIR function of the model; calls of the same kernel add up. Python and the TVM
-runtime are one line, ``(outside the model library)``. *Instructions*, not cycles: QEMU
-models no timing.
+cpu>`` in the arm64 userland with our counting plugin in per-block mode
+(``compile/qemu_plugin/insncount.c``, ``blocks=on``), maps every executed block to the symbol of
+``model.so`` it lies in (the guest's ``/proc/self/maps`` + ``nm``), and prints each kernel's
+instructions per inference, (2K run - K run) / K as in ``compile/bench.py`` (start-up and
+first-call costs cancel out), largest first. One kernel = one fused TIR function of the model;
+calls of the same kernel add up. Python and the TVM runtime are one line, ``(outside the model
+library)``. *Instructions*, not cycles: QEMU models no timing.
 """
 from __future__ import annotations
 
@@ -94,14 +94,15 @@ def _profile_run(target, bundle: Path, manifest: dict, repeat: int, plugin: Path
     proc = run_in_userland(target, [str(tmp / "wrap.py"), str(maps),
                                     str(bundle / manifest.get("runner", "run.py")),
                                     "--input", str(tmp / "x.npy"), "--repeat", str(repeat)],
-                           plugin=[str(plugin), f"outfile={out}"])
+                           plugin=[str(plugin), f"outfile={out}", "blocks=on"])
     if proc.returncode != 0:
         tail = " | ".join(proc.stderr.strip().splitlines()[-2:])
         raise BackendError(f"emulated run failed (exit {proc.returncode}): {tail}")
     blocks = []
     for line in out.read_text().splitlines():
-        _, address, n_insns, executions = line.split()
-        blocks.append((int(address, 16), int(n_insns), int(executions)))
+        if line.startswith("tb "):
+            _, address, n_insns, executions = line.split()
+            blocks.append((int(address, 16), int(n_insns), int(executions)))
     library = bundle / manifest.get("library", LIBRARY)
     return kernel_profile(blocks, maps.read_text(), library, _symbols(library))
 
@@ -113,7 +114,7 @@ def profile_bundle(target, bundle: Path, repeat: int) -> dict:
     from compile.qemu_plugin import PluginError, build as build_plugin
 
     try:
-        plugin = build_plugin(name="insnprof")
+        plugin = build_plugin()
     except PluginError as err:
         raise BackendError(f"profiling plugin: {err}") from None
     bundle = Path(bundle).absolute()

@@ -1,13 +1,11 @@
-"""Instruction-counting QEMU TCG plugins (ours) built against Debian's QEMU header:
-``insncount.c`` (the total, for ``compile/bench.py``) and ``insnprof.c`` (per translation
-block, for the per-kernel profile of ``compile/profile.py``).
+"""Instruction-counting QEMU TCG plugin (``insncount.c``, ours) built against Debian's QEMU header.
 
 Debian ships no ``qemu-plugin.h`` in a binary package, so the header comes from the source
 package of the installed QEMU (``apt-get source --download-only qemu`` with a private apt state
 whose sources list is the host's, turned into ``deb-src``; nothing changes on the host). Only
 ``include/qemu/qemu-plugin.h`` is kept; the plugin is then ``gcc -shared`` of one C file.
 
-Cached in ``~/.cache/sandglass/qemu-plugin/<qemu version>/lib<name>.so``;
+Cached in ``~/.cache/sandglass/qemu-plugin/<qemu version>/libinsncount.so``;
 ``python -m compile.qemu_plugin`` builds it and prints the path.
 """
 from __future__ import annotations
@@ -24,8 +22,9 @@ from pathlib import Path
 
 from compile.sysroot import cache_root
 
+SOURCE = Path(__file__).with_name("insncount.c")
 HEADER = "include/qemu/qemu-plugin.h"
-PLUGINS = ("insncount", "insnprof")   # total count; per translation block (compile/profile.py)
+LIBRARY = "libinsncount.so"
 
 
 class PluginError(RuntimeError):
@@ -86,17 +85,16 @@ def _fetch_header(work: Path, dest: Path) -> None:
         dest.write_bytes(tar.extractfile(member).read())
 
 
-def build(log=lambda m: print(m, file=sys.stderr), name: str = "insncount") -> Path:
-    """Path of ``lib<name>.so`` (one of ``PLUGINS``) for the installed QEMU, built on first use."""
-    source = Path(__file__).with_name(f"{name}.c")
+def build(log=lambda m: print(m, file=sys.stderr)) -> Path:
+    """Path of ``libinsncount.so`` for the installed QEMU, building it on first use."""
     cache = cache_root() / "qemu-plugin" / re.sub(r"[^A-Za-z0-9.+-]", "_", qemu_version())
-    lib = cache / f"lib{name}.so"
-    if lib.exists() and lib.stat().st_mtime >= source.stat().st_mtime:
+    lib = cache / LIBRARY
+    if lib.exists() and lib.stat().st_mtime >= SOURCE.stat().st_mtime:
         return lib
     cache.mkdir(parents=True, exist_ok=True)
     with open(cache / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if lib.exists() and lib.stat().st_mtime >= source.stat().st_mtime:
+        if lib.exists() and lib.stat().st_mtime >= SOURCE.stat().st_mtime:
             return lib
         header = cache / "qemu-plugin.h"
         if not header.exists():
@@ -112,11 +110,11 @@ def build(log=lambda m: print(m, file=sys.stderr), name: str = "insncount") -> P
             raise PluginError("no host C compiler: apt-get install gcc")
         glib = subprocess.run(["pkg-config", "--cflags", "glib-2.0"], capture_output=True,
                               text=True).stdout.split()
-        tmp = cache / f".{lib.name}.tmp"
+        tmp = cache / f".{LIBRARY}.tmp"
         proc = subprocess.run([cc, "-shared", "-fPIC", "-O2", "-Wall", "-I", str(cache), *glib,
-                               str(source), "-o", str(tmp)], capture_output=True, text=True)
+                               str(SOURCE), "-o", str(tmp)], capture_output=True, text=True)
         if proc.returncode:
-            raise PluginError(f"building {source.name} failed: {proc.stderr.strip()[-300:]}")
+            raise PluginError(f"building {SOURCE.name} failed: {proc.stderr.strip()[-300:]}")
         os.replace(tmp, lib)
         log(f"qemu-plugin: built {lib}")
     return lib
