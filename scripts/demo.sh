@@ -21,6 +21,7 @@ $PY compile/validate.py --target host --model "$MODEL" --bundle "$OUT/host" --n 
 echo "== 4/6 Raspberry Pi 4 bundle (aarch64), run under qemu-aarch64 -cpu cortex-a72"
 $PY compile/build.py --target rpi4 --model "$MODEL" --out "$OUT/rpi4"
 $PY compile/validate.py --target rpi4 --model "$MODEL" --bundle "$OUT/rpi4" --n 10
+$PY compile/profile.py --target rpi4 --bundle "$OUT/rpi4" --top 10   # instructions per kernel
 
 echo "== 5/6 Cortex-M4 firmware (mps2-an386), run in qemu-system-arm"
 $PY compile/build.py --target mps2-an386 --model "$MODEL" --out "$OUT/mps2-an386"
