@@ -47,38 +47,50 @@ LITERT_RESOLVERS = {"litert-xnnpack": "AUTO",
                     "litert-builtin": "BUILTIN_WITHOUT_DEFAULT_DELEGATES"}
 
 
-def _count(target, script: list[str], plugin: Path, workdir: Path) -> int:
+def counting_plugin() -> Path:
+    """Our instruction-counting QEMU plugin (``compile.qemu_plugin``), built on first use."""
+    from compile.qemu_plugin import PluginError, build as build_plugin
+
+    try:
+        return build_plugin()
+    except PluginError as err:
+        raise BackendError(f"instruction-count plugin: {err}") from None
+
+
+def counted_run(target, script: list[str], plugin: Path, workdir: Path,
+                blocks: bool = False) -> str:
+    """Run ``python3.11 <script...>`` in the userland under the counting plugin; its output
+    (``instructions N``, and with ``blocks`` one ``tb`` line per executed block)."""
     from compile.backends.aarch64 import run_in_userland
 
     out = workdir / "count.txt"
     out.unlink(missing_ok=True)
-    proc = run_in_userland(target, script, threads=1, plugin=[str(plugin), f"outfile={out}"])
+    proc = run_in_userland(target, script, threads=1, plugin=[
+        str(plugin), f"outfile={out}", *(["blocks=on"] if blocks else [])])
     if proc.returncode != 0:
         tail = " | ".join(proc.stderr.strip().splitlines()[-2:])
         raise BackendError(f"emulated run failed (exit {proc.returncode}): {tail}")
-    return int(out.read_text().split()[1])
+    return out.read_text()
+
+
+def zero_sample(bundle_dir: Path) -> np.ndarray:
+    """One all-zero input shaped like the bundle's model input."""
+    spec = json.loads((Path(bundle_dir) / "bundle.json").read_text())["model"]["input"]
+    return np.zeros((1, *spec["shape"][1:]), spec["dtype"])
 
 
 def instructions_per_inference(target, bundle_dir: Path, runner: str = "run.py",
                                repeat: int = 20, model: Path | None = None,
                                sample: np.ndarray | None = None) -> dict:
     """Instructions per inference for the TVM bundle (and LiteRT when ``model`` is given)."""
-    from compile.qemu_plugin import PluginError, build as build_plugin
-
-    try:
-        plugin = build_plugin()
-    except PluginError as err:
-        raise BackendError(f"instruction-count plugin: {err}") from None
+    plugin = counting_plugin()
     bundle_dir = Path(bundle_dir).absolute()
     result = {"unit": "guest instructions per inference (qemu TCG plugin, not cycles)",
               "repeat": repeat}
     with tempfile.TemporaryDirectory(prefix="sandglass-bench-") as tmp:
         tmp = Path(tmp)
         x = tmp / "sample.npy"
-        if sample is None:
-            spec = json.loads((bundle_dir / "bundle.json").read_text())["model"]["input"]
-            sample = np.zeros((1, *spec["shape"][1:]), spec["dtype"])
-        np.save(x, sample)
+        np.save(x, zero_sample(bundle_dir) if sample is None else sample)
         programs = {"tvm": lambda k: [str(bundle_dir / runner), "--input", str(x),
                                       "--repeat", str(k)]}
         if model is not None:
@@ -88,7 +100,8 @@ def instructions_per_inference(target, bundle_dir: Path, runner: str = "run.py",
                                                        str(Path(model).absolute()), str(k), r,
                                                        str(x)])(resolver)
         for name, argv in programs.items():
-            once, twice = (_count(target, argv(k), plugin, tmp) for k in (repeat, 2 * repeat))
+            once, twice = (int(counted_run(target, argv(k), plugin, tmp).split()[1])
+                           for k in (repeat, 2 * repeat))
             result[name] = (twice - once) // repeat
             result[f"{name}_total_{2 * repeat}"] = twice
     return result

@@ -88,18 +88,15 @@ def kernel_profile(blocks: list[tuple[int, int, int]], maps: str, library: Path,
 def _profile_run(target, bundle: Path, manifest: dict, repeat: int, plugin: Path,
                  tmp: Path) -> collections.Counter:
     """Instructions per symbol of the model library in one run of ``repeat`` inferences."""
-    from compile.backends.aarch64 import run_in_userland
+    from compile.bench import counted_run
 
-    out, maps = tmp / "blocks.txt", tmp / "maps.txt"
-    proc = run_in_userland(target, [str(tmp / "wrap.py"), str(maps),
-                                    str(bundle / manifest.get("runner", "run.py")),
-                                    "--input", str(tmp / "x.npy"), "--repeat", str(repeat)],
-                           plugin=[str(plugin), f"outfile={out}", "blocks=on"])
-    if proc.returncode != 0:
-        tail = " | ".join(proc.stderr.strip().splitlines()[-2:])
-        raise BackendError(f"emulated run failed (exit {proc.returncode}): {tail}")
+    maps = tmp / "maps.txt"
+    output = counted_run(target, [str(tmp / "wrap.py"), str(maps),
+                                  str(bundle / manifest.get("runner", "run.py")),
+                                  "--input", str(tmp / "x.npy"), "--repeat", str(repeat)],
+                         plugin, tmp, blocks=True)
     blocks = []
-    for line in out.read_text().splitlines():
+    for line in output.splitlines():
         if line.startswith("tb "):
             _, address, n_insns, executions = line.split()
             blocks.append((int(address, 16), int(n_insns), int(executions)))
@@ -111,18 +108,14 @@ def profile_bundle(target, bundle: Path, repeat: int) -> dict:
     """Instructions per inference of every kernel: runs of ``repeat`` and ``2 * repeat``."""
     import numpy as np
 
-    from compile.qemu_plugin import PluginError, build as build_plugin
+    from compile.bench import counting_plugin, zero_sample
 
-    try:
-        plugin = build_plugin()
-    except PluginError as err:
-        raise BackendError(f"profiling plugin: {err}") from None
+    plugin = counting_plugin()
     bundle = Path(bundle).absolute()
     manifest = json.loads((bundle / "bundle.json").read_text())
-    spec = manifest["model"]["input"]
     with tempfile.TemporaryDirectory(prefix="sandglass-prof-") as tmp:
         tmp = Path(tmp)
-        np.save(tmp / "x.npy", np.zeros((1, *spec["shape"][1:]), spec["dtype"]))
+        np.save(tmp / "x.npy", zero_sample(bundle))
         (tmp / "wrap.py").write_text(WRAPPER)
         once, twice = (_profile_run(target, bundle, manifest, k, plugin, tmp)
                        for k in (repeat, 2 * repeat))

@@ -240,8 +240,8 @@ class CPUKernelRule(CPUScheduleRule):
                                         max_lanes, tuple(neon))
                 else:
                     continue
-            except (s_tir.ScheduleError, ValueError, TypeError, RuntimeError):   # TVM internal errors: a TypeError or RuntimeError
-                continue
+            except (s_tir.ScheduleError, ValueError, TypeError, RuntimeError):
+                continue   # (TVM's internal errors arrive as TypeError or RuntimeError)
             return sch
         return None
 

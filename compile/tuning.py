@@ -248,7 +248,7 @@ def _fuse_passes(target: tvm.target.Target) -> list:
     from tvm.relax import pipeline
 
     from compile.vector_arith import (FoldBiasIntoRequant, NarrowConstants, NeonRequant,
-                                      RoundingNudge, conv2d_legalizer)
+                                      RoundingNudge, conv2d_legalizer, is_aarch64)
 
     try:
         dispatch = list(pipeline.library_dispatch_passes(target))
@@ -256,7 +256,7 @@ def _fuse_passes(target: tvm.target.Target) -> list:
         dispatch = []
     return [
         *dispatch,
-        *([NeonRequant] if str(target.attrs.get("mtriple", "")).startswith("aarch64") else []),
+        *([NeonRequant] if is_aarch64(target) else []),
         FoldBiasIntoRequant, RoundingNudge,
         relax.transform.LegalizeOps({"relax.nn.conv2d": conv2d_legalizer(target)}),
         relax.transform.FoldConstant(),

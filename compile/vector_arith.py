@@ -34,11 +34,8 @@ from tvm import relax
 from tvm.relax import op as R
 from tvm.relax.dpl import is_const, is_op, wildcard
 
-from compile.lower.fixedpoint import const_value, iconst
+from compile.lower.fixedpoint import const_value, fits_int32, iconst
 from compile.lower.patterns import rewrite_pass
-
-INT32 = (-(2 ** 31), 2 ** 31 - 1)
-
 
 def _fold_bias_patterns():
     x, bias, mult, offset = wildcard(), is_const(), is_const(), is_const()
@@ -52,8 +49,7 @@ def _fold_bias_patterns():
             return orig
         b, mv, r = (const_value(m[e]).astype(np.int64) for e in (bias, mult, offset))
         folded = b * mv + r   # int64: |b| < 2**31, |m| < 2**32, so no overflow
-        ndim = max(b.ndim, mv.ndim, r.ndim)
-        if ndim > 1 or folded.ndim > 1:
+        if folded.ndim > 1:
             return orig   # per-channel vectors only (the scheme of fixedpoint.py)
         return R.add(R.multiply(R.astype(m[x], "int64"), m[mult]), iconst(folded, "int64"))
 
@@ -61,8 +57,6 @@ def _fold_bias_patterns():
 
 
 FoldBiasIntoRequant = rewrite_pass("FoldBiasIntoRequant", _fold_bias_patterns)
-
-
 
 
 NEON_SQRDMULH = "llvm.aarch64.neon.sqrdmulh"
@@ -85,14 +79,17 @@ class _NeonRequant(relax.PyExprMutator):
         super().__init__(mod)
         self.var2val = var2val
 
+    def _resolve(self, expr):
+        return self.var2val.get(expr, expr) if isinstance(expr, relax.Var) else expr
+
     def _value(self, expr, op: str):
-        expr = self.var2val.get(expr, expr) if isinstance(expr, relax.Var) else expr
+        expr = self._resolve(expr)
         if isinstance(expr, relax.Call) and expr.op == tvm.ir.Op.get(op):
             return expr
         return None
 
     def _const(self, expr, dtype: str):
-        expr = self.var2val.get(expr, expr) if isinstance(expr, relax.Var) else expr
+        expr = self._resolve(expr)
         if isinstance(expr, tvm.ir.expr.GenericConst) and str(expr.ty.dtype) == dtype:
             return const_value(expr)
         return None
@@ -135,7 +132,6 @@ def NeonRequant(mod: tvm.IRModule, _ctx) -> tvm.IRModule:   # noqa: N802 - a pas
     return relax.transform.DeadCodeElimination()(mutator.builder_.get())
 
 
-
 def _nudge_patterns():
     high, lo, hi, zero = wildcard(), is_const(), is_const(), is_const()
     nudge = is_op("relax.where")(is_op("relax.less")(high, zero), lo, hi)
@@ -158,10 +154,6 @@ RoundingNudge.__doc__ = """``high + where(high < 0, half - 1, half)`` -> ``high 
 channel rounds (``half >= 1``: the ``- 1`` applies everywhere)."""
 
 
-def _fits_int32(value: np.ndarray) -> bool:
-    return bool(value.size) and bool(np.all((value >= INT32[0]) & (value <= INT32[1])))
-
-
 @relax.expr_functor.mutator
 class _Narrow(relax.PyExprMutator):
     def visit_call_(self, call: relax.Call) -> relax.Expr:
@@ -172,7 +164,8 @@ class _Narrow(relax.PyExprMutator):
         changed = False
         for i, arg in enumerate(args):
             if (isinstance(arg, tvm.ir.expr.GenericConst) and str(arg.ty.dtype) == "int64"
-                    and const_value(arg).ndim >= 1 and _fits_int32(const_value(arg))):
+                    and const_value(arg).size and const_value(arg).ndim >= 1
+                    and fits_int32(const_value(arg))):
                 args[i] = R.astype(iconst(const_value(arg).astype(np.int32), "int32"), "int64")
                 changed = True
         if not changed:
@@ -190,15 +183,18 @@ def NarrowConstants(mod: tvm.IRModule, _ctx) -> tvm.IRModule:   # noqa: N802 - a
     return tvm.IRModule(functions, attrs=mod.attrs)
 
 
+def _out_size(x, kh: int, kw: int, stride_h: int, stride_w: int) -> tuple:
+    """(N, OH, OW) of an unpadded NHWC conv with a kh x kw window."""
+    n, h, wd, _ = x.shape
+    return n, (h - kh) // stride_h + 1, (wd - kw) // stride_w + 1
+
 
 def _pairwise_conv(x, w, stride_h: int, stride_w: int):
     """1x1 NHWC x HWIO int8 conv, int32 out, reduced two input channels at a time in int16."""
     from tvm import te
 
-    n, h, wd, k = x.shape
-    c = w.shape[3]
-    oh = (h - 1) // stride_h + 1
-    ow = (wd - 1) // stride_w + 1
+    n, oh, ow = _out_size(x, 1, 1, stride_h, stride_w)
+    k, c = x.shape[3], w.shape[3]
     rk = te.reduce_axis((0, k // 2), name="rk")
 
     def body(b, i, j, o):
@@ -211,17 +207,14 @@ def _pairwise_conv(x, w, stride_h: int, stride_w: int):
     return te.compute((n, oh, ow, c), body, name="conv2d_pairs")
 
 
-
 def _pairwise_window_conv(x, w, stride_h: int, stride_w: int, depthwise: bool):
     """KxK NHWC int8 conv (HWIO, or HWOI depthwise with multiplier 1), int32 out, the kernel
     columns reduced two at a time in int16 (an odd last column alone)."""
     from tvm import te
 
-    n, h, wd, _ = x.shape
     kh, kw, k, c = (int(v) for v in w.shape)
     c = k if depthwise else c
-    oh = (h - kh) // stride_h + 1
-    ow = (wd - kw) // stride_w + 1
+    n, oh, ow = _out_size(x, kh, kw, stride_h, stride_w)
     ry = te.reduce_axis((0, kh), name="ry")
     rc = None if depthwise else te.reduce_axis((0, k), name="rc")
 
@@ -242,7 +235,6 @@ def _pairwise_window_conv(x, w, stride_h: int, stride_w: int, depthwise: bool):
     return te.compute((n, oh, ow, c), body, name="conv2d_pairs")
 
 
-
 SDOT_BLOCK = "conv2d_sdot"
 
 
@@ -257,10 +249,8 @@ def _sdot_conv(x, wp, stride_h: int, stride_w: int):
     """1x1 NHWC int8 conv on packed weights (``pack_sdot_weights``), int32 out."""
     from tvm import te
 
-    n, h, wd, k = x.shape
-    c = wp.shape[0] * 4
-    oh = (h - 1) // stride_h + 1
-    ow = (wd - 1) // stride_w + 1
+    n, oh, ow = _out_size(x, 1, 1, stride_h, stride_w)
+    k, c = x.shape[3], wp.shape[0] * 4
     rk = te.reduce_axis((0, k), name="rk")
     return te.compute(
         (n, oh, ow, c),
@@ -269,10 +259,26 @@ def _sdot_conv(x, wp, stride_h: int, stride_w: int):
         name=SDOT_BLOCK)
 
 
+def is_aarch64(target: tvm.target.Target) -> bool:
+    return str(target.attrs.get("mtriple", "")).startswith("aarch64")
+
+
 def has_dotprod(target: tvm.target.Target) -> bool:
     """AArch64 target with the dot-product extension (SDOT/UDOT): ``+dotprod`` in mattr."""
-    return (str(target.attrs.get("mtriple", "")).startswith("aarch64")
-            and "+dotprod" in [str(a) for a in target.attrs.get("mattr", [])])
+    return is_aarch64(target) and "+dotprod" in [str(a) for a in target.attrs.get("mattr", [])]
+
+
+def _int8_conv_weights(call: relax.Call) -> np.ndarray | None:
+    """The constant int8 weights of an unpadded, undilated NHWC int8 -> int32 conv; None for
+    any other conv (left to TVM's own legalization)."""
+    a = call.attrs
+    x, w = call.args
+    if (isinstance(w, tvm.ir.expr.GenericConst) and str(x.ty.dtype) == "int8"
+            and str(w.ty.dtype) == "int8" and str(a.out_dtype) == "int32"
+            and a.data_layout == "NHWC" and a.out_layout == "NHWC"
+            and not any(int(p) for p in a.padding) and all(int(d) == 1 for d in a.dilation)):
+        return const_value(w)
+    return None
 
 
 def conv2d_legalizer(target: tvm.target.Target):
@@ -284,37 +290,30 @@ def conv2d_legalizer(target: tvm.target.Target):
 
     def legalize(bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr:
         a = call.attrs
-        x, w = call.args
-        if (isinstance(w, tvm.ir.expr.GenericConst) and str(x.ty.dtype) == "int8"
-                and str(w.ty.dtype) == "int8" and str(a.out_dtype) == "int32"
-                and a.data_layout == "NHWC" and a.out_layout == "NHWC"
-                and a.kernel_layout == "HWIO" and int(a.groups) == 1
-                and not any(int(p) for p in a.padding)
-                and all(int(d) == 1 for d in a.dilation)):
-            wv = const_value(w)
-            if wv.shape[:2] == (1, 1) and wv.shape[2] % 4 == 0 and wv.shape[3] % 4 == 0:
-                return bb.call_te(_sdot_conv, x, iconst(pack_sdot_weights(wv), "int8"),
-                                  int(a.strides[0]), int(a.strides[1]),
-                                  primfunc_name_hint="conv2d")
+        wv = _int8_conv_weights(call)
+        if (wv is not None and a.kernel_layout == "HWIO" and int(a.groups) == 1
+                and wv.shape[:2] == (1, 1) and wv.shape[2] % 4 == 0 and wv.shape[3] % 4 == 0):
+            return bb.call_te(_sdot_conv, call.args[0], iconst(pack_sdot_weights(wv), "int8"),
+                              int(a.strides[0]), int(a.strides[1]),
+                              primfunc_name_hint="conv2d")
         return legalize_conv2d(bb, call)
 
     return legalize
 
 
 def legalize_conv2d(bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr:
-    """``relax.nn.conv2d`` legalization for the LLVM CPU targets: a 1x1 int8 conv whose
-    constant weights avoid -128 and whose input channels are even is computed pairwise in
-    int16 (``|x * w| <= 128 * 127``, so two products fit int16 exactly): NEON then needs one
-    SMULL + one SMLAL per two input channels and widens to int32 once. Others: TVM's own."""
+    """``relax.nn.conv2d`` legalization for the LLVM CPU targets: an int8 conv whose constant
+    weights avoid -128 adds two products in int16 before widening (``|x * w| <= 128 * 127``,
+    so two fit int16 exactly): pairs of input channels for a 1x1 conv with an even channel
+    count, pairs of kernel columns for a KxK or depthwise conv. NEON then needs one SMULL +
+    one SMLAL per pair and widens to int32 once. Others: TVM's own."""
     a = call.attrs
     x, w = call.args
     default = tvm.ir.Op.get("relax.nn.conv2d").get_attr("FLegalize")
-    shape = [int(v) for v in w.ty.shape] if isinstance(w, tvm.ir.expr.GenericConst) else None
-    if (shape is None or str(x.ty.dtype) != "int8" or str(w.ty.dtype) != "int8"
-            or str(a.out_dtype) != "int32" or a.data_layout != "NHWC" or a.out_layout != "NHWC"
-            or any(int(p) for p in a.padding) or any(int(d) != 1 for d in a.dilation)
-            or const_value(w).min() == -128):
+    wv = _int8_conv_weights(call)
+    if wv is None or wv.min() == -128:
         return default(bb, call)
+    shape = list(wv.shape)
     strides = int(a.strides[0]), int(a.strides[1])
     channels = int(x.ty.shape[3])
     if a.kernel_layout == "HWIO" and int(a.groups) == 1 and shape[:2] == [1, 1]:

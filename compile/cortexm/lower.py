@@ -30,6 +30,7 @@ from compile.cortexm.intrin import (DOT_PIXELS, DOT_ROWS, MIN_DOT, ReduceLastWei
                                     all_blocks, reduction_blocks, tensorize_dots)
 from compile.cortexm.memplan import access_times, elementwise_inputs, overlap_offsets
 from compile.cortexm.padfuse import FoldPadIntoConsumer
+from compile.lower.fixedpoint import fits_int32
 
 
 # a primitive that does not apply raises ScheduleError; a few TVM 0.27 checks fail with
@@ -359,8 +360,7 @@ def narrow_constants(steps: list[Step], tensors: dict[str, Tensor],
     is narrowed."""
     def fits(name: str) -> bool:
         t = tensors[name]
-        return (t.kind == "const" and t.dtype == "int64"
-                and bool(np.all((t.data >= -2 ** 31) & (t.data < 2 ** 31))))
+        return t.kind == "const" and t.dtype == "int64" and fits_int32(t.data)
 
     narrow = {k: set(range(len(kernels[k].param_dtypes))) for k in kernels}
     for step in steps:

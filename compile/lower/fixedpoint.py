@@ -20,6 +20,11 @@ def iconst(value, dtype: str) -> relax.Constant:
     return relax.const(np.asarray(value).astype(dtype), dtype)
 
 
+def fits_int32(values: np.ndarray) -> bool:
+    """Every value representable as int32 (int64 constants that can be stored narrowed)."""
+    return bool(np.all((values >= -2 ** 31) & (values < 2 ** 31)))
+
+
 def scalar_or_vector(values: np.ndarray) -> np.ndarray:
     """Collapse a per-channel array whose entries are all equal to a scalar."""
     values = np.asarray(values)
