@@ -196,6 +196,9 @@ def load_tensor_intrinsics(families: tuple[str, ...]) -> None:
         tvm.s_tir.tensor_intrin = package
     for family in families:
         importlib.import_module(f"{name}.{family}")
+    if "arm_cpu" in families:   # and ours (compile/neon_mla.py), which tuning records name too
+        from compile.neon_mla import register_all
+        register_all()
 
 
 def intrinsic_families(target: tvm.target.Target) -> tuple[str, ...]:
@@ -403,6 +406,9 @@ def compile_relax_module(mod: tvm.IRModule, target: tvm.target.Target,
     from tvm import relax
     from tvm.relax.backend.cpu_generic import pipeline as cpu
     from compile.schedules import default_schedule
+
+    if database is not None:   # its schedules may tensorize with intrinsics registered by name
+        load_tensor_intrinsics(intrinsic_families(target))
 
     @tvm.transform.module_pass(opt_level=0, name="sandglass.CPUBuild")
     def build_pipeline(mod: tvm.IRModule, _ctx) -> tvm.IRModule:

@@ -21,8 +21,10 @@ give LLVM forms it maps onto NEON / AVX-512 instructions:
   kernel (``astype`` fused into it), so LLVM sees the sign extension;
 * ``legalize_conv2d``: int8 convs with weights in [-127, 127] (TFLite's int8 weight range)
   add two products in int16 before widening (SMULL + SMLAL, then one SADDW per pair);
-  ``conv2d_legalizer(target)`` adds, with the dot-product extension (``+dotprod``: rpi5), 1x1
-  convs on weights packed for SDOT (``pack_sdot_weights``; scheduled in ``compile.schedules``).
+  ``conv2d_legalizer(target)`` makes aarch64 1x1 convs, with the dot-product extension
+  (``+dotprod``: rpi5), convs on weights packed for SDOT (``pack_sdot_weights``), else (rpi4,
+  rpi3) int16 multiply-accumulates on weights widened at compile time (``_mla_conv``); both
+  are tensorized in ``compile.schedules``.
 
 TFLite's rounding: https://github.com/tensorflow/tensorflow/blob/master/tensorflow/lite/kernels/internal/common.h
 """
@@ -259,6 +261,30 @@ def _sdot_conv(x, wp, stride_h: int, stride_w: int):
         name=SDOT_BLOCK)
 
 
+MLA_BLOCK = "conv2d_mla"
+WIDEN_BLOCK = "conv2d_widen"
+
+
+def _mla_conv(x, w16, stride_h: int, stride_w: int):
+    """1x1 NHWC int8 conv with int16 weights [K, C] (widened at compile time) on an int16 copy
+    of the input (``WIDEN_BLOCK``, computed once per pixel tile by ``compile.schedules``),
+    int32 out: one SMLAL per four output channels per input channel, no widening in the
+    reduction loop (NEON without the dot-product extension)."""
+    from tvm import te
+
+    n, oh, ow = _out_size(x, 1, 1, stride_h, stride_w)
+    k, c = w16.shape
+    x16 = te.compute((n, oh, ow, k),
+                     lambda b, i, j, r: x[b, i * stride_h, j * stride_w, r].astype("int16"),
+                     name=WIDEN_BLOCK)
+    rk = te.reduce_axis((0, k), name="rk")
+    return te.compute(
+        (n, oh, ow, c),
+        lambda b, i, j, o: te.sum(x16[b, i, j, rk].astype("int32") * w16[rk, o].astype("int32"),
+                                  axis=rk),
+        name=MLA_BLOCK)
+
+
 def is_aarch64(target: tvm.target.Target) -> bool:
     return str(target.attrs.get("mtriple", "")).startswith("aarch64")
 
@@ -282,21 +308,24 @@ def _int8_conv_weights(call: relax.Call) -> np.ndarray | None:
 
 
 def conv2d_legalizer(target: tvm.target.Target):
-    """``relax.nn.conv2d`` legalization for ``target``: with the dot-product extension,
-    1x1 int8 convs with channel counts divisible by 4 become SDOT kernels (packed weights);
-    else ``legalize_conv2d``."""
-    if not has_dotprod(target):
+    """``relax.nn.conv2d`` legalization for ``target``: on aarch64, 1x1 int8 convs become SDOT
+    kernels (packed weights) with the dot-product extension when both channel counts divide
+    by 4, else int16 MLA kernels (``_mla_conv``); every other conv: ``legalize_conv2d``."""
+    if not is_aarch64(target):
         return legalize_conv2d
+    dotprod = has_dotprod(target)
 
     def legalize(bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr:
         a = call.attrs
         wv = _int8_conv_weights(call)
-        if (wv is not None and a.kernel_layout == "HWIO" and int(a.groups) == 1
-                and wv.shape[:2] == (1, 1) and wv.shape[2] % 4 == 0 and wv.shape[3] % 4 == 0):
+        if wv is None or a.kernel_layout != "HWIO" or int(a.groups) != 1 or wv.shape[:2] != (1, 1):
+            return legalize_conv2d(bb, call)
+        strides = int(a.strides[0]), int(a.strides[1])
+        if dotprod and wv.shape[2] % 4 == 0 and wv.shape[3] % 4 == 0:
             return bb.call_te(_sdot_conv, call.args[0], iconst(pack_sdot_weights(wv), "int8"),
-                              int(a.strides[0]), int(a.strides[1]),
-                              primfunc_name_hint="conv2d")
-        return legalize_conv2d(bb, call)
+                              *strides, primfunc_name_hint="conv2d")
+        return bb.call_te(_mla_conv, call.args[0], iconst(wv[0, 0].astype(np.int16), "int16"),
+                          *strides, primfunc_name_hint="conv2d")
 
     return legalize
 

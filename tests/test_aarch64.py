@@ -6,6 +6,7 @@ cached in ~/.cache/sandglass/arm64-sysroot).
 from __future__ import annotations
 
 import dataclasses
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -58,6 +59,8 @@ def test_rpi4_cli_build_and_run_equal_litert(model, tmp_path):
     assert set(manifest["files"]) == {"model.so", "run.py", "README.md"}
     assert _elf_machine(bundle / "model.so") == EM_AARCH64
     assert "pip install apache-tvm==" in (bundle / "README.md").read_text()
+    # 1x1 convs multiply by vector lane (compile/neon_mla.py): smlal v.4s, v.4h, v.h[lane]
+    assert _count_insn(bundle / "model.so", "smlal", r"v\d+\.4s, v\d+\.4h, v\d+\.h\[\d\]") > 0
 
     x = random_int8_inputs(model, 6, seed=3)
     np.save(tmp_path / "x.npy", x)
@@ -91,11 +94,13 @@ def test_rpi5_dotprod_bundle_equals_host_build(model, tmp_path):
     np.testing.assert_array_equal(outputs["rpi5"], run_litert(model, x))
 
 
-def _count_insn(library, mnemonic: str) -> int:
-    """How often ``mnemonic`` occurs in the disassembly of an aarch64 library."""
+def _count_insn(library, mnemonic: str, operands: str = "") -> int:
+    """How often ``mnemonic`` (with operands matching the regex ``operands``) occurs in the
+    disassembly of an aarch64 library."""
     out = subprocess.run(["aarch64-linux-gnu-objdump", "-d", str(library)], capture_output=True,
                          text=True, check=True).stdout
-    return sum(1 for line in out.splitlines() if f"\t{mnemonic}\t" in line)
+    return sum(1 for line in out.splitlines()
+               if f"\t{mnemonic}\t" in line and re.search(operands, line.split(mnemonic, 1)[1]))
 
 
 def _with(target, **tables):

@@ -13,7 +13,7 @@ from compile.pipeline import compile_model
 from compile.reference import run_litert
 from compile.schedules import CPUKernelRule
 from compile.targets import get_target, resolve_native
-from compile.vector_arith import NEON_SQRDMULH
+from compile.vector_arith import MLA_BLOCK, NEON_SQRDMULH, WIDEN_BLOCK
 from compile.tuning import compile_relax_module, fused_tir
 from tests.factory import build_tflite, random_int8_inputs
 
@@ -37,6 +37,7 @@ def test_every_kernel_gets_a_vectorized_schedule(model, target_name):
     target = tvm.target.Target(resolve_native(get_target(target_name).tvm))
     kernels = _kernels(fused_tir(mod, target))
     assert kernels
+    lane_kernels = 0
     for name, func in kernels:
         sch = CPUKernelRule().apply(func, target, False)
         if sch is None and not any(s in name for s in ("conv2d", "matmul", "pad")):
@@ -45,13 +46,21 @@ def test_every_kernel_gets_a_vectorized_schedule(model, target_name):
         text = sch.mod["main"].script()
         if any(s in name for s in ("conv2d", "matmul")):
             # root + the reduction's init and update + at most one (fused) epilogue block
-            # (+ one block per NEON SQRDMULH step, see below)
-            assert "_init" in text and text.count("T.sblock(") <= 4 + text.count(NEON_SQRDMULH), name
+            # (+ one block per NEON SQRDMULH step, see below; + the int16 input of an MLA conv)
+            extra = text.count(NEON_SQRDMULH) + text.count(f'T.sblock("{WIDEN_BLOCK}")')
+            assert "_init" in text and text.count("T.sblock(") <= 4 + extra, name
+        weights = re.search(r'T.Buffer\(\(T.int64\((\d+)\), T.int64\((\d+)\)\), "int16"\)', text)
+        if f'"{MLA_BLOCK}' in text and weights:   # rpi4: 1x1 convs on int16 weights [K, C]
+            k, c = (int(v) for v in weights.groups())
+            # SMLAL by lane (compile/neon_mla.py) when K and C fill its vectors
+            assert ("llvm.aarch64.neon.smull" in text) == (k % 8 == 0 and c % 4 == 0), name
+            lane_kernels += "llvm.aarch64.neon.smull" in text
         if any(s in name for s in ("conv2d", "pad")):   # channel counts divisible by 4
             assert "T.vectorized" in text, name
         if NEON_SQRDMULH in text:   # its own four-lane block, before the wide epilogue
             loop = text.split(NEON_SQRDMULH)[0].rsplit("T.vectorized(", 1)[1]
             assert re.match(r"(T.int64\()?4\)", loop), name
+    assert lane_kernels or target_name != "rpi4"
 
 
 def test_aarch64_build_compiles_neon_kernels(model):

@@ -13,9 +13,10 @@ from tvm import relax
 from tvm.script import ir as I
 from tvm.script import relax as R
 
-from compile.vector_arith import (NEON_SQRDMULH, FoldBiasIntoRequant, NarrowConstants,
-                                  NeonRequant, RoundingNudge, legalize_conv2d,
-                                  pack_sdot_weights)
+from compile.targets import get_target
+from compile.vector_arith import (MLA_BLOCK, NEON_SQRDMULH, WIDEN_BLOCK, FoldBiasIntoRequant,
+                                  NarrowConstants, NeonRequant, RoundingNudge,
+                                  conv2d_legalizer, legalize_conv2d, pack_sdot_weights)
 
 B = np.array([7, -3], np.int32)
 M = np.array([1 << 30, 3 << 28], np.int64)
@@ -185,6 +186,29 @@ def test_pairwise_conv_equals_topi(case, weights):
     assert uses_int16 == (weights == "symmetric"), case
     x = rng.integers(-128, 128, x_shape).astype(np.int8)
     x.flat[::3] = -128      # the extreme products: -128 * +-127
+    results = [relax.VirtualMachine(tvm.compile(m, "llvm"), tvm.cpu())["main"](
+        tvm.runtime.tensor(x)).numpy() for m in (ours, theirs)]
+    np.testing.assert_array_equal(*results)
+
+
+@pytest.mark.parametrize("case", ["pointwise", "pointwise_stride2"])
+def test_aarch64_pointwise_conv_is_int16_mla_equal_to_topi(case):
+    """rpi4 (no dot product): 1x1 convs become the int16 MLA form (weights widened at compile
+    time, -128 included; the input widened in its own block), equal to TVM's own conv."""
+    x_shape, w_shape, groups, strides, layout = CASES[case]
+    rng = np.random.default_rng(7)
+    w = rng.integers(-128, 128, w_shape).astype(np.int8)
+    w.flat[0] = -128
+    mod = _conv_module(x_shape, w, groups, strides, layout)
+    legalizer = conv2d_legalizer(tvm.target.Target(get_target("rpi4").tvm))
+    ours = relax.transform.LegalizeOps({"relax.nn.conv2d": legalizer})(mod)
+    text = ours.script()
+    assert f'"{MLA_BLOCK}"' in text and f'"{WIDEN_BLOCK}"' in text
+    assert re.search(r'T.Buffer\(\(T.int64\({}\), T.int64\({}\)\), "int16"\)'.format(
+        *w_shape[2:]), text)   # the weights: [K, C] int16
+    theirs = relax.transform.LegalizeOps()(mod)
+    x = rng.integers(-128, 128, x_shape).astype(np.int8)
+    x.flat[::3] = -128
     results = [relax.VirtualMachine(tvm.compile(m, "llvm"), tvm.cpu())["main"](
         tvm.runtime.tensor(x)).numpy() for m in (ours, theirs)]
     np.testing.assert_array_equal(*results)
