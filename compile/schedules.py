@@ -27,7 +27,9 @@ vectorized four lanes wide instead. On CPUs with the dot-product extension (rpi5
 rpi3), 1x1 convs on int16 weights (``compile.vector_arith.MLA_BLOCK``) widen their input tile
 once and are tensorized with ``compile.neon_mla``'s SMLAL by lane: one SMLAL per 4 output
 channels x 1 input channel x 1 column (rpi4, m=1: 2.94 M -> 2.48 M instructions in the model's
-kernels, ``compile/profile.py``).
+kernels, ``compile/profile.py``). On x86-64 with AVX-512 VNNI (host), 1x1 convs
+(``compile.vector_arith.VNNI_BLOCK``) are tensorized with ``compile.vnni``'s VPDPBUSD: 16 (or 8)
+output x 4 input channels per instruction.
 
 Integer schedules only reorder exact integer arithmetic: results stay bit-exact.
 dlight: https://github.com/apache/tvm/tree/main/python/tvm/s_tir/dlight
@@ -41,7 +43,8 @@ from tvm import s_tir, tirx
 from tvm.s_tir import dlight as dl
 from tvm.s_tir.dlight.cpu.base import CPUScheduleRule
 
-from compile.vector_arith import MLA_BLOCK, NEON_SQRDMULH, SDOT_BLOCK, WIDEN_BLOCK
+from compile.vector_arith import (MLA_BLOCK, NEON_SQRDMULH, SDOT_BLOCK, VNNI_BLOCK,
+                                  WIDEN_BLOCK)
 
 CHANNEL_TILE = (16, 8, 4)   # output channels per vector tile: the largest that divides C
 COLUMN_TILE = (4, 2)        # output columns per register tile: the largest that divides W
@@ -198,12 +201,41 @@ def _tile_mla(sch: s_tir.Schedule, block, widen) -> tuple:
     return c_o, lanes, lambda: sch.tensorize(j_i, smlal_lane_intrin(cols, lanes))
 
 
+def _tile_vnni(sch: s_tir.Schedule, block, widen) -> tuple:
+    """``vector_arith.VNNI_BLOCK`` (1x1 conv, weights packed [C/L, K/4, L, 4], input offset
+    to uint8 by ``widen``): L = 16 (or 8) output channels x 4 input channels per VPDPBUSD
+    (``compile.vnni``), a register tile of up to 4 vectors x ``COLUMN_TILE`` columns, the input
+    tile converted once per pixel tile. Returns (channel-tile loop, its lanes, the tensorize
+    step)."""
+    from compile.vnni import vnni_intrin
+
+    b, i, j, c, k = sch.get_loops(block)
+    ivs = sch.get(block).iter_vars
+    lanes = int(sch.get(block).reads[-1].source.shape[2])   # the packed weights' L
+    groups = _divisor(int(ivs[3].dom.extent) // lanes, (4, 2))
+    c_o, c_t, c_l = sch.split(c, [None, groups, lanes])
+    k_o, k_4 = sch.split(k, [None, 4])
+    j_o, j_i = sch.split(j, [None, _divisor(ivs[2].dom.extent, COLUMN_TILE)])
+    sch.reorder(b, i, j_o, c_o, k_o, j_i, c_t, c_l, k_4)
+    sch.unroll(j_i)
+    sch.unroll(c_t)
+    init = sch.decompose_reduction(block, k_o)
+    sch.vectorize(sch.get_loops(init)[-1])
+    sch.compute_at(widen, j_o)
+    inner = sch.get_loops(widen)[-1]
+    width = _divisor(sch.get(inner).extent, (64, 32, 16, 8, 4))
+    if width > 1:
+        sch.vectorize(sch.split(inner, [None, width])[1])
+    return c_o, lanes * groups, lambda: sch.tensorize(c_l, vnni_intrin(lanes))
+
+
 def _schedule_reduction(sch: s_tir.Schedule, block, epilogue, max_lanes: int,
                         neon: tuple = (), widen=None) -> None:
     """Channel-vectorized, column-blocked reduction; the epilogue computed per channel tile."""
     acc_shape = list(sch.get(block).writes[0].source.shape)
-    if sch.get(block).name_hint == MLA_BLOCK:
-        c_o, lanes, tensorize = _tile_mla(sch, block, widen)
+    if sch.get(block).name_hint in (MLA_BLOCK, VNNI_BLOCK):
+        tile = _tile_mla if sch.get(block).name_hint == MLA_BLOCK else _tile_vnni
+        c_o, lanes, tensorize = tile(sch, block, widen)
         _schedule_epilogue(sch, block, acc_shape, epilogue, c_o, lanes, max_lanes, neon)
         tensorize()
         return

@@ -196,9 +196,12 @@ def load_tensor_intrinsics(families: tuple[str, ...]) -> None:
         tvm.s_tir.tensor_intrin = package
     for family in families:
         importlib.import_module(f"{name}.{family}")
-    if "arm_cpu" in families:   # and ours (compile/neon_mla.py), which tuning records name too
+    # and ours, which tuning records name too (registered on import / by register_all)
+    if "arm_cpu" in families:
         from compile.neon_mla import register_all
         register_all()
+    if "x86" in families:
+        importlib.import_module("compile.vnni")
 
 
 def intrinsic_families(target: tvm.target.Target) -> tuple[str, ...]:

@@ -23,8 +23,9 @@ give LLVM forms it maps onto NEON / AVX-512 instructions:
   add two products in int16 before widening (SMULL + SMLAL, then one SADDW per pair);
   ``conv2d_legalizer(target)`` makes aarch64 1x1 convs, with the dot-product extension
   (``+dotprod``: rpi5), convs on weights packed for SDOT (``pack_sdot_weights``), else (rpi4,
-  rpi3) int16 multiply-accumulates on weights widened at compile time (``_mla_conv``); both
-  are tensorized in ``compile.schedules``.
+  rpi3) int16 multiply-accumulates on weights widened at compile time (``_mla_conv``); on
+  x86-64 with AVX-512 VNNI (the host), 1x1 convs on the input offset to uint8 and weights
+  packed for VPDPBUSD (``_vnni_conv``). All three are tensorized in ``compile.schedules``.
 
 TFLite's rounding: https://github.com/tensorflow/tensorflow/blob/master/tensorflow/lite/kernels/internal/common.h
 """
@@ -285,6 +286,58 @@ def _mla_conv(x, w16, stride_h: int, stride_w: int):
         name=MLA_BLOCK)
 
 
+VNNI_BLOCK = "conv2d_vnni"
+VNNI_OFFSET = 128   # x + 128 as uint8: VPDPBUSD multiplies unsigned by signed bytes
+
+
+def vnni_lanes(channels: int) -> int:
+    """Output channels per VPDPBUSD for a conv with ``channels`` outputs: 16 (zmm), 8 (ymm), or
+    0 when neither divides it."""
+    return next((lanes for lanes in (16, 8) if channels % lanes == 0), 0)
+
+
+def pack_vnni_weights(w: np.ndarray) -> np.ndarray:
+    """1x1 HWIO weights (1, 1, K, C) -> [C/L, K/4, L (channel), 4 (input channel)],
+    L = ``vnni_lanes(C)``: the bytes one VPDPBUSD multiplies (L output channels, four input
+    channels each)."""
+    _, _, k, c = w.shape
+    lanes = vnni_lanes(c)
+    return np.ascontiguousarray(w[0, 0].reshape(k // 4, 4, c // lanes, lanes).transpose(2, 0, 3, 1))
+
+
+def _vnni_conv(x, wp, offset_sums, stride_h: int, stride_w: int):
+    """1x1 NHWC int8 conv on packed weights (``pack_vnni_weights``), int32 out: the input
+    offset by ``VNNI_OFFSET`` to uint8 (``WIDEN_BLOCK``, per pixel tile), its products summed
+    four at a time by VPDPBUSD, ``VNNI_OFFSET * sum(w)`` per channel (``offset_sums``)
+    subtracted after."""
+    from tvm import te
+
+    n, oh, ow = _out_size(x, 1, 1, stride_h, stride_w)
+    lanes = int(wp.shape[2])
+    k, c = x.shape[3], wp.shape[0] * lanes
+    xu = te.compute((n, oh, ow, k),
+                    lambda b, i, j, r: (x[b, i * stride_h, j * stride_w, r].astype("int16")
+                                        + VNNI_OFFSET).astype("uint8"),
+                    name=WIDEN_BLOCK)
+    rk = te.reduce_axis((0, k), name="rk")
+    acc = te.compute(
+        (n, oh, ow, c),
+        lambda b, i, j, o: te.sum(xu[b, i, j, rk].astype("int32")
+                                  * wp[o // lanes, rk // 4, o % lanes, rk % 4].astype("int32"), axis=rk),
+        name=VNNI_BLOCK)
+    return te.compute((n, oh, ow, c), lambda b, i, j, o: acc[b, i, j, o] - offset_sums[o],
+                      name="conv2d_vnni_offset")
+
+
+def has_vnni(target: tvm.target.Target) -> bool:
+    """x86-64 target with AVX-512 VNNI (VPDPBUSD)."""
+    if str(target.kind) != "llvm" or is_aarch64(target):
+        return False
+    from tvm.target import codegen
+
+    return bool(codegen.target_has_features("avx512vnni", target))
+
+
 def is_aarch64(target: tvm.target.Target) -> bool:
     return str(target.attrs.get("mtriple", "")).startswith("aarch64")
 
@@ -310,8 +363,11 @@ def _int8_conv_weights(call: relax.Call) -> np.ndarray | None:
 def conv2d_legalizer(target: tvm.target.Target):
     """``relax.nn.conv2d`` legalization for ``target``: on aarch64, 1x1 int8 convs become SDOT
     kernels (packed weights) with the dot-product extension when both channel counts divide
-    by 4, else int16 MLA kernels (``_mla_conv``); every other conv: ``legalize_conv2d``."""
-    if not is_aarch64(target):
+    by 4, else int16 MLA kernels (``_mla_conv``); on x86-64 with AVX-512 VNNI, VPDPBUSD kernels
+    (``_vnni_conv``) when the input channels divide by 4 and the outputs by 8; every other
+    conv: ``legalize_conv2d``."""
+    vnni = has_vnni(target)
+    if not is_aarch64(target) and not vnni:
         return legalize_conv2d
     dotprod = has_dotprod(target)
 
@@ -321,6 +377,13 @@ def conv2d_legalizer(target: tvm.target.Target):
         if wv is None or a.kernel_layout != "HWIO" or int(a.groups) != 1 or wv.shape[:2] != (1, 1):
             return legalize_conv2d(bb, call)
         strides = int(a.strides[0]), int(a.strides[1])
+        if vnni:
+            if wv.shape[2] % 4 or not vnni_lanes(wv.shape[3]):
+                return legalize_conv2d(bb, call)
+            sums = VNNI_OFFSET * wv[0, 0].astype(np.int32).sum(axis=0)
+            return bb.call_te(_vnni_conv, call.args[0], iconst(pack_vnni_weights(wv), "int8"),
+                              iconst(sums.astype(np.int32), "int32"), *strides,
+                              primfunc_name_hint="conv2d")
         if dotprod and wv.shape[2] % 4 == 0 and wv.shape[3] % 4 == 0:
             return bb.call_te(_sdot_conv, call.args[0], iconst(pack_sdot_weights(wv), "int8"),
                               *strides, primfunc_name_hint="conv2d")

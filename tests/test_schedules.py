@@ -13,7 +13,7 @@ from compile.pipeline import compile_model
 from compile.reference import run_litert
 from compile.schedules import CPUKernelRule
 from compile.targets import get_target, resolve_native
-from compile.vector_arith import MLA_BLOCK, NEON_SQRDMULH, WIDEN_BLOCK
+from compile.vector_arith import MLA_BLOCK, NEON_SQRDMULH, VNNI_BLOCK, WIDEN_BLOCK
 from compile.tuning import compile_relax_module, fused_tir
 from tests.factory import build_tflite, random_int8_inputs
 
@@ -60,6 +60,8 @@ def test_every_kernel_gets_a_vectorized_schedule(model, target_name):
         if NEON_SQRDMULH in text:   # its own four-lane block, before the wide epilogue
             loop = text.split(NEON_SQRDMULH)[0].rsplit("T.vectorized(", 1)[1]
             assert re.match(r"(T.int64\()?4\)", loop), name
+        if f'"{VNNI_BLOCK}' in text:   # x86 with AVX-512 VNNI: 1x1 convs on VPDPBUSD
+            assert "llvm.x86.avx512.vpdpbusd" in text, name
     assert lane_kernels or target_name != "rpi4"
 
 

@@ -14,9 +14,11 @@ from tvm.script import ir as I
 from tvm.script import relax as R
 
 from compile.targets import get_target
-from compile.vector_arith import (MLA_BLOCK, NEON_SQRDMULH, WIDEN_BLOCK, FoldBiasIntoRequant,
-                                  NarrowConstants, NeonRequant, RoundingNudge,
-                                  conv2d_legalizer, legalize_conv2d, pack_sdot_weights)
+from compile.targets import resolve_native
+from compile.vector_arith import (MLA_BLOCK, NEON_SQRDMULH, VNNI_BLOCK, WIDEN_BLOCK,
+                                  FoldBiasIntoRequant, NarrowConstants, NeonRequant,
+                                  RoundingNudge, conv2d_legalizer, has_vnni, legalize_conv2d,
+                                  pack_sdot_weights, pack_vnni_weights)
 
 B = np.array([7, -3], np.int32)
 M = np.array([1 << 30, 3 << 28], np.int64)
@@ -212,6 +214,49 @@ def test_aarch64_pointwise_conv_is_int16_mla_equal_to_topi(case):
     results = [relax.VirtualMachine(tvm.compile(m, "llvm"), tvm.cpu())["main"](
         tvm.runtime.tensor(x)).numpy() for m in (ours, theirs)]
     np.testing.assert_array_equal(*results)
+
+
+VNNI_CPU = {"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": "znver4"}  # AVX-512 VNNI
+
+
+@pytest.mark.parametrize("shape", [((1, 5, 6, 8), (1, 1, 8, 32), (1, 1)),    # 16-lane VPDPBUSD
+                                   ((1, 5, 5, 12), (1, 1, 12, 8), (2, 2))])  # 8-lane (ymm)
+def test_x86_vnni_pointwise_conv_equals_topi(shape):
+    """x86 with AVX-512 VNNI: 1x1 convs become uint8 x int8 dot products (input + 128, minus
+    128 * sum(w) per channel; -128 weights and inputs included), equal to TVM's own conv --
+    legalized only, and compiled with VPDPBUSD when this machine has it."""
+    x_shape, w_shape, strides = shape
+    rng = np.random.default_rng(11)
+    w = rng.integers(-128, 128, w_shape).astype(np.int8)
+    w.flat[0] = -128
+    mod = _conv_module(x_shape, w, 1, strides, "HWIO")
+    ours = relax.transform.LegalizeOps(
+        {"relax.nn.conv2d": conv2d_legalizer(tvm.target.Target(VNNI_CPU))})(mod)
+    assert f'"{VNNI_BLOCK}"' in ours.script() and '"uint8"' in ours.script()
+    theirs = relax.transform.LegalizeOps()(mod)
+    x = rng.integers(-128, 128, x_shape).astype(np.int8)
+    x.flat[::3] = -128
+    modules = [ours, theirs]
+    native = tvm.target.Target(resolve_native({"kind": "llvm", "mcpu": "native"}))
+    if has_vnni(native):   # the whole host build: default schedules, VPDPBUSD tensorized
+        from compile.tuning import compile_relax_module
+        built = compile_relax_module(mod, native)
+        assert "vpdpbusd" in built.mod.imports[0].inspect_source("asm")
+        modules.append(built)
+    results = [relax.VirtualMachine(m if isinstance(m, tvm.runtime.Executable)
+                                    else tvm.compile(m, "llvm"), tvm.cpu())["main"](
+        tvm.runtime.tensor(x)).numpy() for m in modules]
+    for r in results[1:]:
+        np.testing.assert_array_equal(results[0], r)
+
+
+def test_vnni_weight_packing():
+    w = np.arange(8 * 24, dtype=np.int64).reshape(1, 1, 8, 24).astype(np.int8)
+    wp = pack_vnni_weights(w)
+    assert wp.shape == (3, 2, 8, 4)   # 24 channels: 8 per (ymm) VPDPBUSD
+    for co, ko, ci, ki in np.ndindex(wp.shape):
+        assert wp[co, ko, ci, ki] == w[0, 0, 4 * ko + ki, 8 * co + ci]
+    assert pack_vnni_weights(np.zeros((1, 1, 4, 32), np.int8)).shape == (2, 1, 16, 4)
 
 
 def test_sdot_weight_packing():

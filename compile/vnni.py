@@ -1,0 +1,62 @@
+"""An AVX-512 VNNI tensor intrinsic for 1x1 int8 convs on x86-64 (the host build).
+
+TVM ships ``VNNI_DOT_16x4_INTRIN``, but its implementation calls ``llvm.x86.avx512.vpdpbusd.512``
+with ``<16 x i32>`` operands, which the LLVM of the apache-tvm 0.27 wheel rejects ("Call
+parameter type does not match function signature": the intrinsic now takes ``<64 x i8>``).
+This is the same description with the operands reinterpreted as bytes: 16 (zmm) or 8 (ymm,
+AVX-512 VL) output channels x 4 input channels per VPDPBUSD (uint8 input x int8 weights, int32
+sums).
+Intel SDM VPDPBUSD: https://www.intel.com/content/www/us/en/docs/intrinsics-guide/index.html#text=dpbusd
+"""
+from __future__ import annotations
+
+from tvm.s_tir import TensorIntrin
+from tvm.script import tirx as T
+
+
+
+def _intrin(lanes: int):
+    """(desc, impl) for ``lanes`` output channels (16: zmm, 8: ymm) x 4 input channels."""
+    vec = f"int8x{4 * lanes}"
+    acc = f"int32x{lanes}"
+    name = f"llvm.x86.avx512.vpdpbusd.{32 * lanes}"
+
+    @T.prim_func(s_tir=True)
+    def desc(A: T.Buffer((4,), "uint8", offset_factor=1),
+             B: T.Buffer((lanes, 4), "int8", offset_factor=1),
+             C: T.Buffer((lanes,), "int32", offset_factor=1)) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:lanes], A[0:4], B[0:lanes, 0:4])
+            T.writes(C[0:lanes])
+            for i in T.serial(0, lanes):
+                for k in T.serial(0, 4):
+                    with T.sblock("update"):
+                        vi, vk = T.axis.remap("SR", [i, k])
+                        C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
+
+    @T.prim_func(s_tir=True)
+    def impl(A: T.Buffer((4,), "uint8", offset_factor=1),
+             B: T.Buffer((lanes, 4), "int8", offset_factor=1),
+             C: T.Buffer((lanes,), "int32", offset_factor=1)) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:lanes], A[0:4], B[0:lanes, 0:4])
+            T.writes(C[0:lanes])
+            a_i32 = T.reinterpret(A.vload([0], "uint8x4"), dtype="int32")
+            C[T.ramp(T.int32(0), 1, lanes)] = T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id(name), C.vload([0], dtype=acc),
+                T.reinterpret(T.broadcast(a_i32, lanes), dtype=vec),
+                B.vload([0, 0], dtype=vec), dtype=acc)
+
+    return desc, impl
+
+
+LANES = (16, 8)
+
+
+def vnni_intrin(lanes: int) -> str:
+    """Name of the registered intrinsic for ``lanes`` (16 or 8) output channels."""
+    return f"sandglass_vpdpbusd_{lanes}x4"
+
+
+for _lanes in LANES:
+    TensorIntrin.register(vnni_intrin(_lanes), *_intrin(_lanes), override=True)
