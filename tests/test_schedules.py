@@ -80,3 +80,15 @@ def test_scheduled_build_is_bit_exact(model):
     x = random_int8_inputs(path, 8, seed=3)
     out = np.stack([vm["main"](tvm.runtime.tensor(s[None])).numpy()[0] for s in x])
     np.testing.assert_array_equal(out, run_litert(path, x))
+
+
+def test_compiled_main_still_checks_its_input(model):
+    """Kernels are built without argument asserts (``tirx.disable_assert``): main() itself must
+    still reject an input of the wrong shape or dtype with an error, not run on it."""
+    path, mod = model
+    ex = compile_relax_module(mod, tvm.target.Target(resolve_native(TARGET)))
+    main = tvm.relax.VirtualMachine(ex, tvm.cpu())["main"]
+    good = random_int8_inputs(path, 1, seed=1)
+    for bad in (np.zeros((1, 3, *good.shape[2:]), np.int8), good.astype(np.float32)):
+        with pytest.raises((RuntimeError, ValueError, TypeError)):
+            main(tvm.runtime.tensor(bad))
