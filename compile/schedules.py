@@ -39,6 +39,7 @@ from __future__ import annotations
 import re
 
 import tvm
+import tvm_ffi
 from tvm import s_tir, tirx
 from tvm.s_tir import dlight as dl
 from tvm.s_tir.dlight.cpu.base import CPUScheduleRule
@@ -100,20 +101,45 @@ def _vectorize(sch: s_tir.Schedule, loop, max_lanes: int) -> None:
     sch.vectorize(loop)
 
 
-def _split_at_part_boundary(sch: s_tir.Schedule, stmt, loop):
-    """A concatenation of channel slices indexes its inputs with ``c // d`` and ``c % d``
-    (d = the part's channel count): split the channel loop by the largest such d that divides
-    it, so that in the inner loop those indices are offsets within one part and the part
-    condition is invariant (on rpi4 the fused shortcut kernels of m=1/2 take a third fewer
-    instructions). Returns the inner loop (``loop`` itself if there is no such d)."""
+def _partition_at_part_boundary(sch: s_tir.Schedule, stmt, loop) -> list:
+    """A concatenation of channel parts (the identity multiplier's shortcut add and the
+    channels passed through) selects its input by ``d <= c`` and indexes parts with ``c - d``
+    (after reshapes, ``c // d`` and ``c % d``): split the channel loop by the largest such d
+    that divides it and partition the outer loop into one loop per part, so that in each the
+    part condition is constant and the indices are offsets within one part, which TVM's
+    vectorizer turns into vector loads (a condition it cannot resolve per lane makes it
+    compute both sides, or scalarize). Returns the inner loops to vectorize (``[loop]`` if
+    there is no such d)."""
     extent = sch.get(loop).extent
     if not isinstance(extent, tirx.IntImm):
-        return loop
-    parts = [int(d) for d in re.findall(r"(?://|%) (?:T\.int64\()?(\d+)", str(stmt.body))]
+        return [loop]
+    n = r"(?:T\.int64\()?(\d+)\)?"
+    c = re.escape(stmt.iter_vars[-1].var.name)   # the channel (innermost) axis
+    text = str(stmt.body)
+    parts = [int(d) for d in re.findall(rf"(?://|%) {n}", text) + re.findall(rf"{n} <= {c}\b", text)
+             + re.findall(rf"\b{c} < {n}", text)]
     parts = [d for d in parts if 1 < d < int(extent) and int(extent) % d == 0]
     if not parts:
-        return loop
-    return sch.split(loop, [None, max(parts)])[1]
+        return [loop]
+    d = max(parts)
+    outer, inner = sch.split(loop, [None, d])
+    count = int(extent) // d
+    pieces = sch.loop_partition(outer, [1] * (count - 1) + [None])
+    return [sch.get_loops(sch.get_child_blocks(p)[0])[-1] for p in pieces]
+
+
+def _is_elementwise(stmt) -> bool:
+    """Every read at the position written and no condition on the position (the slices and
+    concatenations of a partial identity multiplier have the same shapes but shifted indices
+    or a per-channel choice of input: fused into one loop, their indices and conditions become
+    divisions of the fused index, and the kernel is gathered element by element)."""
+    write = stmt.writes[0]
+    if "if_then_else" in str(stmt.body):   # a concatenation selecting its input per channel
+        return False
+    return all(list(r.source.shape) == list(write.source.shape)
+               and all(tvm_ffi.structural_equal(a.min, b.min) and tvm_ffi.structural_equal(
+                   a.extent, b.extent) for a, b in zip(r.region, write.region))
+               for r in stmt.reads)
 
 
 def _vectorize_injective(sch: s_tir.Schedule, block, max_lanes: int) -> None:
@@ -122,20 +148,25 @@ def _vectorize_injective(sch: s_tir.Schedule, block, max_lanes: int) -> None:
     stmt = sch.get(block)
     if len(str(stmt.body)) > MAX_VECTOR_BODY:
         raise ValueError("body too large to vectorize")   # LLVM stalls on it; leave it scalar
-    shape = list(stmt.writes[0].source.shape)
     loops = sch.get_loops(block)
-    if all(list(r.source.shape) == shape for r in stmt.reads):
-        loops = [sch.fuse(*loops)]
+    if _is_elementwise(stmt):
+        inners = [sch.fuse(*loops)]
     else:
-        loops[-1] = _split_at_part_boundary(sch, stmt, loops[-1])
-    inner = loops[-1]
-    extent = sch.get(inner).extent
-    if isinstance(extent, tirx.IntImm) and int(extent) <= min(WHOLE_VECTOR, max_lanes):
-        sch.vectorize(inner)
-        return
-    lanes = _divisor(extent, [v for v in VECTOR if v <= max_lanes])
-    if lanes > 1:
-        sch.vectorize(sch.split(inner, [None, lanes])[1])
+        inners = _partition_at_part_boundary(sch, stmt, loops[-1])
+    for inner in inners:
+        extent = sch.get(inner).extent
+        if isinstance(extent, tirx.IntImm) and int(extent) <= min(WHOLE_VECTOR, max_lanes):
+            sch.vectorize(inner)
+            continue
+        widths = [v for v in VECTOR if v <= max_lanes]
+        lanes = _divisor(extent, widths)
+        wide = next((v for v in widths if isinstance(extent, tirx.IntImm) and v <= int(extent)), 1)
+        if wide >= 4 * lanes and lanes < 16:   # 68 channels: 64 in wide vectors, then 4
+            main, rest = sch.loop_partition(inner, [int(extent) - int(extent) % wide, None])
+            sch.vectorize(sch.split(main, [None, wide])[1])
+            sch.vectorize(rest)
+        elif lanes > 1:
+            sch.vectorize(sch.split(inner, [None, lanes])[1])
 
 
 def _tile_sdot(sch: s_tir.Schedule, block) -> tuple:

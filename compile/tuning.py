@@ -262,6 +262,9 @@ def _fuse_passes(target: tvm.target.Target) -> list:
         dispatch = []
     return [
         *dispatch,
+        # same-shape reshapes (the importer's, around the identity multiplier's slices): fused
+        # into a kernel they turn its indices into divisions TVM's vectorizer cannot resolve
+        relax.transform.RemoveRedundantReshape(),
         *([NeonRequant] if is_aarch64(target) else []),
         FoldBiasIntoRequant, RoundingNudge,
         relax.transform.LegalizeOps({"relax.nn.conv2d": conv2d_legalizer(target)}),

@@ -37,7 +37,8 @@ def test_every_kernel_gets_a_vectorized_schedule(model, target_name):
     target = tvm.target.Target(resolve_native(get_target(target_name).tvm))
     kernels = _kernels(fused_tir(mod, target))
     assert kernels
-    lane_kernels = 0
+    lane_kernels = concat_kernels = 0
+    model_name = "identity_block" if "identity_block" in str(model[0]) else str(model[0])
     for name, func in kernels:
         sch = CPUKernelRule().apply(func, target, False)
         if sch is None and not any(s in name for s in ("conv2d", "matmul", "pad")):
@@ -62,7 +63,13 @@ def test_every_kernel_gets_a_vectorized_schedule(model, target_name):
             assert re.match(r"(T.int64\()?4\)", loop), name
         if f'"{VNNI_BLOCK}' in text:   # x86 with AVX-512 VNNI: 1x1 convs on VPDPBUSD
             assert "llvm.x86.avx512.vpdpbusd" in text, name
+        if "if_then_else" in func.script() and "strided_slice" in name:
+            # the multiplier's slice + add + concatenation: one vectorized loop per channel
+            # part (the part condition constant in each), not one loop choosing per lane
+            assert text.count("T.vectorized") >= 2 and "_fused" not in text, name
+            concat_kernels += 1
     assert lane_kernels or target_name != "rpi4"
+    assert concat_kernels or model_name != "identity_block"
 
 
 def test_aarch64_build_compiles_neon_kernels(model):
