@@ -169,7 +169,7 @@ def _vectorize_injective(sch: s_tir.Schedule, block, max_lanes: int) -> None:
             sch.vectorize(sch.split(inner, [None, lanes])[1])
 
 
-def _tile_sdot(sch: s_tir.Schedule, block) -> tuple:
+def _tile_sdot(sch: s_tir.Schedule, block, _widen=None) -> tuple:
     """``vector_arith.SDOT_BLOCK`` (1x1 conv, weights packed [C/4, K/4, 4, 4]): 4 output
     channels x 4 input channels per SDOT (TVM's ``ARM_DOT_4x4_i8_SDOT_INTRIN``), a register
     tile of 16 channels x ``COLUMN_TILE`` columns. Returns (channel-tile loop, its lanes, the
@@ -192,6 +192,16 @@ def _tile_sdot(sch: s_tir.Schedule, block) -> tuple:
     init = sch.decompose_reduction(block, k_o)
     sch.vectorize(sch.get_loops(init)[-1])
     return c_o, 4 * groups, lambda: sch.tensorize(c_4, ARM_DOT_4x4_i8_SDOT_INTRIN)
+
+
+def _widen_at(sch: s_tir.Schedule, widen, loop, widths: tuple) -> None:
+    """The converted input tile (``vector_arith.WIDEN_BLOCK``) computed once per pixel tile
+    ``loop``, vectorized along the input channels by the largest of ``widths`` dividing them."""
+    sch.compute_at(widen, loop)
+    inner = sch.get_loops(widen)[-1]
+    width = _divisor(sch.get(inner).extent, widths)
+    if width > 1:
+        sch.vectorize(sch.split(inner, [None, width])[1])
 
 
 def _tile_mla(sch: s_tir.Schedule, block, widen) -> tuple:
@@ -222,11 +232,7 @@ def _tile_mla(sch: s_tir.Schedule, block, widen) -> tuple:
         sch.vectorize(c_i)
     init = sch.decompose_reduction(block, k_o)
     sch.vectorize(sch.get_loops(init)[-1])
-    sch.compute_at(widen, j_o)
-    inner = sch.get_loops(widen)[-1]
-    width = _divisor(sch.get(inner).extent, (16, 8, 4))
-    if width > 1:
-        sch.vectorize(sch.split(inner, [None, width])[1])
+    _widen_at(sch, widen, j_o, (16, 8, 4))
     if not lane_intrin:
         return c_o, lanes, lambda: None
     return c_o, lanes, lambda: sch.tensorize(j_i, smlal_lane_intrin(cols, lanes))
@@ -252,28 +258,23 @@ def _tile_vnni(sch: s_tir.Schedule, block, widen) -> tuple:
     sch.unroll(c_t)
     init = sch.decompose_reduction(block, k_o)
     sch.vectorize(sch.get_loops(init)[-1])
-    sch.compute_at(widen, j_o)
-    inner = sch.get_loops(widen)[-1]
-    width = _divisor(sch.get(inner).extent, (64, 32, 16, 8, 4))
-    if width > 1:
-        sch.vectorize(sch.split(inner, [None, width])[1])
+    _widen_at(sch, widen, j_o, VECTOR)
     return c_o, lanes * groups, lambda: sch.tensorize(c_l, vnni_intrin(lanes))
+
+
+# reduction blocks with their own tiling + tensor intrinsic (compile.vector_arith's legalizations)
+TENSORIZED = {SDOT_BLOCK: _tile_sdot, MLA_BLOCK: _tile_mla, VNNI_BLOCK: _tile_vnni}
 
 
 def _schedule_reduction(sch: s_tir.Schedule, block, epilogue, max_lanes: int,
                         neon: tuple = (), widen=None) -> None:
     """Channel-vectorized, column-blocked reduction; the epilogue computed per channel tile."""
     acc_shape = list(sch.get(block).writes[0].source.shape)
-    if sch.get(block).name_hint in (MLA_BLOCK, VNNI_BLOCK):
-        tile = _tile_mla if sch.get(block).name_hint == MLA_BLOCK else _tile_vnni
+    tile = TENSORIZED.get(sch.get(block).name_hint)
+    if tile is not None:
         c_o, lanes, tensorize = tile(sch, block, widen)
         _schedule_epilogue(sch, block, acc_shape, epilogue, c_o, lanes, max_lanes, neon)
-        tensorize()
-        return
-    if sch.get(block).name_hint == SDOT_BLOCK:
-        c_o, lanes, tensorize = _tile_sdot(sch, block)
-        _schedule_epilogue(sch, block, acc_shape, epilogue, c_o, lanes, max_lanes, neon)
-        tensorize()
+        tensorize()   # after the epilogue's placement, which the tensorized block would hinder
         return
     ivs = sch.get(block).iter_vars
     loops = sch.get_loops(block)
