@@ -1,5 +1,6 @@
-"""A NEON tensor intrinsic for 1x1 int8 convs on CPUs without the dot-product extension
-(Cortex-A72 / A53: Raspberry Pi 4 / 3): SMLAL by lane.
+"""NEON tensor intrinsics for 1x1 int8 convs that multiply by vector lane: SMLAL by lane on
+CPUs without the dot-product extension (Cortex-A72 / A53: Raspberry Pi 4 / 3), SDOT by lane
+with it (Cortex-A76: Raspberry Pi 5).
 
 ``compile.vector_arith.MLA_BLOCK`` multiplies int16 weights [K, C] with an int16 copy of the
 input. Vectorized over output channels, TVM broadcasts one input value per multiply (an LD1R
@@ -9,9 +10,15 @@ channels of a column as one vector and multiplies the weights by each of its lan
 per input channel, one weight load per four output channels and one SMLAL per four output
 channels and column.
 
-The implementation is generated TVMScript (each lane index must be a constant of the
-``shufflevector``), registered once per tile shape as ``sandglass_smlal_lane_{cols}x{depth}x{lanes}``.
-LLVM selects ``smull``/``smlal`` by element from ``llvm.aarch64.neon.smull`` of a lane splat.
+With the dot-product extension, ``compile.vector_arith.SDOT_BLOCK`` (weights packed [C/4, K/4,
+4, 4]) is tensorized the same way: the 16 input bytes of a column are loaded once and each
+group of four is a lane of ``SDOT Vd.4S, Vn.16B, Vm.4B[lane]`` (XNNPACK's ``*-neondot``), instead
+of TVM's ``ARM_DOT_4x4_i8_SDOT_INTRIN``, which loads and broadcasts every group of four.
+
+The implementations are generated TVMScript (each lane index must be a constant of the
+``shufflevector``), registered once per tile shape as ``sandglass_smlal_lane_{cols}x{depth}x{lanes}``
+and ``sandglass_sdot_lane_{cols}x16x{lanes}``. LLVM selects ``smlal`` / ``sdot`` by element from
+``llvm.aarch64.neon.smull`` / ``sdot`` of a lane splat.
 Arm ARM SMLAL (by element): https://developer.arm.com/documentation/ddi0602/latest/SIMD-FP-Instructions/SMLAL--SMLAL2--by-element-
 """
 from __future__ import annotations
@@ -87,9 +94,71 @@ def smlal_lane_intrin(cols: int, lanes: int) -> str:
     return name
 
 
+_SDOT_DESC = '''
+@T.prim_func(s_tir=True)
+def desc(a: T.handle, b: T.handle, c: T.handle) -> None:
+    sa = T.int32()
+    sb0 = T.int32()
+    sb1 = T.int32()
+    sc = T.int32()
+    A = T.match_buffer(a, ({cols}, 16), "int8", offset_factor=1, strides=[sa, 1])
+    B = T.match_buffer(b, ({groups}, 4, 4, 4), "int8", offset_factor=1, strides=[sb0, sb1, 4, 1])
+    C = T.match_buffer(c, ({cols}, {lanes}), "int32", offset_factor=1, strides=[sc, 1])
+    with T.sblock("root"):
+        T.reads(C[0:{cols}, 0:{lanes}], A[0:{cols}, 0:16], B[0:{groups}, 0:4, 0:4, 0:4])
+        T.writes(C[0:{cols}, 0:{lanes}])
+        for j, ot, oi, kg, ki in T.grid({cols}, {groups}, 4, 4, 4):
+            with T.sblock("update"):
+                vj = T.axis.spatial({cols}, j)
+                vo = T.axis.spatial({lanes}, ot * 4 + oi)
+                vk = T.axis.reduce(16, kg * 4 + ki)
+                C[vj, vo] = C[vj, vo] + T.Cast("int32", A[vj, vk]) * T.Cast(
+                    "int32", B[vo // 4, vk // 4, vo % 4, vk % 4])
+'''
+
+_SDOT_IMPL = '''
+@T.prim_func(s_tir=True)
+def impl(a: T.handle, b: T.handle, c: T.handle) -> None:
+    sa = T.int32()
+    sb0 = T.int32()
+    sb1 = T.int32()
+    sc = T.int32()
+    A = T.match_buffer(a, ({cols}, 16), "int8", offset_factor=1, strides=[sa, 1])
+    B = T.match_buffer(b, ({groups}, 4, 4, 4), "int8", offset_factor=1, strides=[sb0, sb1, 4, 1])
+    C = T.match_buffer(c, ({cols}, {lanes}), "int32", offset_factor=1, strides=[sc, 1])
+    with T.sblock("root"):
+        T.reads(C[0:{cols}, 0:{lanes}], A[0:{cols}, 0:16], B[0:{groups}, 0:4, 0:4, 0:4])
+        T.writes(C[0:{cols}, 0:{lanes}])
+{body}
+'''
+
+_SDOT_STEP = ('        C[{j}, T.ramp({o}, 1, 4)] = T.call_llvm_pure_intrin("int32x4", '
+              '"llvm.aarch64.neon.sdot.v4i32.v16i8", C[{j}, T.ramp({o}, 1, 4)], '
+              'B.vload([{ot}, {g}, 0, 0], "int8x16"), T.reinterpret("int8x16", T.Shuffle('
+              '[T.reinterpret("int32x4", A[{j}, T.ramp(0, 1, 16)])], [{g}, {g}, {g}, {g}])))')
+
+
+@functools.lru_cache(maxsize=None)
+def sdot_lane_intrin(cols: int, lanes: int) -> str:
+    """Register (once) and name the SDOT-by-lane intrinsic for a tile of ``cols`` columns x 16
+    input channels x ``lanes`` output channels (a multiple of 4) on weights packed [C/4, K/4, 4,
+    4]: ``C[j, o] += A[j, k] * B[o // 4, k // 4, o % 4, k % 4]`` in int32 with int8 A and B."""
+    if lanes % GROUP:
+        raise ValueError(f"lanes must be a multiple of {GROUP}, got {lanes}")
+    name = f"sandglass_sdot_lane_{cols}x16x{lanes}"
+    shape = {"cols": cols, "lanes": lanes, "groups": lanes // GROUP}
+    # input group g outermost: the weights of four input channels are loaded once per column tile
+    body = "\n".join(_SDOT_STEP.format(j=j, o=4 * ot, ot=ot, g=g)
+                     for g in range(4) for ot in range(lanes // GROUP) for j in range(cols))
+    TensorIntrin.register(name, _parse(_SDOT_DESC.format(**shape)),
+                          _parse(_SDOT_IMPL.format(body=body, **shape)), override=True)
+    return name
+
+
 def register_all() -> None:
     """Register every tile shape ``compile.schedules`` uses (before replaying tuning records,
     which name the intrinsic)."""
     for cols in COLUMNS:
         for lanes in LANES:
             smlal_lane_intrin(cols, lanes)
+            sdot_lane_intrin(cols, lanes)

@@ -170,10 +170,13 @@ def _vectorize_injective(sch: s_tir.Schedule, block, max_lanes: int) -> None:
 
 
 def _tile_sdot(sch: s_tir.Schedule, block, _widen=None) -> tuple:
-    """``vector_arith.SDOT_BLOCK`` (1x1 conv, weights packed [C/4, K/4, 4, 4]): 4 output
-    channels x 4 input channels per SDOT (TVM's ``ARM_DOT_4x4_i8_SDOT_INTRIN``), a register
-    tile of 16 channels x ``COLUMN_TILE`` columns. Returns (channel-tile loop, its lanes, the
-    tensorize step: to run once the epilogue is placed, which it would otherwise hinder)."""
+    """``vector_arith.SDOT_BLOCK`` (1x1 conv, weights packed [C/4, K/4, 4, 4]): a register tile
+    of up to 16 channels x ``COLUMN_TILE`` columns; 16 input channels at a time by
+    ``neon_mla``'s SDOT by lane (4 output x 4 input channels per SDOT, the input bytes of a column
+    loaded once), else 4 at a time by TVM's ``ARM_DOT_4x4_i8_SDOT_INTRIN``. Returns
+    (channel-tile loop, its lanes, the tensorize step: to run once the epilogue is placed, which
+    it would otherwise hinder)."""
+    from compile.neon_mla import sdot_lane_intrin
     from compile.tuning import load_tensor_intrinsics
 
     load_tensor_intrinsics(("arm_cpu",))
@@ -183,14 +186,22 @@ def _tile_sdot(sch: s_tir.Schedule, block, _widen=None) -> tuple:
     *spatial, k = sch.get_loops(block)
     channels = int(ivs[-2].dom.extent)
     groups = _divisor(channels // 4, (4, 2))
+    cols = _divisor(ivs[-3].dom.extent, COLUMN_TILE)
     c_o, c_t, c_4 = sch.split(spatial[-1], [None, groups, 4])
-    k_o, k_4 = sch.split(k, [None, 4])
-    w_o, w_i = sch.split(spatial[-2], [None, _divisor(ivs[-3].dom.extent, COLUMN_TILE)])
-    sch.reorder(*spatial[:-2], w_o, c_o, k_o, w_i, c_t, c_4, k_4)
-    sch.unroll(w_i)
-    sch.unroll(c_t)
+    w_o, w_i = sch.split(spatial[-2], [None, cols])
+    by_lane = int(ivs[-1].dom.extent) % 16 == 0
+    if by_lane:
+        k_o, k_g, k_4 = sch.split(k, [None, 4, 4])
+        sch.reorder(*spatial[:-2], w_o, c_o, k_o, w_i, c_t, c_4, k_g, k_4)
+    else:
+        k_o, k_4 = sch.split(k, [None, 4])
+        sch.reorder(*spatial[:-2], w_o, c_o, k_o, w_i, c_t, c_4, k_4)
+        sch.unroll(w_i)
+        sch.unroll(c_t)
     init = sch.decompose_reduction(block, k_o)
     sch.vectorize(sch.get_loops(init)[-1])
+    if by_lane:
+        return c_o, 4 * groups, lambda: sch.tensorize(w_i, sdot_lane_intrin(cols, 4 * groups))
     return c_o, 4 * groups, lambda: sch.tensorize(c_4, ARM_DOT_4x4_i8_SDOT_INTRIN)
 
 

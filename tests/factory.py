@@ -219,6 +219,8 @@ MODELS = {
     "strided_slice": (lambda s: _strided_slice(s), (6, 6, 3)),
     "split": (lambda s: _split(s), (6, 6, 3)),
     "identity_block": (lambda s: _identity_block(s), (8, 8, 8)),
+    # 1x1 convs with 48 and 24 input channels: SDOT by lane (K % 16 == 0) and by 4 on rpi5
+    "identity_block_48": (lambda s: _identity_block(s), (4, 4, 48)),
     "small_cnn": (lambda s: _small_cnn(s), (16, 16, 1)),
 }
 
