@@ -1,5 +1,11 @@
-"""Per-kernel instruction profile of an aarch64 bundle: ``python compile/profile.py --target rpi4
---bundle DIR [--repeat K] [--top N] [--json prof.json]``.
+"""Per-kernel profile: ``python compile/profile.py --target rpi4 --bundle DIR [--repeat K] [--top N]
+[--json prof.json]`` (aarch64 bundle: instructions under qemu) or ``--target host --model M.tflite``
+(this machine: microseconds).
+
+Host: every fused kernel of the model, with its default schedule (``compile.schedules``), is
+compiled alone and timed alone (TVM's ``time_evaluator``, median of repeats, random int8 inputs)
+and multiplied by its calls per inference; the whole model's median is printed below for
+comparison (the difference: calls, allocation and caches colder than in a kernel's own loop).
 
 Runs the bundle's ``run.py`` with K and with 2K inferences under ``qemu-aarch64 -cpu <board
 cpu>`` in the arm64 userland with our counting plugin in per-block mode
@@ -18,6 +24,7 @@ import json
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Sequence
 
@@ -127,12 +134,78 @@ def profile_bundle(target, bundle: Path, repeat: int) -> dict:
             "outside": per.get(OUTSIDE, 0), "kernels": kernels}
 
 
+def profile_host(model: Path, repeat: int) -> dict:
+    """Microseconds per inference of every kernel of ``model``, each compiled and timed alone."""
+    import os
+    import re
+
+    import numpy as np
+
+    os.environ.setdefault("TVM_NUM_THREADS", "1")
+    import tvm
+    from tvm.s_tir import meta_schedule as ms
+
+    from compile.frontend import example_input
+    from compile.pipeline import compile_model
+    from compile.schedules import CPUKernelRule
+    from compile.targets import resolve_native
+    from compile.tuning import compile_relax_module, fused_tir
+
+    mod, info = compile_model(model)
+    target = tvm.target.Target(resolve_native({"kind": "llvm", "mcpu": "native"}))
+    fused = fused_tir(mod, target)
+    calls = collections.Counter(re.findall(r"R\.call_tir\((\w+)", fused["main"].script()))
+    dev, rng, kernels, loops = tvm.cpu(), np.random.default_rng(0), {}, {}
+    for gvar, func in fused.functions_items():
+        if not isinstance(func, tvm.tirx.PrimFunc) or not calls[gvar.name_hint]:
+            continue
+        loops[gvar.name_hint] = _reductions(func)
+        with target:
+            sch = CPUKernelRule().apply(func, target, False)
+        func = (sch.mod["main"] if sch is not None else func).with_attr("global_symbol", "main")
+        with tvm.transform.PassContext(opt_level=3, config={"tirx.disable_assert": True}):
+            kernel = tvm.compile(tvm.IRModule({"main": func}), target=target).mod
+        args = [tvm.runtime.tensor(rng.integers(-3, 4, [int(d) for d in a.shape]).astype(
+            str(a.dtype)), dev) for a in ms.arg_info.ArgInfo.from_prim_func(func)]
+        seconds = kernel.time_evaluator("main", dev, number=100, repeat=repeat)(*args).median
+        kernels[gvar.name_hint] = round(seconds * calls[gvar.name_hint] * 1e6, 3)
+    main = tvm.relax.VirtualMachine(compile_relax_module(mod, target), dev)["main"]
+    x = tvm.runtime.tensor(example_input(info, 1)[0][None])
+    times = []
+    for _ in range(20 * repeat + 1):
+        start = time.perf_counter()
+        main(x)
+        times.append(time.perf_counter() - start)
+    kernels = dict(sorted(kernels.items(), key=lambda item: -item[1]))
+    return {"unit": "microseconds per inference (this machine, 1 thread, kernels timed alone)",
+            "repeat": repeat, "model_library": round(sum(kernels.values()), 3),
+            "whole_model": round(float(np.median(times[1:])) * 1e6, 3), "kernels": kernels,
+            "reductions": {name: loops[name] for name in kernels}}
+
+
+def _reductions(func) -> str:
+    """A kernel's reduction blocks with their extents, e.g. ``conv2d_vnni[1,32,32,32,8]`` (N, H,
+    W, C of the output, then the reduced axes: input channels, or a depthwise conv's window
+    rows), or ``-`` for an injective kernel."""
+    from tvm import s_tir, tirx
+
+    sch = s_tir.Schedule(func)
+    found = []
+    for block in sch.get_child_blocks(sch.get_sblock("root")):
+        stmt = sch.get(block)
+        if any(iv.iter_type == tirx.IterVar.CommReduce for iv in stmt.iter_vars):
+            found.append(f"{stmt.name_hint}[{','.join(str(int(iv.dom.extent)) for iv in stmt.iter_vars)}]")
+    return " ".join(found) or "-"
+
+
 def run(argv: Sequence[str] | None = None) -> int:
     from compile.targets import get_target
 
     parser = cli.ArgumentParser(__doc__)
-    parser.add_argument("--target", required=True, help="a linux-aarch64 board (rpi3, rpi4, rpi5)")
-    parser.add_argument("--bundle", required=True, type=Path, help="bundle from compile/build.py")
+    parser.add_argument("--target", required=True,
+                        help="a linux-aarch64 board (rpi3, rpi4, rpi5), or host")
+    parser.add_argument("--bundle", type=Path, help="aarch64: bundle from compile/build.py")
+    parser.add_argument("--model", type=Path, help="host: the int8 .tflite")
     parser.add_argument("--repeat", type=int, default=10, help="inferences in the profiled run")
     parser.add_argument("--top", type=int, default=25, help="kernels to print")
     parser.add_argument("--json", type=Path, help="write the whole profile here")
@@ -140,11 +213,29 @@ def run(argv: Sequence[str] | None = None) -> int:
     if args.repeat < 1 or args.top < 1:
         raise cli.UserError("--repeat and --top must be >= 1")
     target = get_target(args.target)
+    if target.kind == "host":
+        if args.model is None or not args.model.is_file():
+            raise cli.UserError(f"--target host profiles a model: --model M.tflite "
+                                f"({args.model or 'missing'} is no file)")
+        result = profile_host(args.model, args.repeat)
+        total = result["model_library"]
+        print(f"{'us':>12} {'share':>6}  {'reduction':<32} kernel (host, per inference, "
+              "each timed alone)")
+        for name, us in list(result["kernels"].items())[:args.top]:
+            print(f"{us:>12,.2f} {100 * us / total:>5.1f}%  {result['reductions'][name]:<32} "
+                  f"{name}")
+        print(f"{total:>12,.2f} 100.0%  all kernels")
+        print(f"{result['whole_model']:>12,.2f}         the whole model (median)")
+        if args.json:
+            cli.save_json(args.json, {"target": target.name,
+                                      "model": str(args.model.absolute()), **result})
+        return 0
     if target.kind != "linux-aarch64":
-        raise cli.UserError(f"profile.py profiles linux-aarch64 bundles; {target.name} is "
-                            f"{target.kind} (Cortex-M: make run EXTRA_CFLAGS=-DSG_PROFILE)")
-    if not (args.bundle / "bundle.json").is_file():
-        raise cli.UserError(f"{args.bundle} is no bundle (no bundle.json)")
+        raise cli.UserError(f"profile.py profiles host models and linux-aarch64 bundles; "
+                            f"{target.name} is {target.kind} (Cortex-M: make run "
+                            f"EXTRA_CFLAGS=-DSG_PROFILE)")
+    if args.bundle is None or not (args.bundle / "bundle.json").is_file():
+        raise cli.UserError(f"{args.bundle or '--bundle'} is no bundle (no bundle.json)")
     result = profile_bundle(target, args.bundle, args.repeat)
     total = result["model_library"]
     print(f"{'instructions':>12} {'share':>6}  kernel ({target.name}, per inference)")

@@ -99,3 +99,27 @@ def test_compiled_main_still_checks_its_input(model):
     for bad in (np.zeros((1, 3, *good.shape[2:]), np.int8), good.astype(np.float32)):
         with pytest.raises((RuntimeError, ValueError, TypeError)):
             main(tvm.runtime.tensor(bad))
+
+
+def test_host_kernel_profile(model, tmp_path):
+    """compile/profile.py --target host: every kernel main() calls, timed alone, named by kernel;
+    bad input is one line, exit 2."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from compile import profile
+
+    path, _ = model
+    result = profile.profile_host(path, repeat=2)
+    kernels = result["kernels"]
+    assert any(name.startswith("fused_conv2d") for name in kernels), kernels
+    assert all(us > 0 for us in kernels.values()) and result["whole_model"] > 0
+    assert list(kernels.values()) == sorted(kernels.values(), reverse=True)
+    assert result["model_library"] == pytest.approx(sum(kernels.values()), abs=0.01)
+    repo = Path(__file__).resolve().parent.parent
+    bad = subprocess.run([sys.executable, "compile/profile.py", "--target", "host", "--model",
+                          str(tmp_path / "missing.tflite")], cwd=repo, capture_output=True,
+                         text=True, timeout=120)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1 and "--model" in bad.stderr
