@@ -33,9 +33,10 @@ GROUP = 4             # output channels per SMLAL (four int32 lanes)
 COLUMNS = (4, 2, 1)   # tile shapes compile.schedules uses (its COLUMN_TILE, CHANNEL_TILE)
 LANES = (16, 8, 4)
 
-_DESC = '''
+# generated TVMScript: a header shared by each intrinsic's description and implementation
+_SMLAL_HEAD = '''
 @T.prim_func(s_tir=True)
-def desc(a: T.handle, b: T.handle, c: T.handle) -> None:
+def {func}(a: T.handle, b: T.handle, c: T.handle) -> None:
     sa = T.int32()
     sb = T.int32()
     sc = T.int32()
@@ -45,30 +46,25 @@ def desc(a: T.handle, b: T.handle, c: T.handle) -> None:
     with T.sblock("root"):
         T.reads(C[0:{cols}, 0:{lanes}], A[0:{cols}, 0:{depth}], B[0:{depth}, 0:{lanes}])
         T.writes(C[0:{cols}, 0:{lanes}])
-        for j, k, o in T.grid({cols}, {depth}, {lanes}):
+'''
+
+_SMLAL_LOOPS = '''        for j, k, o in T.grid({cols}, {depth}, {lanes}):
             with T.sblock("update"):
                 vj, vo, vk = T.axis.remap("SSR", [j, o, k])
                 C[vj, vo] = C[vj, vo] + T.Cast("int32", A[vj, vk]) * T.Cast("int32", B[vk, vo])
 '''
 
-_IMPL = '''
-@T.prim_func(s_tir=True)
-def impl(a: T.handle, b: T.handle, c: T.handle) -> None:
-    sa = T.int32()
-    sb = T.int32()
-    sc = T.int32()
-    A = T.match_buffer(a, ({cols}, {depth}), "int16", offset_factor=1, strides=[sa, 1])
-    B = T.match_buffer(b, ({depth}, {lanes}), "int16", offset_factor=1, strides=[sb, 1])
-    C = T.match_buffer(c, ({cols}, {lanes}), "int32", offset_factor=1, strides=[sc, 1])
-    with T.sblock("root"):
-        T.reads(C[0:{cols}, 0:{lanes}], A[0:{cols}, 0:{depth}], B[0:{depth}, 0:{lanes}])
-        T.writes(C[0:{cols}, 0:{lanes}])
-{body}
-'''
+_SMLAL_STEP = ('        C[{j}, T.ramp({o}, 1, 4)] = C[{j}, T.ramp({o}, 1, 4)] + T.call_llvm_pure_intrin('
+               '"int32x4", "llvm.aarch64.neon.smull", B[{k}, T.ramp({o}, 1, 4)], '
+               'T.Shuffle([A[{j}, T.ramp(0, 1, {depth})]], [{k}, {k}, {k}, {k}]))')
 
-_STEP = ('        C[{j}, T.ramp({o}, 1, 4)] = C[{j}, T.ramp({o}, 1, 4)] + T.call_llvm_pure_intrin('
-         '"int32x4", "llvm.aarch64.neon.smull", B[{k}, T.ramp({o}, 1, 4)], '
-         'T.Shuffle([A[{j}, T.ramp(0, 1, {depth})]], [{k}, {k}, {k}, {k}]))')
+
+def _register(name: str, head: str, loops: str, body: str, shape: dict) -> None:
+    """Register ``name``: description = ``head`` + the scalar ``loops``, implementation =
+    ``head`` + the generated vector ``body``."""
+    desc = _parse(head.format(func="desc", **shape) + loops.format(**shape))
+    impl = _parse(head.format(func="impl", **shape) + body + "\n")
+    TensorIntrin.register(name, desc, impl, override=True)
 
 
 def _parse(source: str) -> tvm.tirx.PrimFunc:
@@ -87,16 +83,15 @@ def smlal_lane_intrin(cols: int, lanes: int) -> str:
     name = f"sandglass_smlal_lane_{cols}x{DEPTH}x{lanes}"
     shape = {"cols": cols, "depth": DEPTH, "lanes": lanes}
     # k outermost: the weights of one input channel are loaded once for all columns
-    body = "\n".join(_STEP.format(j=j, k=k, o=o, depth=DEPTH)
+    body = "\n".join(_SMLAL_STEP.format(j=j, k=k, o=o, depth=DEPTH)
                      for k in range(DEPTH) for j in range(cols) for o in range(0, lanes, GROUP))
-    TensorIntrin.register(name, _parse(_DESC.format(**shape)),
-                          _parse(_IMPL.format(body=body, **shape)), override=True)
+    _register(name, _SMLAL_HEAD, _SMLAL_LOOPS, body, shape)
     return name
 
 
-_SDOT_DESC = '''
+_SDOT_HEAD = '''
 @T.prim_func(s_tir=True)
-def desc(a: T.handle, b: T.handle, c: T.handle) -> None:
+def {func}(a: T.handle, b: T.handle, c: T.handle) -> None:
     sa = T.int32()
     sb0 = T.int32()
     sb1 = T.int32()
@@ -107,29 +102,15 @@ def desc(a: T.handle, b: T.handle, c: T.handle) -> None:
     with T.sblock("root"):
         T.reads(C[0:{cols}, 0:{lanes}], A[0:{cols}, 0:16], B[0:{groups}, 0:4, 0:4, 0:4])
         T.writes(C[0:{cols}, 0:{lanes}])
-        for j, ot, oi, kg, ki in T.grid({cols}, {groups}, 4, 4, 4):
+'''
+
+_SDOT_LOOPS = '''        for j, ot, oi, kg, ki in T.grid({cols}, {groups}, 4, 4, 4):
             with T.sblock("update"):
                 vj = T.axis.spatial({cols}, j)
                 vo = T.axis.spatial({lanes}, ot * 4 + oi)
                 vk = T.axis.reduce(16, kg * 4 + ki)
                 C[vj, vo] = C[vj, vo] + T.Cast("int32", A[vj, vk]) * T.Cast(
                     "int32", B[vo // 4, vk // 4, vo % 4, vk % 4])
-'''
-
-_SDOT_IMPL = '''
-@T.prim_func(s_tir=True)
-def impl(a: T.handle, b: T.handle, c: T.handle) -> None:
-    sa = T.int32()
-    sb0 = T.int32()
-    sb1 = T.int32()
-    sc = T.int32()
-    A = T.match_buffer(a, ({cols}, 16), "int8", offset_factor=1, strides=[sa, 1])
-    B = T.match_buffer(b, ({groups}, 4, 4, 4), "int8", offset_factor=1, strides=[sb0, sb1, 4, 1])
-    C = T.match_buffer(c, ({cols}, {lanes}), "int32", offset_factor=1, strides=[sc, 1])
-    with T.sblock("root"):
-        T.reads(C[0:{cols}, 0:{lanes}], A[0:{cols}, 0:16], B[0:{groups}, 0:4, 0:4, 0:4])
-        T.writes(C[0:{cols}, 0:{lanes}])
-{body}
 '''
 
 _SDOT_STEP = ('        C[{j}, T.ramp({o}, 1, 4)] = T.call_llvm_pure_intrin("int32x4", '
@@ -150,8 +131,7 @@ def sdot_lane_intrin(cols: int, lanes: int) -> str:
     # input group g outermost: the weights of four input channels are loaded once per column tile
     body = "\n".join(_SDOT_STEP.format(j=j, o=4 * ot, ot=ot, g=g)
                      for g in range(4) for ot in range(lanes // GROUP) for j in range(cols))
-    TensorIntrin.register(name, _parse(_SDOT_DESC.format(**shape)),
-                          _parse(_SDOT_IMPL.format(body=body, **shape)), override=True)
+    _register(name, _SDOT_HEAD, _SDOT_LOOPS, body, shape)
     return name
 
 
