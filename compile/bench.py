@@ -127,6 +127,19 @@ def bench_aarch64(model: Path, target, repeat: int, bundle: Path | None, opts: d
     return result
 
 
+def median_seconds(fn, runs: int) -> float:
+    """Median wall-clock seconds of ``runs`` calls of ``fn`` after one warm-up call."""
+    import time
+
+    fn()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
 def _tune_only(model: str, target_name: str, opts: dict, errors) -> None:
     """Child process of ``bench_host``: tune until the database holds the trials asked; a
     user error goes back to the parent through ``errors`` (one line, no traceback)."""
@@ -148,7 +161,6 @@ def _tune_only(model: str, target_name: str, opts: dict, errors) -> None:
 def bench_host(model: Path, target, threads: int, runs: int, opts: dict) -> dict:
     """Median wall-clock of one inference: TVM untuned / tuned vs LiteRT XNNPACK."""
     import os
-    import time
 
     os.environ["TVM_NUM_THREADS"] = str(threads)
     import tvm
@@ -160,15 +172,6 @@ def bench_host(model: Path, target, threads: int, runs: int, opts: dict) -> dict
     mod, info = compile_model(model)
     x = example_input(info, 1)[0][None]
 
-    def median_ms(fn) -> float:
-        fn()
-        times = []
-        for _ in range(runs):
-            start = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - start)
-        return float(np.median(times) * 1e3)
-
     result = {"unit": "median ms per inference (wall clock, this machine)", "threads": threads,
               "runs": runs}
     result["litert-xnnpack"] = float(np.median(litert_times_ms(model, x, runs, threads)))
@@ -176,7 +179,7 @@ def bench_host(model: Path, target, threads: int, runs: int, opts: dict) -> dict
     db_dir, trials, _ = options(opts, info.sha256, target.tvm)
     if trials > searched_trials(db_dir):
         # tune in a process of its own: timed in the tuning process, the same tuned build ran
-        # 0.203 ms instead of 0.149 ms (the tuner leaves its worker and cost-model threads)
+        # 0.203 ms instead of 0.149 ms (whatever the tuner leaves behind; not examined further)
         context = multiprocessing.get_context("spawn")
         errors = context.Queue()
         child = context.Process(target=_tune_only, args=(str(model), target.name, opts, errors))
@@ -193,7 +196,7 @@ def bench_host(model: Path, target, threads: int, runs: int, opts: dict) -> dict
         executable, entry = compile_for_target(mod, info, target, variant)
         main = tvm.relax.VirtualMachine(executable, tvm.cpu())["main"]   # looked up once, as
         arg = tvm.runtime.tensor(x)                                      # LiteRT's is invoke()
-        result[name] = median_ms(lambda: main(arg))
+        result[name] = median_seconds(lambda: main(arg), runs) * 1e3
         if entry.get("tuned"):
             result["tuning_trials"] = entry["tuning_trials"]
         result[f"{name}_vs_litert"] = round(result[name] / result["litert-xnnpack"], 3)

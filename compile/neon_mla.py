@@ -30,8 +30,6 @@ from tvm.s_tir import TensorIntrin
 
 DEPTH = 8             # input channels per vector of the input (eight int16 lanes)
 GROUP = 4             # output channels per SMLAL (four int32 lanes)
-COLUMNS = (4, 2, 1)   # tile shapes compile.schedules uses (its COLUMN_TILE, CHANNEL_TILE)
-LANES = (16, 8, 4)
 
 # generated TVMScript: a header shared by each intrinsic's description and implementation
 _SMLAL_HEAD = '''
@@ -137,8 +135,11 @@ def sdot_lane_intrin(cols: int, lanes: int) -> str:
 
 def register_all() -> None:
     """Register every tile shape ``compile.schedules`` uses (before replaying tuning records,
-    which name the intrinsic)."""
-    for cols in COLUMNS:
-        for lanes in LANES:
+    which name the intrinsic): its column tiles (1 when none divides the width) x its channel
+    tiles that fill SMLAL / SDOT vectors."""
+    from compile.schedules import CHANNEL_TILE, COLUMN_TILE
+
+    for cols in (*COLUMN_TILE, 1):
+        for lanes in (c for c in CHANNEL_TILE if c % GROUP == 0):
             smlal_lane_intrin(cols, lanes)
             sdot_lane_intrin(cols, lanes)

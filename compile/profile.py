@@ -24,7 +24,6 @@ import json
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Sequence
 
@@ -145,14 +144,15 @@ def profile_host(model: Path, repeat: int) -> dict:
     import tvm
     from tvm.s_tir import meta_schedule as ms
 
+    from compile.bench import median_seconds
     from compile.frontend import example_input
     from compile.pipeline import compile_model
     from compile.schedules import CPUKernelRule
-    from compile.targets import resolve_native
-    from compile.tuning import compile_relax_module, fused_tir
+    from compile.targets import get_target, resolve_native
+    from compile.tuning import BUILD_CONFIG, compile_relax_module, fused_tir
 
     mod, info = compile_model(model)
-    target = tvm.target.Target(resolve_native({"kind": "llvm", "mcpu": "native"}))
+    target = tvm.target.Target(resolve_native(get_target("host").tvm))
     fused = fused_tir(mod, target)
     calls = collections.Counter(re.findall(r"R\.call_tir\((\w+)", fused["main"].script()))
     dev, rng, kernels, loops = tvm.cpu(), np.random.default_rng(0), {}, {}
@@ -163,7 +163,7 @@ def profile_host(model: Path, repeat: int) -> dict:
         with target:
             sch = CPUKernelRule().apply(func, target, False)
         func = (sch.mod["main"] if sch is not None else func).with_attr("global_symbol", "main")
-        with tvm.transform.PassContext(opt_level=3, config={"tirx.disable_assert": True}):
+        with tvm.transform.PassContext(opt_level=3, config=BUILD_CONFIG):
             kernel = tvm.compile(tvm.IRModule({"main": func}), target=target).mod
         args = [tvm.runtime.tensor(rng.integers(-3, 4, [int(d) for d in a.shape]).astype(
             str(a.dtype)), dev) for a in ms.arg_info.ArgInfo.from_prim_func(func)]
@@ -171,15 +171,11 @@ def profile_host(model: Path, repeat: int) -> dict:
         kernels[gvar.name_hint] = round(seconds * calls[gvar.name_hint] * 1e6, 3)
     main = tvm.relax.VirtualMachine(compile_relax_module(mod, target), dev)["main"]
     x = tvm.runtime.tensor(example_input(info, 1)[0][None])
-    times = []
-    for _ in range(20 * repeat + 1):
-        start = time.perf_counter()
-        main(x)
-        times.append(time.perf_counter() - start)
+    whole = median_seconds(lambda: main(x), 20 * repeat)
     kernels = dict(sorted(kernels.items(), key=lambda item: -item[1]))
     return {"unit": "microseconds per inference (this machine, 1 thread, kernels timed alone)",
             "repeat": repeat, "model_library": round(sum(kernels.values()), 3),
-            "whole_model": round(float(np.median(times[1:])) * 1e6, 3), "kernels": kernels,
+            "whole_model": round(whole * 1e6, 3), "kernels": kernels,
             "reductions": {name: loops[name] for name in kernels}}
 
 
@@ -187,13 +183,15 @@ def _reductions(func) -> str:
     """A kernel's reduction blocks with their extents, e.g. ``conv2d_vnni[1,32,32,32,8]`` (N, H,
     W, C of the output, then the reduced axes: input channels, or a depthwise conv's window
     rows), or ``-`` for an injective kernel."""
-    from tvm import s_tir, tirx
+    from tvm import s_tir
+
+    from compile.schedules import _is_reduction
 
     sch = s_tir.Schedule(func)
     found = []
     for block in sch.get_child_blocks(sch.get_sblock("root")):
         stmt = sch.get(block)
-        if any(iv.iter_type == tirx.IterVar.CommReduce for iv in stmt.iter_vars):
+        if _is_reduction(sch, block):
             found.append(f"{stmt.name_hint}[{','.join(str(int(iv.dom.extent)) for iv in stmt.iter_vars)}]")
     return " ".join(found) or "-"
 

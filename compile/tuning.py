@@ -58,6 +58,11 @@ SESSION_TIMEOUT_S = 60             # one RPC measurement (upload + run) at most
 
 Log = Callable[[str], None]
 
+# No argument asserts inside the kernels (~200 instructions per kernel call): only main() calls
+# them, with the tensors it allocated; main() itself still checks the caller's input (Relax's
+# shape/dtype checks are not TIR asserts; tests/test_schedules.py checks).
+BUILD_CONFIG = {"tirx.disable_assert": True}
+
 
 class TuningError(BackendError):
     """A tuning problem the user can fix (tracker unreachable, no server for the key, ...)."""
@@ -425,11 +430,8 @@ def compile_relax_module(mod: tvm.IRModule, target: tvm.target.Target,
             *cpu.dataflow_lower_passes(target), *cpu.finalize_passes(target),
         ])(mod)
 
-    # No argument asserts inside the kernels (~200 instructions per kernel call): only main()
-    # calls them, with the tensors it allocated; main() itself still checks the caller's input
-    # (Relax's shape/dtype checks are not TIR asserts; tests/test_schedules.py checks).
     with target, (database if database is not None else contextlib.nullcontext()), \
-            tvm.transform.PassContext(opt_level=3, config={"tirx.disable_assert": True}):
+            tvm.transform.PassContext(opt_level=3, config=BUILD_CONFIG):
         return relax.build(mod, target=target, relax_pipeline=build_pipeline,
                            exec_mode="compiled")   # main() as native code: no VM interpreter
 

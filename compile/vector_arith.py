@@ -241,11 +241,16 @@ def _pairwise_window_conv(x, w, stride_h: int, stride_w: int, depthwise: bool):
 SDOT_BLOCK = "conv2d_sdot"
 
 
-def pack_sdot_weights(w: np.ndarray) -> np.ndarray:
-    """1x1 HWIO weights (1, 1, K, C) -> [C/4, K/4, 4 (channel), 4 (input channel)]: the
-    16 bytes one SDOT multiplies (four output channels, four input channels each)."""
+def _pack_dot_weights(w: np.ndarray, lanes: int) -> np.ndarray:
+    """1x1 HWIO weights (1, 1, K, C) -> [C/L, K/4, L (channel), 4 (input channel)]: the bytes
+    one 4-way dot-product instruction multiplies (L output channels, four input channels each)."""
     _, _, k, c = w.shape
-    return np.ascontiguousarray(w[0, 0].reshape(k // 4, 4, c // 4, 4).transpose(2, 0, 3, 1))
+    return np.ascontiguousarray(w[0, 0].reshape(k // 4, 4, c // lanes, lanes).transpose(2, 0, 3, 1))
+
+
+def pack_sdot_weights(w: np.ndarray) -> np.ndarray:
+    """[C/4, K/4, 4, 4]: the 16 bytes one SDOT multiplies (``_pack_dot_weights``)."""
+    return _pack_dot_weights(w, 4)
 
 
 def _sdot_conv(x, wp, stride_h: int, stride_w: int):
@@ -266,6 +271,17 @@ MLA_BLOCK = "conv2d_mla"
 WIDEN_BLOCK = "conv2d_widen"
 
 
+def _converted_input(x, stride_h: int, stride_w: int, convert):
+    """The input pixels a 1x1 conv reads, each element through ``convert`` (``WIDEN_BLOCK``:
+    computed once per pixel tile by ``compile.schedules``, not once per multiply)."""
+    from tvm import te
+
+    n, oh, ow = _out_size(x, 1, 1, stride_h, stride_w)
+    return te.compute((n, oh, ow, x.shape[3]),
+                      lambda b, i, j, r: convert(x[b, i * stride_h, j * stride_w, r]),
+                      name=WIDEN_BLOCK)
+
+
 def _mla_conv(x, w16, stride_h: int, stride_w: int):
     """1x1 NHWC int8 conv with int16 weights [K, C] (widened at compile time) on an int16 copy
     of the input (``WIDEN_BLOCK``, computed once per pixel tile by ``compile.schedules``),
@@ -273,11 +289,9 @@ def _mla_conv(x, w16, stride_h: int, stride_w: int):
     reduction loop (NEON without the dot-product extension)."""
     from tvm import te
 
-    n, oh, ow = _out_size(x, 1, 1, stride_h, stride_w)
-    k, c = w16.shape
-    x16 = te.compute((n, oh, ow, k),
-                     lambda b, i, j, r: x[b, i * stride_h, j * stride_w, r].astype("int16"),
-                     name=WIDEN_BLOCK)
+    x16 = _converted_input(x, stride_h, stride_w, lambda v: v.astype("int16"))
+    n, oh, ow, k = x16.shape
+    c = w16.shape[1]
     rk = te.reduce_axis((0, k), name="rk")
     return te.compute(
         (n, oh, ow, c),
@@ -297,12 +311,9 @@ def vnni_lanes(channels: int) -> int:
 
 
 def pack_vnni_weights(w: np.ndarray) -> np.ndarray:
-    """1x1 HWIO weights (1, 1, K, C) -> [C/L, K/4, L (channel), 4 (input channel)],
-    L = ``vnni_lanes(C)``: the bytes one VPDPBUSD multiplies (L output channels, four input
-    channels each)."""
-    _, _, k, c = w.shape
-    lanes = vnni_lanes(c)
-    return np.ascontiguousarray(w[0, 0].reshape(k // 4, 4, c // lanes, lanes).transpose(2, 0, 3, 1))
+    """[C/L, K/4, L, 4], L = ``vnni_lanes(C)``: the bytes one VPDPBUSD multiplies
+    (``_pack_dot_weights``)."""
+    return _pack_dot_weights(w, vnni_lanes(w.shape[3]))
 
 
 def _vnni_conv(x, wp, offset_sums, stride_h: int, stride_w: int):
@@ -312,13 +323,11 @@ def _vnni_conv(x, wp, offset_sums, stride_h: int, stride_w: int):
     subtracted after."""
     from tvm import te
 
-    n, oh, ow = _out_size(x, 1, 1, stride_h, stride_w)
+    xu = _converted_input(x, stride_h, stride_w,
+                          lambda v: (v.astype("int16") + VNNI_OFFSET).astype("uint8"))
+    n, oh, ow, k = xu.shape
     lanes = int(wp.shape[2])
-    k, c = x.shape[3], wp.shape[0] * lanes
-    xu = te.compute((n, oh, ow, k),
-                    lambda b, i, j, r: (x[b, i * stride_h, j * stride_w, r].astype("int16")
-                                        + VNNI_OFFSET).astype("uint8"),
-                    name=WIDEN_BLOCK)
+    c = wp.shape[0] * lanes
     rk = te.reduce_axis((0, k), name="rk")
     acc = te.compute(
         (n, oh, ow, c),
