@@ -31,6 +31,11 @@ kernels, ``compile/profile.py``). On x86-64 with AVX-512 VNNI (host), 1x1 convs
 (``compile.vector_arith.VNNI_BLOCK``) are tensorized with ``compile.vnni``'s VPDPBUSD: 16 (or 8)
 output x 4 input channels per instruction.
 
+On x86-64, ``compile.vector_arith.X86Requant``'s requantization of the accumulator
+(``REQUANT_BLOCK``) is a step of its own too, tensorized 16 (or 8) channels at a time by
+``compile.x86_requant`` and unrolled over the column tile; the requantizations of a fused add's
+other terms are inlined into the epilogue like the rest of it.
+
 Integer schedules only reorder exact integer arithmetic: results stay bit-exact.
 dlight: https://github.com/apache/tvm/tree/main/python/tvm/s_tir/dlight
 """
@@ -44,8 +49,8 @@ from tvm import s_tir, tirx
 from tvm.s_tir import dlight as dl
 from tvm.s_tir.dlight.cpu.base import CPUScheduleRule
 
-from compile.vector_arith import (MLA_BLOCK, NEON_SQRDMULH, SDOT_BLOCK, VNNI_BLOCK,
-                                  WIDEN_BLOCK)
+from compile.vector_arith import (MLA_BLOCK, NEON_SQRDMULH, REQUANT_BLOCK, SDOT_BLOCK,
+                                  VNNI_BLOCK, WIDEN_BLOCK, has_avx512)
 
 CHANNEL_TILE = (16, 8, 4)   # output channels per vector tile: the largest that divides C
 COLUMN_TILE = (4, 2)        # output columns per register tile: the largest that divides W
@@ -68,16 +73,25 @@ def _is_neon(sch: s_tir.Schedule, block) -> bool:
     return NEON_SQRDMULH in str(sch.get(block).body)
 
 
-def _inline_injective(sch: s_tir.Schedule, keep_neon: bool = False) -> list:
-    """Inline every non-output injective block (but NEON-intrinsic blocks if ``keep_neon``);
-    returns the blocks that remain."""
+def _is_x86_requant(sch: s_tir.Schedule, block) -> bool:
+    return sch.get(block).name_hint.startswith(REQUANT_BLOCK)
+
+
+def _is_step(sch: s_tir.Schedule, block) -> bool:
+    """A block kept out of the epilogue for a target intrinsic (NEON SQRDMULH, x86 requant)."""
+    return _is_neon(sch, block) or _is_x86_requant(sch, block)
+
+
+def _inline_injective(sch: s_tir.Schedule, keep_steps: bool = False) -> list:
+    """Inline every non-output injective block (but intrinsic steps, ``_is_step``, if
+    ``keep_steps``); returns the blocks that remain."""
     root = sch.get_sblock("root")
     while True:
         outputs = [sch.get(o) for o in sch.get_output_blocks(root)]
         for block in sch.get_child_blocks(root):
             if (_is_reduction(sch, block) or any(sch.get(block).same_as(o) for o in outputs)
                     or sch.get(block).name_hint == WIDEN_BLOCK
-                    or (keep_neon and _is_neon(sch, block))):
+                    or (keep_steps and _is_step(sch, block))):
                 continue
             try:
                 sch.compute_inline(block)
@@ -278,13 +292,13 @@ TENSORIZED = {SDOT_BLOCK: _tile_sdot, MLA_BLOCK: _tile_mla, VNNI_BLOCK: _tile_vn
 
 
 def _schedule_reduction(sch: s_tir.Schedule, block, epilogue, max_lanes: int,
-                        neon: tuple = (), widen=None) -> None:
+                        steps: tuple = (), widen=None) -> None:
     """Channel-vectorized, column-blocked reduction; the epilogue computed per channel tile."""
     acc_shape = list(sch.get(block).writes[0].source.shape)
     tile = TENSORIZED.get(sch.get(block).name_hint)
     if tile is not None:
         c_o, lanes, tensorize = tile(sch, block, widen)
-        _schedule_epilogue(sch, block, acc_shape, epilogue, c_o, lanes, max_lanes, neon)
+        _schedule_epilogue(sch, block, acc_shape, epilogue, c_o, lanes, max_lanes, steps)
         tensorize()   # after the epilogue's placement, which the tensorized block would hinder
         return
     ivs = sch.get(block).iter_vars
@@ -307,21 +321,21 @@ def _schedule_reduction(sch: s_tir.Schedule, block, epilogue, max_lanes: int,
     if lanes > 1:
         sch.vectorize(c_i)
     sch.decompose_reduction(block, reduce[0])   # the init copies the loop kinds
-    _schedule_epilogue(sch, block, acc_shape, epilogue, c_o, lanes, max_lanes, neon)
+    _schedule_epilogue(sch, block, acc_shape, epilogue, c_o, lanes, max_lanes, steps)
 
 
 def _schedule_epilogue(sch: s_tir.Schedule, reduction, acc_shape: list, epilogue, c_o,
-                       lanes: int, max_lanes: int, neon: tuple) -> None:
+                       lanes: int, max_lanes: int, steps: tuple) -> None:
     """The epilogue right after each channel tile ``c_o`` of the reduction (output shape
     ``acc_shape``; or, when it also writes padding, vectorized in a loop nest of its own);
     NEON steps before it."""
     if epilogue is None:
         return
-    # NEON-intrinsic steps (four lanes) right after the channel tile (they read the
+    # intrinsic steps right after the channel tile: NEON ones four lanes wide (they read the
     # accumulator; a kernel whose NEON steps requantize another input too raises here and
-    # is scheduled four lanes wide as a whole instead)
+    # is scheduled four lanes wide as a whole instead); x86 requantizations tensorized
     placed = [sch.get(reduction)]
-    for b in neon:
+    for b in steps:
         if not any(sch.get(p).same_as(q) for p in sch.get_producers(b) for q in placed):
             raise ValueError("a NEON step independent of the accumulator")
         sch.reverse_compute_at(b, c_o)
@@ -332,8 +346,50 @@ def _schedule_epilogue(sch: s_tir.Schedule, reduction, acc_shape: list, epilogue
             _vectorize(sch, sch.get_loops(epilogue)[-1], max_lanes)
     else:   # the epilogue also writes the next layer's padding: a loop nest of its own
         _vectorize_injective(sch, epilogue, max_lanes)
-    for b in neon:
-        _vectorize(sch, sch.get_loops(b)[-1], NEON_LANES)
+    for b in steps:
+        if _is_x86_requant(sch, b):
+            _tensorize_requant(sch, b, c_o)
+        else:
+            _vectorize(sch, sch.get_loops(b)[-1], NEON_LANES)
+
+
+def _inline_x86_requant_of_others(sch: s_tir.Schedule, blocks: list) -> list:
+    """x86 requantization steps that do not read a reduction's result as it is (a fused add's
+    rescaled inputs and sum: expressions the intrinsic does not match) inlined like the rest
+    of the epilogue; returns the blocks that remain."""
+    kept = []
+    for b in blocks:
+        producers = sch.get_producers(b) if _is_x86_requant(sch, b) else []
+        if _is_x86_requant(sch, b) and not (
+                producers and all(_is_reduction(sch, p) for p in producers)):
+            sch.compute_inline(b)
+        else:
+            kept.append(b)
+    return kept
+
+
+def _tensorize_requant(sch: s_tir.Schedule, block, c_o) -> None:
+    """An x86 requantization step (``vector_arith.X86Requant``) computed in channel tile
+    ``c_o``: its channel loop by ``compile.x86_requant``'s intrinsic, 16 lanes (AVX-512) or 8
+    at a time, unrolled over the tile; else vectorized."""
+    from compile.x86_requant import requant_intrin
+
+    loops = sch.get_loops(block)
+    below = [i for i, l in enumerate(loops) if sch.get(l).same_as(sch.get(c_o))]
+    tile_loops = loops[below[0] + 1:-1] if below else []
+    loop = loops[-1]
+    target = tvm.target.Target.current(allow_none=True)
+    wide = target is not None and has_avx512(target)
+    lanes = _divisor(sch.get(loop).extent, (16, 8) if wide else (8,))
+    if lanes == 1:
+        sch.vectorize(loop)
+        return
+    outer, inner = sch.split(loop, [None, lanes])
+    if tile_loops:   # one vector's constants at a time, for every column of the tile
+        sch.reorder(outer, *tile_loops)
+    sch.tensorize(inner, requant_intrin(lanes))
+    for tile in [*tile_loops, outer]:   # whole: its results stay in registers
+        sch.unroll(tile)
 
 
 class CPUKernelRule(CPUScheduleRule):
@@ -347,23 +403,26 @@ class CPUKernelRule(CPUScheduleRule):
         # steps are kept as blocks of their own, four lanes wide, before the vector epilogue;
         # if that does not fit, everything is inlined and vectorized four lanes wide.
         has_neon = NEON_SQRDMULH in str(func)
-        for keep_neon in ((True, False) if has_neon else (False,)):
+        has_steps = has_neon or REQUANT_BLOCK in str(func)
+        for keep_steps in ((True, False) if has_steps else (False,)):
             sch = s_tir.Schedule(func)
-            max_lanes = NEON_LANES if has_neon and not keep_neon else max(VECTOR)
+            max_lanes = NEON_LANES if has_neon and not keep_steps else max(VECTOR)
             try:
-                blocks = _inline_injective(sch, keep_neon)
+                blocks = _inline_injective(sch, keep_steps)
+                if keep_steps and REQUANT_BLOCK in str(func):
+                    blocks = _inline_x86_requant_of_others(sch, blocks)
                 reductions = [b for b in blocks if _is_reduction(sch, b)]
-                neon = [b for b in blocks if keep_neon and not _is_reduction(sch, b)
-                        and _is_neon(sch, b)]
+                steps = [b for b in blocks if keep_steps and not _is_reduction(sch, b)
+                         and _is_step(sch, b)]
                 widen = [b for b in blocks if sch.get(b).name_hint == WIDEN_BLOCK]
-                rest = [b for b in blocks if not _is_reduction(sch, b) and b not in neon
+                rest = [b for b in blocks if not _is_reduction(sch, b) and b not in steps
                         and b not in widen]
-                if not reductions and not neon:
+                if not reductions and not steps:
                     for block in rest:
                         _vectorize_injective(sch, block, max_lanes)
-                elif len(reductions) == 1 and len(rest) <= 1 and (rest or not neon):
+                elif len(reductions) == 1 and len(rest) <= 1 and (rest or not steps):
                     _schedule_reduction(sch, reductions[0], rest[0] if rest else None,
-                                        max_lanes, tuple(neon), widen[0] if widen else None)
+                                        max_lanes, tuple(steps), widen[0] if widen else None)
                 else:
                     continue
             except (s_tir.ScheduleError, ValueError, TypeError, RuntimeError):

@@ -207,6 +207,7 @@ def load_tensor_intrinsics(families: tuple[str, ...]) -> None:
         register_all()
     if "x86" in families:
         importlib.import_module("compile.vnni")
+        importlib.import_module("compile.x86_requant")
 
 
 def intrinsic_families(target: tvm.target.Target) -> tuple[str, ...]:
@@ -259,7 +260,9 @@ def _fuse_passes(target: tvm.target.Target) -> list:
     from tvm.relax import pipeline
 
     from compile.vector_arith import (FoldBiasIntoRequant, NarrowConstants, NeonRequant,
-                                      RoundingNudge, conv2d_legalizer, is_aarch64)
+                                      RoundingNudge, SmallInputHighMul, VnniConvs,
+                                      X86Requant, conv2d_legalizer, has_avx2, has_vnni,
+                                      is_aarch64)
 
     try:
         dispatch = list(pipeline.library_dispatch_passes(target))
@@ -271,7 +274,10 @@ def _fuse_passes(target: tvm.target.Target) -> list:
         # into a kernel they turn its indices into divisions TVM's vectorizer cannot resolve
         relax.transform.RemoveRedundantReshape(),
         *([NeonRequant] if is_aarch64(target) else []),
+        *([SmallInputHighMul] if has_avx2(target) else []),
+        *([VnniConvs] if has_vnni(target) else []),
         FoldBiasIntoRequant, RoundingNudge,
+        *([X86Requant] if has_avx2(target) else []),
         relax.transform.LegalizeOps({"relax.nn.conv2d": conv2d_legalizer(target)}),
         relax.transform.FoldConstant(),
         NarrowConstants,            # after FoldConstant, which would widen them again

@@ -41,10 +41,12 @@ def _intrin(lanes: int):
         with T.sblock("root"):
             T.reads(C[0:lanes], A[0:4], B[0:lanes, 0:4])
             T.writes(C[0:lanes])
-            a_i32 = T.reinterpret(A.vload([0], "uint8x4"), dtype="int32")
+            # one expression: a name bound here would become a local buffer, which the CPU
+            # build allocates from the workspace pool at every kernel call
             C[T.ramp(T.int32(0), 1, lanes)] = T.call_llvm_pure_intrin(
                 T.llvm_lookup_intrinsic_id(name), C.vload([0], dtype=acc),
-                T.reinterpret(T.broadcast(a_i32, lanes), dtype=vec),
+                T.reinterpret(T.broadcast(T.reinterpret(A.vload([0], "uint8x4"), dtype="int32"),
+                                          lanes), dtype=vec),
                 B.vload([0, 0], dtype=vec), dtype=acc)
 
     return desc, impl

@@ -13,7 +13,8 @@ from compile.pipeline import compile_model
 from compile.reference import run_litert
 from compile.schedules import CPUKernelRule
 from compile.targets import get_target, resolve_native
-from compile.vector_arith import MLA_BLOCK, NEON_SQRDMULH, VNNI_BLOCK, WIDEN_BLOCK
+from compile.vector_arith import (MLA_BLOCK, NEON_SQRDMULH, REQUANT_BLOCK, VNNI_BLOCK,
+                                  WIDEN_BLOCK)
 from compile.tuning import compile_relax_module, fused_tir
 from tests.factory import build_tflite, random_int8_inputs
 
@@ -37,7 +38,7 @@ def test_every_kernel_gets_a_vectorized_schedule(model, target_name):
     target = tvm.target.Target(resolve_native(get_target(target_name).tvm))
     kernels = _kernels(fused_tir(mod, target))
     assert kernels
-    lane_kernels = concat_kernels = 0
+    lane_kernels = concat_kernels = x86_requant = 0
     model_name = "identity_block" if "identity_block" in str(model[0]) else str(model[0])
     for name, func in kernels:
         sch = CPUKernelRule().apply(func, target, False)
@@ -47,9 +48,16 @@ def test_every_kernel_gets_a_vectorized_schedule(model, target_name):
         text = sch.mod["main"].script()
         if any(s in name for s in ("conv2d", "matmul")):
             # root + the reduction's init and update + at most one (fused) epilogue block
-            # (+ one block per NEON SQRDMULH step, see below; + the int16 input of an MLA conv)
-            extra = text.count(NEON_SQRDMULH) + text.count(f'T.sblock("{WIDEN_BLOCK}")')
+            # (+ one block per NEON SQRDMULH step, see below, or x86 requantization step;
+            # + the converted input of an MLA / VNNI conv)
+            extra = (text.count(NEON_SQRDMULH) + text.count(f'T.sblock("{WIDEN_BLOCK}")')
+                     + text.count(f'T.sblock("{REQUANT_BLOCK}'))
             assert "_init" in text and text.count("T.sblock(") <= 4 + extra, name
+        if REQUANT_BLOCK in text:   # x86: the requantization of the accumulator, for 8 or
+            # 16 channels at a time by compile/x86_requant.py (int32 lanes multiplied as int64
+            # pairs, not widened); narrower channel tiles vectorized as they are
+            assert target_name == "host", name
+            x86_requant += 'T.reinterpret("int64x' in text
         weights = re.search(r'T.Buffer\(\(T.int64\((\d+)\), T.int64\((\d+)\)\), "int16"\)', text)
         if f'"{MLA_BLOCK}' in text and weights:   # rpi4: 1x1 convs on int16 weights [K, C]
             k, c = (int(v) for v in weights.groups())
@@ -69,6 +77,7 @@ def test_every_kernel_gets_a_vectorized_schedule(model, target_name):
             assert text.count("T.vectorized") >= 2 and "_fused" not in text, name
             concat_kernels += 1
     assert lane_kernels or target_name != "rpi4"
+    assert x86_requant or target_name != "host"
     assert concat_kernels or model_name != "identity_block"
 
 

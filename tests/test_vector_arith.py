@@ -15,9 +15,10 @@ from tvm.script import relax as R
 
 from compile.targets import get_target
 from compile.targets import resolve_native
-from compile.vector_arith import (MLA_BLOCK, NEON_SQRDMULH, VNNI_BLOCK, WIDEN_BLOCK,
-                                  FoldBiasIntoRequant, NarrowConstants, NeonRequant,
-                                  RoundingNudge, conv2d_legalizer, has_vnni, legalize_conv2d,
+from compile.vector_arith import (MLA_BLOCK, NEON_SQRDMULH, REQUANT_BLOCK, VNNI_BLOCK,
+                                  WIDEN_BLOCK, FoldBiasIntoRequant, NarrowConstants,
+                                  NeonRequant, RoundingNudge, SmallInputHighMul, VnniConvs,
+                                  X86Requant, conv2d_legalizer, has_vnni, legalize_conv2d,
                                   pack_sdot_weights, pack_vnni_weights)
 
 B = np.array([7, -3], np.int32)
@@ -265,3 +266,153 @@ def test_sdot_weight_packing():
     assert wp.shape == (3, 2, 4, 4)   # [C/4, K/4, 4 channels, 4 input channels]
     for co, ko, ci, ki in np.ndindex(wp.shape):
         assert wp[co, ko, ci, ki] == w[0, 0, 4 * ko + ki, 4 * co + ci]
+
+
+def _run(mod, *args):
+    vm = relax.VirtualMachine(tvm.compile(mod, "llvm"), tvm.cpu())
+    return vm["main"](*(tvm.runtime.tensor(a) for a in args)).numpy()
+
+
+def _rounding_requant(mult, offset, shift):
+    """acc -> RoundingDivideByPOT(int32((int64(acc) * M + R) >> 31), s) as the lowering and
+    ``RoundingNudge`` write it (half = 2**(s-1))."""
+    half = (1 << (shift - 1)).astype(np.int32)
+
+    @I.ir_module
+    class Module:
+        @R.function
+        def main(acc: R.Tensor((64, 4), "int32")) -> R.Tensor((64, 4), "int32"):
+            with R.dataflow():
+                wide = R.multiply(R.astype(acc, "int64"), R.const(mult, "int64"))
+                high = R.astype(R.right_shift(R.add(wide, R.const(offset, "int64")),
+                                              R.const(31, "int64")), "int32")
+                nudged = R.add(R.add(high, R.right_shift(high, R.const(31, "int32"))),
+                               R.const(half, "int32"))
+                y = R.right_shift(nudged, R.const(shift.astype(np.int32), "int32"))
+                R.output(y)
+            return y
+
+    return Module
+
+
+def test_x86_requant_is_one_block_equal_on_every_sign_and_tie():
+    """X86Requant: MultiplyByQuantizedMultiplier + rounding shift -> one REQUANT_BLOCK; equal
+    for accumulators of both signs, around the sign flip of the product (N) and on the ties
+    of both roundings (bias folded into R, per-channel M and shift, M = 2**30 included)."""
+    mult = np.array([1 << 30, 1518500250, 2 ** 31 - 1, 1 << 30], np.int64)
+    bias = np.array([0, -37, 1000, 5], np.int64)
+    offset = bias * mult + (1 << 30)
+    shift = np.array([1, 3, 7, 12], np.int64)
+    before = _rounding_requant(mult, offset, shift)
+    after = X86Requant(before)
+    prims = [f for _, f in after.functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
+    assert len(prims) == 1 and f'"{REQUANT_BLOCK}"' in prims[0].script()
+    assert "right_shift" not in after["main"].script()
+    rng = np.random.default_rng(5)
+    acc = rng.integers(-2 ** 24, 2 ** 24, (64, 4)).astype(np.int32)
+    acc[:16] = np.arange(-8, 8)[:, None] - bias[None, :]          # around x + bias = 0
+    # x * M + R on exact ties of the rounding shift: x + bias = +-(2k+1) * 2**(s-1)
+    # (M = 2**30: the high half is exactly (x + bias + 1) / 2)
+    acc[16:24, 0] = np.array([1, 3, 5, -1, -3, -5, -7, 9]) * 2 - 1 - bias[0]
+    np.testing.assert_array_equal(_run(after, acc), _run(before, acc))
+    # a channel that does not round (s = 0) is not this form: left alone
+    kept = _rounding_requant(mult, offset, np.array([1, 0, 2, 3], np.int64))
+    tvm.ir.assert_structural_equal(X86Requant(kept), kept)
+
+
+def test_x86_requant_intrinsic_equals_its_description():
+    """compile/x86_requant.py: the 16- and 8-lane intrinsics tensorize the block's form and
+    compute it exactly (int32 extremes, every shift) on this machine."""
+    from tvm import s_tir, te
+
+    from compile.vector_arith import _x86_requant
+    from compile.x86_requant import requant_intrin
+
+    rng = np.random.default_rng(9)
+    c = 32
+    x = te.placeholder((3, c), "int32", "x")
+    consts = [te.placeholder((c,), d, n) for n, d in
+              (("m", "int32"), ("k", "int64"), ("n", "int32"), ("s", "int32"))]
+    out = _x86_requant(x, *consts)
+    values = [rng.integers(-2 ** 31, 2 ** 31, (3, c)).astype(np.int32),
+              rng.integers(1, 2 ** 31, c).astype(np.int32),
+              rng.integers(-2 ** 45, 2 ** 45, c).astype(np.int64),
+              rng.integers(-2 ** 20, 2 ** 20, c).astype(np.int32),
+              np.arange(c, dtype=np.int32) % 31]
+    values[0][0, :4] = [-2 ** 31, 2 ** 31 - 1, 0, -1]
+    xv, mv, kv, nv, sv = values
+    high = ((xv.astype(np.int64) * mv + kv) >> 31).astype(np.int32)   # int32 wrap, like TIR
+    expected = (high - (xv < nv)) >> sv
+    native = tvm.target.Target(resolve_native({"kind": "llvm", "mcpu": "native"}))
+    for lanes in (16, 8):
+        sch = s_tir.Schedule(te.create_prim_func([x, *consts, out]))
+        loop = sch.get_loops(sch.get_sblock(REQUANT_BLOCK))[-1]
+        sch.tensorize(sch.split(loop, [None, lanes])[1], requant_intrin(lanes))
+        assert 'T.reinterpret("int64x' in sch.mod.script()
+        lib = tvm.compile(sch.mod, target=native)
+        args = [tvm.runtime.tensor(v) for v in (*values, np.zeros((3, c), np.int32))]
+        lib["main"](*args)
+        np.testing.assert_array_equal(args[-1].numpy(), expected)
+
+
+def _rescaled_input(offset, mult, left=20):
+    @I.ir_module
+    class Module:
+        @R.function
+        def main(v: R.Tensor((256,), "int8")) -> R.Tensor((256,), "int32"):
+            with R.dataflow():
+                y = R.subtract(R.astype(v, "int32"), R.const(offset, "int32"))
+                wide = R.astype(R.left_shift(y, R.const(left, "int32")), "int64")
+                t = R.add(R.multiply(wide, R.const(mult, "int64")), R.const(1 << 30, "int64"))
+                out = R.astype(R.right_shift(t, R.const(31, "int64")), "int32")
+                R.output(out)
+            return out
+
+    return Module
+
+
+@pytest.mark.parametrize("mult", [1 << 30, 1518500250, 2 ** 31 - 1, 1234567])
+def test_small_input_high_mul_is_int32_and_exact_for_every_int8(mult):
+    """SmallInputHighMul: a quantized add's input rescale, (int8 - zp) << 20 times M, in
+    int32 arithmetic only; equal for all 256 inputs."""
+    before = _rescaled_input(-128, mult)
+    after = SmallInputHighMul(before)
+    assert "int64" not in after.script()
+    v = np.arange(-128, 128, dtype=np.int8)
+    np.testing.assert_array_equal(_run(after, v), _run(before, v))
+    # (v - zp) << 2 times M: y * (M >> 29) no longer fits int32, left alone
+    wide = _rescaled_input(-128, 2 ** 31 - 1, left=2)
+    tvm.ir.assert_structural_equal(SmallInputHighMul(wide), wide)
+
+
+def test_vnni_convs_leave_the_offset_to_the_requantization():
+    """VnniConvs: a 1x1 conv becomes the VPDPBUSD kernel + a Relax add of -128 * sum(w);
+    after FoldBiasIntoRequant and X86Requant the requantization reads the accumulator itself
+    (the add folded into its constants), equal to the unrewritten module."""
+    rng = np.random.default_rng(13)
+    w = rng.integers(-128, 128, (1, 1, 8, 16)).astype(np.int8)
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, 3, 4, 8), "int8"))
+    mult = rng.integers(1 << 30, 2 ** 31, 16).astype(np.int64)
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            acc = bb.emit(relax.op.nn.conv2d(x, relax.const(w, "int8"), data_layout="NHWC",
+                                             kernel_layout="HWIO", out_dtype="int32"))
+            acc = bb.emit(relax.op.add(acc, relax.const(rng.integers(-99, 99, 16).astype(
+                np.int32))))
+            wide = bb.emit(relax.op.multiply(relax.op.astype(acc, "int64"),
+                                             relax.const(mult, "int64")))
+            high = bb.emit(relax.op.astype(relax.op.right_shift(
+                relax.op.add(wide, relax.const(1 << 30, "int64")), relax.const(31, "int64")),
+                "int32"))
+            nudged = bb.emit(relax.op.add(relax.op.add(high, relax.op.right_shift(
+                high, relax.const(31, "int32"))), relax.const(np.full(16, 4, np.int32))))
+            y = bb.emit_output(relax.op.right_shift(nudged, relax.const(3, "int32")))
+        bb.emit_func_output(y)
+    before = bb.get()
+    with tvm.target.Target(VNNI_CPU):
+        after = tvm.transform.Sequential([VnniConvs, FoldBiasIntoRequant, X86Requant])(before)
+    main = after["main"].script()
+    assert main.count("R.call_tir") == 2 and "R.add" not in main, main
+    xv = rng.integers(-128, 128, (1, 3, 4, 8)).astype(np.int8)
+    np.testing.assert_array_equal(_run(after, xv), _run(before, xv))
