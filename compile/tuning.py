@@ -260,7 +260,7 @@ def _fuse_passes(target: tvm.target.Target) -> list:
     from tvm.relax import pipeline
 
     from compile.vector_arith import (FoldBiasIntoRequant, NarrowConstants, NeonRequant,
-                                      RoundingNudge, SmallInputHighMul, VnniConvs,
+                                      MergeClips, RoundingNudge, SmallInputHighMul, VnniConvs,
                                       X86Requant, conv2d_legalizer, has_avx2, has_vnni,
                                       is_aarch64)
 
@@ -277,7 +277,7 @@ def _fuse_passes(target: tvm.target.Target) -> list:
         *([SmallInputHighMul] if has_avx2(target) else []),
         *([VnniConvs] if has_vnni(target) else []),
         FoldBiasIntoRequant, RoundingNudge,
-        *([X86Requant] if has_avx2(target) else []),
+        *([X86Requant, MergeClips] if has_avx2(target) else []),
         relax.transform.LegalizeOps({"relax.nn.conv2d": conv2d_legalizer(target)}),
         relax.transform.FoldConstant(),
         NarrowConstants,            # after FoldConstant, which would widen them again

@@ -204,6 +204,37 @@ all int32 (two VPMULLD instead of widening to int64) when ``|y| * Mh`` and ``|y|
 int32 (checked). AArch64 keeps SQRDMULH (``NeonRequant``), one instruction."""
 
 
+def _clip_patterns():
+    x = wildcard()
+    inner = is_op("relax.clip")(x, wildcard(), wildcard())
+    root = is_op("relax.clip")(is_op("relax.astype")(inner), wildcard(), wildcard())
+
+    def bounds(call) -> tuple[int, int] | None:
+        try:
+            return int(call.args[1].value), int(call.args[2].value)
+        except (AttributeError, TypeError):
+            return None
+
+    def rewriter(orig, m):
+        first, second = bounds(m.value(inner)), bounds(orig)
+        if (str(m[x].ty.dtype) != "int32" or str(orig.ty.dtype) != "int8"
+                or first is None or second is None
+                or first[0] < -128 or first[1] > 127):
+            return orig
+        lo, hi = max(first[0], second[0]), min(first[1], second[1])
+        if lo > hi:
+            return orig
+        return R.astype(R.clip(m[x], lo, hi), "int8")
+
+    return [(root, rewriter)]
+
+
+MergeClips = rewrite_pass("MergeClips", _clip_patterns)
+MergeClips.__doc__ = """x86-64: the requantized output's two clamps, ``clip(int8(clip(x, -128, 127)),
+lo, hi)`` (int8 range, then the fused activation), -> ``int8(clip(x, lo, hi))``: one clamp in
+int32 before a saturating narrow (VPMAXSD + VPMOVSDB) instead of clamp, narrow, clamp again."""
+
+
 REQUANT_BLOCK = "requant_x86"
 
 

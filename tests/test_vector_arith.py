@@ -16,7 +16,7 @@ from tvm.script import relax as R
 from compile.targets import get_target
 from compile.targets import resolve_native
 from compile.vector_arith import (MLA_BLOCK, NEON_SQRDMULH, REQUANT_BLOCK, VNNI_BLOCK,
-                                  WIDEN_BLOCK, FoldBiasIntoRequant, NarrowConstants,
+                                  WIDEN_BLOCK, FoldBiasIntoRequant, MergeClips, NarrowConstants,
                                   NeonRequant, RoundingNudge, SmallInputHighMul, VnniConvs,
                                   X86Requant, conv2d_legalizer, has_vnni, legalize_conv2d,
                                   pack_sdot_weights, pack_vnni_weights)
@@ -416,3 +416,28 @@ def test_vnni_convs_leave_the_offset_to_the_requantization():
     assert main.count("R.call_tir") == 2 and "R.add" not in main, main
     xv = rng.integers(-128, 128, (1, 3, 4, 8)).astype(np.int8)
     np.testing.assert_array_equal(_run(after, xv), _run(before, xv))
+
+
+def _two_clamps(lo, hi, first=(-128, 127)):
+    @I.ir_module
+    class Module:
+        @R.function
+        def main(x: R.Tensor((512,), "int32")) -> R.Tensor((512,), "int8"):
+            with R.dataflow():
+                y = R.clip(R.astype(R.clip(x, first[0], first[1]), "int8"), lo, hi)
+                R.output(y)
+            return y
+
+    return Module
+
+
+def test_merge_clips_is_one_clamp_before_the_narrowing():
+    x = np.arange(-256, 256, dtype=np.int32)
+    for lo, hi in ((-9, 127), (-128, 5), (0, 6)):
+        before = _two_clamps(lo, hi)
+        after = MergeClips(before)
+        assert after["main"].script().count("R.clip") == 1
+        np.testing.assert_array_equal(_run(after, x), _run(before, x))
+    # a first clamp wider than int8 wraps in the cast: left alone
+    wrapping = _two_clamps(-9, 127, first=(-300, 300))
+    tvm.ir.assert_structural_equal(MergeClips(wrapping), wrapping)
