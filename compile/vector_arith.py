@@ -128,6 +128,16 @@ class _NeonRequant(relax.PyExprMutator):
                                      primfunc_name_hint="sqrdmulh")
 
 
+def _mutate_functions(mutator: relax.PyExprMutator, mod: tvm.IRModule) -> tvm.IRModule:
+    """Every Relax function of ``mod`` through ``mutator`` (its ``var2val`` set per function),
+    dead bindings removed."""
+    for gvar, func in mod.functions_items():
+        if isinstance(func, relax.Function):
+            mutator.var2val = relax.analysis.get_var2val(func)
+            mutator.builder_.update_func(gvar, mutator.visit_expr(func))
+    return relax.transform.DeadCodeElimination()(mutator.builder_.get())
+
+
 @tvm.transform.module_pass(opt_level=0, name="sandglass.NeonRequant")
 def NeonRequant(mod: tvm.IRModule, _ctx) -> tvm.IRModule:   # noqa: N802 - a pass
     """AArch64: ``int32((int64(acc) * M + 2**30) >> 31)`` with a constant multiplier
@@ -135,12 +145,7 @@ def NeonRequant(mod: tvm.IRModule, _ctx) -> tvm.IRModule:   # noqa: N802 - a pas
     since ``M != INT32_MIN``) -> one NEON ``SQRDMULH`` per four lanes, which computes exactly
     ``(2 * acc * M + 2**31) >> 32``. Kernels holding it are vectorized four lanes wide
     (``compile.schedules``): LLVM cannot split wider calls of a NEON intrinsic."""
-    mutator = _NeonRequant(mod, {})
-    for gvar, func in mod.functions_items():
-        if isinstance(func, relax.Function):
-            mutator.var2val = relax.analysis.get_var2val(func)
-            mutator.builder_.update_func(gvar, mutator.visit_expr(func))
-    return relax.transform.DeadCodeElimination()(mutator.builder_.get())
+    return _mutate_functions(_NeonRequant(mod, {}), mod)
 
 
 def _int8_offset_range(expr, resolve=lambda e: e) -> tuple[int, int] | None:
@@ -317,12 +322,7 @@ def X86Requant(mod: tvm.IRModule, _ctx) -> tvm.IRModule:   # noqa: N802 - a pass
     ``(int32((int64(x) * M + K) >> 31) - (x < N)) >> s`` with ``K = R + half * 2**31`` and
     ``N = -floor(R / M)``: equal for every int32 ``x`` (the nudge's sign test moves from the
     product to ``x``), and ``compile.x86_requant`` tensorizes it without widening lanes."""
-    mutator = _X86Requant(mod, {})
-    for gvar, func in mod.functions_items():
-        if isinstance(func, relax.Function):
-            mutator.var2val = relax.analysis.get_var2val(func)
-            mutator.builder_.update_func(gvar, mutator.visit_expr(func))
-    return relax.transform.DeadCodeElimination()(mutator.builder_.get())
+    return _mutate_functions(_X86Requant(mod, {}), mod)
 
 
 def _nudge_patterns():
@@ -561,11 +561,7 @@ def VnniConvs(mod: tvm.IRModule, _ctx) -> tvm.IRModule:   # noqa: N802 - a pass
     compute become ``_vnni_conv`` kernels followed by the subtraction of their input offset's
     contribution as a Relax add, which ``FoldBiasIntoRequant`` then folds into the
     requantization (``X86Requant``'s block reads the accumulator itself)."""
-    mutator = _VnniConvs(mod)
-    for gvar, func in mod.functions_items():
-        if isinstance(func, relax.Function):
-            mutator.builder_.update_func(gvar, mutator.visit_expr(func))
-    return mutator.builder_.get()
+    return _mutate_functions(_VnniConvs(mod), mod)
 
 
 def has_vnni(target: tvm.target.Target) -> bool:
