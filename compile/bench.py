@@ -16,6 +16,8 @@ Results are printed as a table and, with ``--json PATH``, written as JSON.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import multiprocessing
 import sys
@@ -140,18 +142,16 @@ def median_seconds(fn, runs: int) -> float:
     return float(np.median(times))
 
 
-def _tune_only(model: str, target_name: str, opts: dict, errors) -> None:
+def _tune_only(model: str, target_tvm: dict, opts: dict, errors) -> None:
     """Child process of ``bench_host``: tune until the database holds the trials asked; a
     user error goes back to the parent through ``errors`` (one line, no traceback)."""
     from compile.pipeline import compile_model
-    from compile.targets import get_target
     from compile.tuning import options, tune
 
     try:
         mod, info = compile_model(model)
-        target = get_target(target_name)
-        db_dir, trials, rpc = options(opts, info.sha256, target.tvm)
-        tune(mod, target.tvm, trials, db_dir, rpc=rpc,
+        db_dir, trials, rpc = options(opts, info.sha256, target_tvm)
+        tune(mod, target_tvm, trials, db_dir, rpc=rpc,
              log=lambda m: print(m, file=sys.stderr, flush=True))
     except BackendError as err:
         errors.put(str(err))
@@ -171,6 +171,9 @@ def bench_host(model: Path, target, threads: int, runs: int, opts: dict) -> dict
 
     mod, info = compile_model(model)
     x = example_input(info, 1)[0][None]
+    # tuned for the threads it is timed with: MetaSchedule sizes its parallel loops by the
+    # target's num-cores (else this machine's core count), and the database is kept per target
+    target = dataclasses.replace(target, tvm={**target.tvm, "num-cores": threads})
 
     result = {"unit": "median ms per inference (wall clock, this machine)", "threads": threads,
               "runs": runs}
@@ -182,7 +185,7 @@ def bench_host(model: Path, target, threads: int, runs: int, opts: dict) -> dict
         # 0.203 ms instead of 0.149 ms (whatever the tuner leaves behind; not examined further)
         context = multiprocessing.get_context("spawn")
         errors = context.Queue()
-        child = context.Process(target=_tune_only, args=(str(model), target.name, opts, errors))
+        child = context.Process(target=_tune_only, args=(str(model), target.tvm, opts, errors))
         child.start()
         child.join()
         if child.exitcode != 0:
