@@ -17,7 +17,6 @@ Results are printed as a table and, with ``--json PATH``, written as JSON.
 from __future__ import annotations
 
 import dataclasses
-
 import json
 import multiprocessing
 import sys

@@ -402,14 +402,15 @@ class CPUKernelRule(CPUScheduleRule):
         # NEON intrinsics (compile.vector_arith.NeonRequant) cannot be split by LLVM: their
         # steps are kept as blocks of their own, four lanes wide, before the vector epilogue;
         # if that does not fit, everything is inlined and vectorized four lanes wide.
-        has_neon = NEON_SQRDMULH in str(func)
-        has_steps = has_neon or REQUANT_BLOCK in str(func)
+        text = str(func)
+        has_neon, has_x86_requant = NEON_SQRDMULH in text, REQUANT_BLOCK in text
+        has_steps = has_neon or has_x86_requant
         for keep_steps in ((True, False) if has_steps else (False,)):
             sch = s_tir.Schedule(func)
             max_lanes = NEON_LANES if has_neon and not keep_steps else max(VECTOR)
             try:
                 blocks = _inline_injective(sch, keep_steps)
-                if keep_steps and REQUANT_BLOCK in str(func):
+                if keep_steps and has_x86_requant:
                     blocks = _inline_x86_requant_of_others(sch, blocks)
                 reductions = [b for b in blocks if _is_reduction(sch, b)]
                 steps = [b for b in blocks if keep_steps and not _is_reduction(sch, b)

@@ -32,8 +32,9 @@ give LLVM forms it maps onto NEON / AVX-512 instructions:
   ``conv2d_legalizer(target)`` makes aarch64 1x1 convs, with the dot-product extension
   (``+dotprod``: rpi5), convs on weights packed for SDOT (``pack_sdot_weights``), else (rpi4,
   rpi3) int16 multiply-accumulates on weights widened at compile time (``_mla_conv``); on
-  x86-64 with AVX-512 VNNI (the host), 1x1 convs on the input offset to uint8 and weights
-  packed for VPDPBUSD (``_vnni_conv``). All three are tensorized in ``compile.schedules``.
+  x86-64 with AVX-512 VNNI (the host), ``VnniConvs`` makes the 1x1 convs on the input offset
+  to uint8 and weights packed for VPDPBUSD (``_vnni_conv``). All three are tensorized in
+  ``compile.schedules``.
 
 TFLite's rounding: https://github.com/tensorflow/tensorflow/blob/master/tensorflow/lite/kernels/internal/common.h
 """
@@ -84,8 +85,10 @@ def _sqrdmulh(acc, mult):
     return te.compute(acc.shape, body, name="sqrdmulh")
 
 
-@relax.expr_functor.mutator
-class _NeonRequant(relax.PyExprMutator):
+class _ChainMatcher(relax.PyExprMutator):
+    """A mutator that matches chains of bindings backwards through ``var2val`` (set per
+    function by ``_mutate_functions``)."""
+
     def __init__(self, mod: tvm.IRModule, var2val: dict):
         super().__init__(mod)
         self.var2val = var2val
@@ -105,6 +108,9 @@ class _NeonRequant(relax.PyExprMutator):
             return const_value(expr)
         return None
 
+
+@relax.expr_functor.mutator
+class _NeonRequant(_ChainMatcher):
     def visit_call_(self, call: relax.Call) -> relax.Expr:
         call = super().visit_call_(call)
         if call.op != tvm.ir.Op.get("relax.astype") or str(call.ty.dtype) != "int32":
@@ -154,7 +160,7 @@ def _int8_offset_range(expr, resolve=lambda e: e) -> tuple[int, int] | None:
     def is_call(e, op):
         return isinstance(e, relax.Call) and e.op == tvm.ir.Op.get(op)
 
-    offset = 0
+    offset = (0, 0)
     if is_call(expr, "relax.add") or is_call(expr, "relax.subtract"):
         c = expr.args[1]
         if not isinstance(c, tvm.ir.expr.GenericConst) or "int" not in str(c.ty.dtype):
@@ -163,8 +169,6 @@ def _int8_offset_range(expr, resolve=lambda e: e) -> tuple[int, int] | None:
         values = -values if is_call(expr, "relax.subtract") else values
         offset = (int(values.min()), int(values.max()))
         expr = resolve(expr.args[0])
-    else:
-        offset = (0, 0)
     if not is_call(expr, "relax.astype") or str(expr.args[0].ty.dtype) != "int8":
         return None
     return -128 + offset[0], 127 + offset[1]
@@ -258,9 +262,9 @@ def _x86_requant(x, mult, offset, negative_below, shift):
 
 
 @relax.expr_functor.mutator
-class _X86Requant(_NeonRequant._cls):
+class _X86Requant(_ChainMatcher):
     def visit_call_(self, call: relax.Call) -> relax.Expr:
-        call = relax.PyExprMutator.visit_call_(self, call)
+        call = super().visit_call_(call)
         if call.op != tvm.ir.Op.get("relax.right_shift") or str(call.ty.dtype) != "int32":
             return call
         shift = self._const(call.args[1], "int32")
@@ -511,7 +515,7 @@ def pack_vnni_weights(w: np.ndarray) -> np.ndarray:
 def _vnni_conv(x, wp, stride_h: int, stride_w: int):
     """1x1 NHWC int8 conv on packed weights (``pack_vnni_weights``), int32 out, of the input
     offset by ``VNNI_OFFSET`` to uint8 (``WIDEN_BLOCK``, per pixel tile): its products summed
-    four at a time by VPDPBUSD. ``conv2d_legalizer`` subtracts ``VNNI_OFFSET * sum(w)`` per
+    four at a time by VPDPBUSD. ``VnniConvs`` subtracts ``VNNI_OFFSET * sum(w)`` per
     channel after it, as a Relax add that ``FoldBiasIntoRequant`` folds into the
     requantization's constants (``X86Requant`` then reads the accumulator itself)."""
     from tvm import te
@@ -612,11 +616,9 @@ def _int8_conv_weights(call: relax.Call) -> np.ndarray | None:
 def conv2d_legalizer(target: tvm.target.Target):
     """``relax.nn.conv2d`` legalization for ``target``: on aarch64, 1x1 int8 convs become SDOT
     kernels (packed weights) with the dot-product extension when both channel counts divide
-    by 4, else int16 MLA kernels (``_mla_conv``); on x86-64 with AVX-512 VNNI, VPDPBUSD kernels
-    (``_vnni_conv``) when the input channels divide by 4 and the outputs by 8; every other
-    conv: ``legalize_conv2d``."""
-    vnni = has_vnni(target)
-    if not is_aarch64(target) and not vnni:
+    by 4, else int16 MLA kernels (``_mla_conv``); every other conv, and every conv on x86-64
+    (whose VPDPBUSD convs ``VnniConvs`` made before): ``legalize_conv2d``."""
+    if not is_aarch64(target):
         return legalize_conv2d
     dotprod = has_dotprod(target)
 
@@ -626,9 +628,6 @@ def conv2d_legalizer(target: tvm.target.Target):
         if wv is None or a.kernel_layout != "HWIO" or int(a.groups) != 1 or wv.shape[:2] != (1, 1):
             return legalize_conv2d(bb, call)
         strides = int(a.strides[0]), int(a.strides[1])
-        if vnni:
-            vnni_conv = _vnni_legalized(bb, call)
-            return legalize_conv2d(bb, call) if vnni_conv is None else vnni_conv
         if dotprod and wv.shape[2] % 4 == 0 and wv.shape[3] % 4 == 0:
             return bb.call_te(_sdot_conv, call.args[0], iconst(pack_sdot_weights(wv), "int8"),
                               *strides, primfunc_name_hint="conv2d")

@@ -26,44 +26,41 @@ LANES = (16, 8)   # int32 lanes of a zmm / ymm register
 LOW_HALF = 0xFFFFFFFF
 
 
-def _pairs(buf, pairs: int, i32: str, i64: str):
+def _pairs(buf, pairs: int):
     """The int32 lanes of ``buf`` as int64 pairs (lane 2j in the low half of pair j)."""
-    return T.reinterpret(buf.vload([0], dtype=i32), dtype=i64)
+    return T.reinterpret(buf.vload([0], dtype=f"int32x{2 * pairs}"), dtype=f"int64x{pairs}")
 
 
-def _even(x, m, k, pairs: int, i32: str, i64: str):
-    """x * m + k of the even lanes, int64 (VPMULDQ reads each pair's sign-extended low half)."""
+def _products(x, m, k, pairs: int, odd: int):
+    """x * m + k of the even (``odd`` 0) or odd (1) lanes, int64: VPMULDQ reads each pair's
+    low half, sign-extended, so an even lane is shifted up and back, an odd one down."""
     c32 = T.Broadcast(T.int64(32), pairs)
-    return (T.shift_right(T.shift_left(_pairs(x, pairs, i32, i64), c32), c32)
-            * T.shift_right(T.shift_left(_pairs(m, pairs, i32, i64), c32), c32)
-            + T.Shuffle([k.vload([0], dtype=i64), k.vload([pairs], dtype=i64)],
-                        [2 * j for j in range(pairs)]))
+
+    def half(buf):
+        lanes = _pairs(buf, pairs)
+        return T.shift_right(lanes if odd else T.shift_left(lanes, c32), c32)
+
+    wide = f"int64x{pairs}"
+    return half(x) * half(m) + T.Shuffle([k.vload([0], dtype=wide), k.vload([pairs], dtype=wide)],
+                                         [2 * j + odd for j in range(pairs)])
 
 
-def _odd(x, m, k, pairs: int, i32: str, i64: str):
-    """x * m + k of the odd lanes, int64 (each pair's high half)."""
-    c32 = T.Broadcast(T.int64(32), pairs)
-    return (T.shift_right(_pairs(x, pairs, i32, i64), c32)
-            * T.shift_right(_pairs(m, pairs, i32, i64), c32)
-            + T.Shuffle([k.vload([0], dtype=i64), k.vload([pairs], dtype=i64)],
-                        [2 * j + 1 for j in range(pairs)]))
-
-
-def _merge_high_halves(even, odd, pairs: int, i32: str, i64: str, u64: str):
+def _merge_high_halves(even, odd, pairs: int):
     """Bits 31..62 of each product in its int32 lane: the even ones shifted into the low half,
     the odd ones into the high half of their pair, joined by one bitwise select."""
-    low = T.reinterpret(T.shift_right(T.reinterpret(even, dtype=u64),
-                                      T.Broadcast(T.uint64(31), pairs)), dtype=i64)
+    low = T.reinterpret(T.shift_right(T.reinterpret(even, dtype=f"uint64x{pairs}"),
+                                      T.Broadcast(T.uint64(31), pairs)), dtype=f"int64x{pairs}")
     high = T.shift_left(odd, T.Broadcast(T.int64(1), pairs))
     select = T.Broadcast(T.int64(LOW_HALF), pairs)
     return T.reinterpret(T.bitwise_or(T.bitwise_and(low, select),
-                                      T.bitwise_and(high, T.bitwise_not(select))), dtype=i32)
+                                      T.bitwise_and(high, T.bitwise_not(select))),
+                         dtype=f"int32x{2 * pairs}")
 
 
 def _intrin(lanes: int):
     """(desc, impl) of the requantization of ``lanes`` int32 values."""
     pairs = lanes // 2
-    i32, i64, u64 = f"int32x{lanes}", f"int64x{pairs}", f"uint64x{pairs}"
+    i32 = f"int32x{lanes}"
 
     @T.prim_func(s_tir=True)
     def desc(x: T.Buffer((lanes,), "int32", offset_factor=1),
@@ -96,9 +93,8 @@ def _intrin(lanes: int):
             # one expression: names bound here would become local buffers, which the CPU
             # build allocates from the workspace pool at every kernel call
             r[T.Ramp(0, 1, lanes)] = T.shift_right(
-                _merge_high_halves(
-                    _even(x, m, k, pairs, i32, i64), _odd(x, m, k, pairs, i32, i64), pairs, i32,
-                    i64, u64)
+                _merge_high_halves(_products(x, m, k, pairs, 0), _products(x, m, k, pairs, 1),
+                                   pairs)
                 - T.Cast(i32, x.vload([0], dtype=i32) < n.vload([0], dtype=i32)),
                 s.vload([0], dtype=i32))
 

@@ -21,6 +21,11 @@ from compile.vector_arith import (MLA_BLOCK, NEON_SQRDMULH, REQUANT_BLOCK, VNNI_
                                   X86Requant, conv2d_legalizer, has_vnni, legalize_conv2d,
                                   pack_sdot_weights, pack_vnni_weights)
 
+def _run(mod, *args):
+    vm = relax.VirtualMachine(tvm.compile(mod, "llvm"), tvm.cpu())
+    return vm["main"](*(tvm.runtime.tensor(a) for a in args)).numpy()
+
+
 B = np.array([7, -3], np.int32)
 M = np.array([1 << 30, 3 << 28], np.int64)
 
@@ -189,8 +194,7 @@ def test_pairwise_conv_equals_topi(case, weights):
     assert uses_int16 == (weights == "symmetric"), case
     x = rng.integers(-128, 128, x_shape).astype(np.int8)
     x.flat[::3] = -128      # the extreme products: -128 * +-127
-    results = [relax.VirtualMachine(tvm.compile(m, "llvm"), tvm.cpu())["main"](
-        tvm.runtime.tensor(x)).numpy() for m in (ours, theirs)]
+    results = [_run(m, x) for m in (ours, theirs)]
     np.testing.assert_array_equal(*results)
 
 
@@ -212,8 +216,7 @@ def test_aarch64_pointwise_conv_is_int16_mla_equal_to_topi(case):
     theirs = relax.transform.LegalizeOps()(mod)
     x = rng.integers(-128, 128, x_shape).astype(np.int8)
     x.flat[::3] = -128
-    results = [relax.VirtualMachine(tvm.compile(m, "llvm"), tvm.cpu())["main"](
-        tvm.runtime.tensor(x)).numpy() for m in (ours, theirs)]
+    results = [_run(m, x) for m in (ours, theirs)]
     np.testing.assert_array_equal(*results)
 
 
@@ -224,15 +227,15 @@ VNNI_CPU = {"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": "znver4"}  # 
                                    ((1, 5, 5, 12), (1, 1, 12, 8), (2, 2))])  # 8-lane (ymm)
 def test_x86_vnni_pointwise_conv_equals_topi(shape):
     """x86 with AVX-512 VNNI: 1x1 convs become uint8 x int8 dot products (input + 128, minus
-    128 * sum(w) per channel; -128 weights and inputs included), equal to TVM's own conv --
-    legalized only, and compiled with VPDPBUSD when this machine has it."""
+    128 * sum(w) per channel; -128 weights and inputs included; ``VnniConvs``), equal to TVM's
+    own conv -- legalized only, and compiled with VPDPBUSD when this machine has it."""
     x_shape, w_shape, strides = shape
     rng = np.random.default_rng(11)
     w = rng.integers(-128, 128, w_shape).astype(np.int8)
     w.flat[0] = -128
     mod = _conv_module(x_shape, w, 1, strides, "HWIO")
     ours = relax.transform.LegalizeOps(
-        {"relax.nn.conv2d": conv2d_legalizer(tvm.target.Target(VNNI_CPU))})(mod)
+        {"relax.nn.conv2d": conv2d_legalizer(tvm.target.Target(VNNI_CPU))})(VnniConvs(mod))
     assert f'"{VNNI_BLOCK}"' in ours.script() and '"uint8"' in ours.script()
     theirs = relax.transform.LegalizeOps()(mod)
     x = rng.integers(-128, 128, x_shape).astype(np.int8)
@@ -266,11 +269,6 @@ def test_sdot_weight_packing():
     assert wp.shape == (3, 2, 4, 4)   # [C/4, K/4, 4 channels, 4 input channels]
     for co, ko, ci, ki in np.ndindex(wp.shape):
         assert wp[co, ko, ci, ki] == w[0, 0, 4 * ko + ki, 4 * co + ci]
-
-
-def _run(mod, *args):
-    vm = relax.VirtualMachine(tvm.compile(mod, "llvm"), tvm.cpu())
-    return vm["main"](*(tvm.runtime.tensor(a) for a in args)).numpy()
 
 
 def _rounding_requant(mult, offset, shift):
