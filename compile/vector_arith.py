@@ -108,29 +108,39 @@ class _ChainMatcher(relax.PyExprMutator):
             return const_value(expr)
         return None
 
+    def _high_mul(self, expr):
+        """(x, M, R) of ``int32((int64(x) * M + R) >> 31)`` with int32 ``x`` and constant
+        int64 ``M`` and ``R`` (TFLite's SaturatingRoundingDoublingHighMul after
+        ``FoldBiasIntoRequant``); None for any other expression."""
+        chain = []
+        for op in ("relax.astype", "relax.right_shift", "relax.add", "relax.multiply",
+                   "relax.astype"):
+            expr = self._value(expr, op)
+            if expr is None:
+                return None
+            chain.append(expr)
+            expr = expr.args[0]
+        narrow, shift, add, mul, wide = chain
+        mult, offset = self._const(mul.args[1], "int64"), self._const(add.args[1], "int64")
+        bits = self._const(shift.args[1], "int64")
+        if (str(narrow.ty.dtype) != "int32" or str(wide.args[0].ty.dtype) != "int32"
+                or mult is None or offset is None or bits is None or np.any(bits != 31)):
+            return None
+        return wide.args[0], mult, offset
+
 
 @relax.expr_functor.mutator
 class _NeonRequant(_ChainMatcher):
     def visit_call_(self, call: relax.Call) -> relax.Expr:
         call = super().visit_call_(call)
-        if call.op != tvm.ir.Op.get("relax.astype") or str(call.ty.dtype) != "int32":
+        matched = self._high_mul(call)
+        if matched is None:
             return call
-        chain, expr = [], call
-        for op in ("relax.right_shift", "relax.add", "relax.multiply", "relax.astype"):
-            expr = self._value(expr.args[0], op)
-            if expr is None:
-                return call
-            chain.append(expr)
-        shift, add, mul, wide = chain
-        if str(wide.args[0].ty.dtype) != "int32":
+        x, mult, offset = matched
+        if (mult.ndim > 1 or not np.all((mult > 0) & (mult < 2 ** 31))
+                or np.any(offset != 1 << 30)):
             return call
-        mult = self._const(mul.args[1], "int64")
-        if (mult is None or mult.ndim > 1 or not np.all((mult > 0) & (mult < 2 ** 31))
-                or self._const(add.args[1], "int64") != 1 << 30
-                or self._const(shift.args[1], "int64") != 31):
-            return call
-        return self.builder_.call_te(_sqrdmulh, wide.args[0],
-                                     iconst(mult.astype(np.int32), "int32"),
+        return self.builder_.call_te(_sqrdmulh, x, iconst(mult.astype(np.int32), "int32"),
                                      primfunc_name_hint="sqrdmulh")
 
 
@@ -277,21 +287,10 @@ class _X86Requant(_ChainMatcher):
         if (sign is None or not self._resolve(sign.args[0]).same_as(self._resolve(nudged.args[0]))
                 or self._const(sign.args[1], "int32") != 31):
             return call
-        chain, expr = [], nudged.args[0]   # int32(((int64(x) * M) + R) >> 31), outside in
-        for op in ("relax.astype", "relax.right_shift", "relax.add", "relax.multiply",
-                   "relax.astype"):
-            expr = self._value(expr, op)
-            if expr is None:
-                return call
-            chain.append(expr)
-            expr = expr.args[0]
-        _, high_shift, add, mul, wide = chain
-        x = wide.args[0]
-        mult = self._const(mul.args[1], "int64")
-        offset = self._const(add.args[1], "int64")
-        if (str(x.ty.dtype) != "int32" or mult is None or offset is None
-                or self._const(high_shift.args[1], "int64") != 31 or x.ty.ndim < 1):
+        matched = self._high_mul(nudged.args[0])
+        if matched is None or matched[0].ty.ndim < 1:
             return call
+        x, mult, offset = matched
         channels = x.ty.shape[-1]
         if not isinstance(channels, (int, tvm.tirx.IntImm)):
             return call
