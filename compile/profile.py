@@ -4,8 +4,9 @@
 
 Host: every fused kernel of the model, with its default schedule (``compile.schedules``), is
 compiled alone and timed alone (TVM's ``time_evaluator``, median of repeats, random int8 inputs)
-and multiplied by its calls per inference; the whole model's median is printed below for
-comparison (the difference: calls, allocation and caches colder than in a kernel's own loop).
+and multiplied by its calls per inference; the whole model's median (through its static
+entry point, ``compile.static_main``) is printed below for comparison (the difference: calls,
+and caches colder than in a kernel's own loop).
 
 Runs the bundle's ``run.py`` with K and with 2K inferences under ``qemu-aarch64 -cpu <board
 cpu>`` in the arm64 userland with our counting plugin in per-block mode
@@ -144,6 +145,7 @@ def profile_host(model: Path, repeat: int) -> dict:
     import tvm
     from tvm.s_tir import meta_schedule as ms
 
+    from compile import static_main
     from compile.bench import median_seconds
     from compile.frontend import example_input
     from compile.pipeline import compile_model
@@ -169,7 +171,9 @@ def profile_host(model: Path, repeat: int) -> dict:
             str(a.dtype)), dev) for a in ms.arg_info.ArgInfo.from_prim_func(func)]
         seconds = kernel.time_evaluator("main", dev, number=100, repeat=repeat)(*args).median
         kernels[gvar.name_hint] = round(seconds * calls[gvar.name_hint] * 1e6, 3)
-    main = tvm.relax.VirtualMachine(compile_relax_module(mod, target), dev)["main"]
+    planned: list = []
+    executable = compile_relax_module(mod, target, planned=planned)
+    main, _ = static_main.host_entry(executable, planned[0], info.output.shape, info.output.dtype)
     x = tvm.runtime.tensor(example_input(info, 1)[0][None])
     whole = median_seconds(lambda: main(x), 20 * repeat)
     kernels = dict(sorted(kernels.items(), key=lambda item: -item[1]))

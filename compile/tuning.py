@@ -416,10 +416,13 @@ def _seed_default_schedules(tasks, target: tvm.target.Target, builder, runner,
 
 
 def compile_relax_module(mod: tvm.IRModule, target: tvm.target.Target,
-                         database: ms.database.Database | None = None
-                         ) -> tvm.runtime.Executable:
+                         database: ms.database.Database | None = None,
+                         planned: list | None = None) -> tvm.runtime.Executable:
     """``tvm.compile`` for the CPU targets with schedules: the tuned ones of ``database`` where
-    it has a record, ``compile.schedules.default_schedule`` for every other kernel."""
+    it has a record, ``compile.schedules.default_schedule`` for every other kernel.
+
+    ``planned``: a list that receives the memory-planned Relax ``main`` (what
+    ``compile.static_main`` turns into the static entry point)."""
     from tvm import relax
     from tvm.relax.backend.cpu_generic import pipeline as cpu
     from compile.schedules import default_schedule
@@ -431,10 +434,13 @@ def compile_relax_module(mod: tvm.IRModule, target: tvm.target.Target,
     def build_pipeline(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         # built here, inside the target context: the pass reads the current target
         apply_db = [relax.transform.MetaScheduleApplyDatabase()] if database is not None else []
-        return tvm.transform.Sequential([
+        mod = tvm.transform.Sequential([
             *_fuse_passes(target), *apply_db, default_schedule(),
             *cpu.dataflow_lower_passes(target), *cpu.finalize_passes(target),
         ])(mod)
+        if planned is not None:
+            planned.append(mod["main"])
+        return mod
 
     with target, (database if database is not None else contextlib.nullcontext()), \
             tvm.transform.PassContext(opt_level=3, config=BUILD_CONFIG):
@@ -462,13 +468,14 @@ def options(opts: dict, model_sha256: str, target: dict) -> tuple[Path, int, RPC
 
 
 def compile_for_target(mod: tvm.IRModule, model, target, opts: dict,
-                       log: Log = lambda m: print(m, file=sys.stderr, flush=True)
-                       ) -> tuple[tvm.runtime.Executable, dict]:
+                       log: Log = lambda m: print(m, file=sys.stderr, flush=True),
+                       planned: list | None = None) -> tuple[tvm.runtime.Executable, dict]:
     """``tvm.compile`` for a backend, with the tuning database when one exists for
     (model, target) -- tuning first when ``opts["tune_trials"]`` asks for more trials.
 
     ``model``: ``compile.frontend.ModelInfo``; ``target``: ``compile.targets.Target``.
-    Returns the executable and manifest entries saying whether/how it was tuned.
+    Returns the executable and manifest entries saying whether/how it was tuned;
+    ``planned`` receives the memory-planned ``main`` (``compile_relax_module``).
     """
     db_dir, trials, rpc = options(opts, model.sha256, target.tvm)
     if trials > 0:
@@ -476,10 +483,10 @@ def compile_for_target(mod: tvm.IRModule, model, target, opts: dict,
              cross_aarch64=target.kind == "linux-aarch64", log=log)
     database = open_database(db_dir, log)
     if database is None:
-        return (compile_relax_module(mod, tvm.target.Target(resolve_native(target.tvm))),
-                {"tuned": False})
+        return (compile_relax_module(mod, tvm.target.Target(resolve_native(target.tvm)),
+                                     planned=planned), {"tuned": False})
     n = searched_trials(db_dir)
     if trials == 0:
         log(f"build: using tuning database {db_dir} ({n} trials), no re-tuning")
-    return (compile_relax_module(mod, tuning_target(target.tvm), database),
+    return (compile_relax_module(mod, tuning_target(target.tvm), database, planned),
             {"tuned": True, "tuning_db": str(db_dir), "tuning_trials": n})

@@ -222,20 +222,22 @@ def stats_ms(times_ms: list[float], threads: int) -> dict:
 
 
 def host_latency_tvm(bundle: Path, sample: np.ndarray, repeats: int, threads: int) -> dict:
-    """TVM host bundle (``model.so``, Relax VM) wall-clock ms per inference. TVM sizes its thread pool from
-    ``TVM_NUM_THREADS`` when first used, so the report sets it before anything imports TVM."""
+    """TVM host bundle (``model.so``, its static entry point) wall-clock ms per inference. TVM
+    sizes its thread pool from ``TVM_NUM_THREADS`` when first used, so the report sets it before
+    anything imports TVM."""
     if os.environ.get("TVM_NUM_THREADS") != str(threads):
         raise RuntimeError(f"set TVM_NUM_THREADS={threads} before importing tvm")
     import tvm
-    from tvm import relax
+
+    from compile.backends import host
 
     manifest = json.loads((bundle / "bundle.json").read_text())
-    vm = relax.VirtualMachine(tvm.runtime.load_module(str(bundle / manifest["library"])), tvm.cpu())
+    main = host.load(bundle, manifest)
     x = tvm.runtime.tensor(np.ascontiguousarray(sample.reshape(manifest["model"]["input"]["shape"])))
-    vm["main"](x)  # warm-up
+    main(x)  # warm-up
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        vm["main"](x)
+        main(x)
         times.append((time.perf_counter() - start) * 1e3)
     return stats_ms(times, threads)

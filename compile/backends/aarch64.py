@@ -2,9 +2,11 @@
 
 Build: ``tvm.compile`` for the board's LLVM target (``targets/rpi*.toml``: cortex-a53/a72 with
 NEON, cortex-a76 with +dotprod so LLVM can use SDOT), optionally with MetaSchedule-tuned
-schedules (``compile.tuning``), then ``export_library`` with the aarch64 cross compiler. The
-bundle gets ``model.so`` (weights embedded as constants), ``run.py`` (standalone runner, needs
-only the aarch64 ``apache-tvm`` wheel) and a ``README.md`` with the commands for the Pi.
+schedules (``compile.tuning``), then ``export_library`` with the aarch64 cross compiler and
+the static entry point of ``compile.static_main`` (the kernels called in order on static
+storage, no VM) linked in. The bundle gets ``model.so`` (weights embedded as constants),
+``run.py`` (standalone runner, needs only the aarch64 ``apache-tvm`` wheel) and a
+``README.md`` with the commands for the Pi.
 
 Run here: ``run.py`` under ``qemu-aarch64 -cpu <board cpu>`` in the arm64 Debian userland of
 ``compile.sysroot`` (prepared on first use). ``opts["instructions"]=1`` also counts the guest
@@ -24,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import tvm
 
+from compile import static_main
 from compile.backends import BackendError
 from compile.frontend import ModelInfo
 from compile.targets import Target
@@ -56,12 +59,15 @@ def build(mod: tvm.IRModule, model: ModelInfo, target: Target, out_dir: Path,
     cc = check_toolchain(target)
     from tvm.support import cc as tvm_cc
 
-    executable, tuned = compile_for_target(mod, model, target, opts)
+    planned: list = []
+    executable, tuned = compile_for_target(mod, model, target, opts, planned=planned)
     out_dir = Path(out_dir)
-    executable.export_library(str(out_dir / LIBRARY), fcompile=tvm_cc.cross_compiler(cc))
+    static_main.export_library(executable, planned[0], out_dir / LIBRARY, cc=cc,
+                               fcompile=tvm_cc.cross_compiler(cc))
     shutil.copyfile(RUNNER_SOURCE, out_dir / RUNNER)
     (out_dir / README).write_text(_readme(model, target, tuned))
     return {"files": [LIBRARY, RUNNER, README], "library": LIBRARY, "runner": RUNNER,
+            "entry": static_main.ENTRY,
             "emulator": target.get("emulator", {}).get("command"), **tuned}
 
 
@@ -78,7 +84,7 @@ Model `{Path(model.path).name}` (sha256 `{model.sha256[:16]}…`), input {model.
 
 | file | what |
 | --- | --- |
-| `{LIBRARY}` | aarch64 shared library: the Relax VM executable, weights embedded |
+| `{LIBRARY}` | aarch64 shared library: the kernels, weights embedded, with a static entry point `{static_main.ENTRY}(input, output)` and the Relax VM's `main` |
 | `{RUNNER}` | standalone runner (numpy + the aarch64 `apache-tvm` wheel, no sandglass) |
 | `bundle.json` | manifest: model input/output (shape, dtype, scale, zero point), versions |
 

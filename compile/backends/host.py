@@ -1,8 +1,10 @@
-"""Host backend: this machine's CPU through LLVM, run in-process with the Relax VM.
+"""Host backend: this machine's CPU through LLVM, run in-process.
 
 The reference build for every other target: ``tvm.compile`` (with the MetaSchedule
 database of ``compile.tuning`` when there is one: ``build.py --tune-trials N``) ->
-``export_library`` (``model.so``, a shared library the Relax ``VirtualMachine`` loads).
+``export_library`` (``model.so``) with the static entry point of ``compile.static_main``
+linked in: ``sandglass_main(input, output)`` runs the kernels on static storage. The Relax
+``VirtualMachine``'s ``main`` is in the same library and gives the same output.
 Interface: see ``compile.backends``.
 """
 from __future__ import annotations
@@ -15,6 +17,7 @@ import numpy as np
 import tvm
 from tvm import relax
 
+from compile import static_main
 from compile.frontend import ModelInfo
 from compile.targets import Target, resolve_native
 
@@ -27,23 +30,40 @@ def build(mod: tvm.IRModule, model: ModelInfo, target: Target, out_dir: Path,
     from compile.tuning import compile_for_target
 
     resolved = dataclasses.replace(target, tvm=resolve_native(target.tvm))
-    executable, tuned = compile_for_target(mod, model, resolved, opts)
-    executable.export_library(str(Path(out_dir) / LIBRARY))
-    return {"files": [LIBRARY], "library": LIBRARY, "tvm_target_resolved": resolved.tvm,
-            **tuned}
+    planned: list = []
+    executable, tuned = compile_for_target(mod, model, resolved, opts, planned=planned)
+    static_main.export_library(executable, planned[0], Path(out_dir) / LIBRARY)
+    return {"files": [LIBRARY], "library": LIBRARY, "entry": static_main.ENTRY,
+            "tvm_target_resolved": resolved.tvm, **tuned}
+
+
+def load(bundle_dir: Path, manifest: dict):
+    """``f(x: tvm Tensor) -> tvm Tensor`` for one sample: the bundle's static entry point
+    (writing into one output tensor it keeps), or the Relax VM's ``main`` for a bundle without
+    one."""
+    lib = tvm.runtime.load_module(str(Path(bundle_dir) / manifest["library"]))
+    entry = static_main.entry_point(lib) if manifest.get("entry") else None
+    if entry is None:
+        return relax.VirtualMachine(lib, tvm.cpu())["main"]
+    spec = manifest["model"]["output"]
+    y = tvm.runtime.empty(tuple(spec["shape"]), spec["dtype"])
+
+    def call(x):
+        entry(x, y)
+        return y
+    return call
 
 
 def run(bundle_dir: Path, manifest: dict, target: Target, inputs: np.ndarray,
         opts: dict) -> tuple[np.ndarray, dict]:
-    """One VM call per sample; metrics are host wall-clock seconds (not a device number)."""
-    lib = tvm.runtime.load_module(str(Path(bundle_dir) / manifest["library"]))
-    vm = relax.VirtualMachine(lib, tvm.cpu())
+    """One call per sample; metrics are host wall-clock seconds (not a device number)."""
+    main = load(bundle_dir, manifest)
     shape = tuple(manifest["model"]["input"]["shape"])
     outputs, seconds = [], []
     for sample in inputs:
         x = tvm.runtime.tensor(np.ascontiguousarray(sample.reshape(shape)))
         start = time.perf_counter()
-        y = vm["main"](x)
+        y = main(x)
         seconds.append(time.perf_counter() - start)
         outputs.append(y.numpy()[0])
     metrics = {
