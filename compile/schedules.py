@@ -49,8 +49,8 @@ from tvm import s_tir, tirx
 from tvm.s_tir import dlight as dl
 from tvm.s_tir.dlight.cpu.base import CPUScheduleRule
 
-from compile.vector_arith import (MLA_BLOCK, NEON_SQRDMULH, REQUANT_BLOCK, SDOT_BLOCK,
-                                  VNNI_BLOCK, WIDEN_BLOCK, has_avx512)
+from compile.vector_arith import (DW_VNNI_BLOCK, MLA_BLOCK, NEON_SQRDMULH, REQUANT_BLOCK,
+                                  SDOT_BLOCK, VNNI_BLOCK, WIDEN_BLOCK, has_avx512, vnni_lanes)
 
 CHANNEL_TILE = (16, 8, 4)   # output channels per vector tile: the largest that divides C
 COLUMN_TILE = (4, 2)        # output columns per register tile: the largest that divides W
@@ -287,8 +287,31 @@ def _tile_vnni(sch: s_tir.Schedule, block, widen) -> tuple:
     return c_o, lanes * groups, lambda: sch.tensorize(c_l, vnni_intrin(lanes))
 
 
+def _tile_dw_vnni(sch: s_tir.Schedule, block, _widen=None) -> tuple:
+    """``vector_arith.DW_VNNI_BLOCK`` (3xK depthwise conv on row-pair weights [2, K, C, 2]):
+    16 (or 8) channels x 2 rows per VPDPWSSD (``compile.vnni.dw_intrin``), a register tile of
+    up to 2 vectors x ``COLUMN_TILE`` columns, the window loops unrolled so that LLVM loads and
+    interleaves each input row pair once for the columns sharing it. Returns (channel-tile
+    loop, its lanes, the tensorize step)."""
+    from compile.vnni import dw_intrin
+
+    b, i, j, c, rp, rx, rt = sch.get_loops(block)
+    ivs = sch.get(block).iter_vars
+    lanes = vnni_lanes(int(ivs[3].dom.extent))
+    groups = _divisor(int(ivs[3].dom.extent) // lanes, (2,))
+    c_o, c_t, c_l = sch.split(c, [None, groups, lanes])
+    j_o, j_i = sch.split(j, [None, _divisor(ivs[2].dom.extent, COLUMN_TILE)])
+    sch.reorder(b, i, j_o, c_o, rp, rx, j_i, c_t, c_l, rt)
+    for loop in (rp, rx, j_i, c_t):
+        sch.unroll(loop)
+    init = sch.decompose_reduction(block, rp)
+    sch.vectorize(sch.get_loops(init)[-1])
+    return c_o, lanes * groups, lambda: sch.tensorize(c_l, dw_intrin(lanes))
+
+
 # reduction blocks with their own tiling + tensor intrinsic (compile.vector_arith's legalizations)
-TENSORIZED = {SDOT_BLOCK: _tile_sdot, MLA_BLOCK: _tile_mla, VNNI_BLOCK: _tile_vnni}
+TENSORIZED = {SDOT_BLOCK: _tile_sdot, MLA_BLOCK: _tile_mla, VNNI_BLOCK: _tile_vnni,
+              DW_VNNI_BLOCK: _tile_dw_vnni}
 
 
 def _schedule_reduction(sch: s_tir.Schedule, block, epilogue, max_lanes: int,

@@ -548,6 +548,51 @@ def _vnni_legalized(bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr | No
     return R.add(acc, iconst(-sums.astype(np.int32), "int32"))
 
 
+DW_VNNI_BLOCK = "conv2d_dwpairs"
+
+
+def pack_dw_pairs(w: np.ndarray) -> np.ndarray:
+    """Depthwise HWOI weights (3, KW, C, 1) -> int16 [2, KW, C, 2]: pair p of kernel rows
+    (p, p + 1), interleaved per channel as VPDPWSSD multiplies them; pair 0 holds rows 0 and 1,
+    pair 1 a zero and row 2 (so every pair reads two rows inside the window)."""
+    kh, kw, c, _ = w.shape
+    assert kh == 3, "row pairs are laid out for 3-row kernels"
+    out = np.zeros((2, kw, c, 2), np.int16)
+    out[0, :, :, 0], out[0, :, :, 1], out[1, :, :, 1] = w[0, :, :, 0], w[1, :, :, 0], w[2, :, :, 0]
+    return out
+
+
+def _dw_vnni_conv(x, wp, stride_h: int, stride_w: int):
+    """3xKW depthwise NHWC int8 conv (multiplier 1) on row-pair weights (``pack_dw_pairs``),
+    int32 out: the two rows of a pair widened to int16 and interleaved per channel, their
+    products summed by VPDPWSSD (``compile.vnni.dw_intrin``), 16 (or 8) channels at a time."""
+    from tvm import te
+
+    _, kw, c, _ = (int(v) for v in wp.shape)
+    n, oh, ow = _out_size(x, 3, kw, stride_h, stride_w)
+    rp = te.reduce_axis((0, 2), name="rp")
+    rx = te.reduce_axis((0, kw), name="rx")
+    rt = te.reduce_axis((0, 2), name="rt")
+    return te.compute(
+        (n, oh, ow, c),
+        lambda b, i, j, o: te.sum(x[b, i * stride_h + rp + rt, j * stride_w + rx, o].astype("int32")
+                                  * wp[rp, rx, o, rt].astype("int32"), axis=[rp, rx, rt]),
+        name=DW_VNNI_BLOCK)
+
+
+def _dw_vnni_legalized(bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr | None:
+    """A 3xK depthwise int8 conv (multiplier 1, channels in eights) as ``_dw_vnni_conv``;
+    else None."""
+    a = call.attrs
+    wv = _int8_conv_weights(call)
+    channels = int(call.args[0].ty.shape[3])
+    if (wv is None or a.kernel_layout != "HWOI" or int(a.groups) != channels
+            or wv.shape[0] != 3 or wv.shape[2:] != (channels, 1) or not vnni_lanes(channels)):
+        return None
+    return bb.call_te(_dw_vnni_conv, call.args[0], iconst(pack_dw_pairs(wv), "int16"),
+                      int(a.strides[0]), int(a.strides[1]), primfunc_name_hint="conv2d")
+
+
 @relax.expr_functor.mutator
 class _VnniConvs(relax.PyExprMutator):
     def visit_call_(self, call: relax.Call) -> relax.Expr:
@@ -615,10 +660,18 @@ def _int8_conv_weights(call: relax.Call) -> np.ndarray | None:
 def conv2d_legalizer(target: tvm.target.Target):
     """``relax.nn.conv2d`` legalization for ``target``: on aarch64, 1x1 int8 convs become SDOT
     kernels (packed weights) with the dot-product extension when both channel counts divide
-    by 4, else int16 MLA kernels (``_mla_conv``); every other conv, and every conv on x86-64
-    (whose VPDPBUSD convs ``VnniConvs`` made before): ``legalize_conv2d``."""
+    by 4, else int16 MLA kernels (``_mla_conv``); on x86-64 with AVX-512 VNNI, 3xK depthwise
+    convs become VPDPWSSD row-pair kernels (``_dw_vnni_conv``; its 1x1 VPDPBUSD convs
+    ``VnniConvs`` made before); every other conv: ``legalize_conv2d``."""
     if not is_aarch64(target):
-        return legalize_conv2d
+        if not has_vnni(target):
+            return legalize_conv2d
+
+        def legalize_x86(bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr:
+            conv = _dw_vnni_legalized(bb, call)
+            return legalize_conv2d(bb, call) if conv is None else conv
+
+        return legalize_x86
     dotprod = has_dotprod(target)
 
     def legalize(bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr:

@@ -62,3 +62,58 @@ def vnni_intrin(lanes: int) -> str:
 
 for _lanes in LANES:
     TensorIntrin.register(vnni_intrin(_lanes), *_intrin(_lanes), override=True)
+
+
+def _dw_intrin(lanes: int):
+    """(desc, impl) of VPDPWSSD on a depthwise conv's row pairs: ``lanes`` channels (16: zmm,
+    8: ymm) of two input rows (int8, any row stride), their int16 weights interleaved
+    ``[channel, row]``, products of each pair summed into the int32 accumulator."""
+    acc, half, pair = f"int32x{lanes}", f"int16x{lanes}", f"int16x{2 * lanes}"
+    name = f"llvm.x86.avx512.vpdpwssd.{32 * lanes}"
+    interleave = [k for c in range(lanes) for k in (c, c + lanes)]
+
+    @T.prim_func(s_tir=True)
+    def desc(x: T.handle, w: T.handle, c: T.handle) -> None:
+        row, col = T.int64(), T.int64()
+        # (rows, 1 column, channels) of NHWC: a tensorized region may drop leading unit
+        # dimensions only, and the column between rows and channels is one
+        X = T.match_buffer(x, (2, 1, lanes), "int8", strides=[row, col, 1], offset_factor=1)
+        W = T.match_buffer(w, (lanes, 2), "int16", offset_factor=1)
+        C = T.match_buffer(c, (lanes,), "int32", offset_factor=1)
+        with T.sblock("root"):
+            T.reads(C[0:lanes], X[0:2, 0, 0:lanes], W[0:lanes, 0:2])
+            T.writes(C[0:lanes])
+            for i in T.serial(0, lanes):
+                for t in T.serial(0, 2):
+                    with T.sblock("update"):
+                        vi, vt = T.axis.remap("SR", [i, t])
+                        C[vi] = C[vi] + T.cast(X[vt, 0, vi], "int32") * T.cast(W[vi, vt], "int32")
+
+    @T.prim_func(s_tir=True)
+    def impl(x: T.handle, w: T.handle, c: T.handle) -> None:
+        row, col = T.int64(), T.int64()
+        # (rows, 1 column, channels) of NHWC: a tensorized region may drop leading unit
+        # dimensions only, and the column between rows and channels is one
+        X = T.match_buffer(x, (2, 1, lanes), "int8", strides=[row, col, 1], offset_factor=1)
+        W = T.match_buffer(w, (lanes, 2), "int16", offset_factor=1)
+        C = T.match_buffer(c, (lanes,), "int32", offset_factor=1)
+        with T.sblock("root"):
+            T.reads(C[0:lanes], X[0:2, 0, 0:lanes], W[0:lanes, 0:2])
+            T.writes(C[0:lanes])
+            # one expression (see _intrin); the two rows widened and interleaved per channel
+            C[T.ramp(T.int32(0), 1, lanes)] = T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id(name), C.vload([0], dtype=acc),
+                T.Shuffle([T.Cast(half, X.vload([0, 0, 0], dtype=f"int8x{lanes}")),
+                           T.Cast(half, X.vload([1, 0, 0], dtype=f"int8x{lanes}"))], interleave),
+                W.vload([0, 0], dtype=pair), dtype=acc)
+
+    return desc, impl
+
+
+def dw_intrin(lanes: int) -> str:
+    """Name of the registered row-pair VPDPWSSD intrinsic for ``lanes`` (16 or 8) channels."""
+    return f"sandglass_vpdpwssd_rows_{lanes}"
+
+
+for _lanes in LANES:
+    TensorIntrin.register(dw_intrin(_lanes), *_dw_intrin(_lanes), override=True)

@@ -15,11 +15,12 @@ from tvm.script import relax as R
 
 from compile.targets import get_target
 from compile.targets import resolve_native
-from compile.vector_arith import (MLA_BLOCK, NEON_SQRDMULH, REQUANT_BLOCK, VNNI_BLOCK,
-                                  WIDEN_BLOCK, FoldBiasIntoRequant, MergeClips, NarrowConstants,
-                                  NeonRequant, RoundingNudge, SmallInputHighMul, VnniConvs,
-                                  X86Requant, conv2d_legalizer, has_vnni, legalize_conv2d,
-                                  pack_sdot_weights, pack_vnni_weights)
+from compile.vector_arith import (DW_VNNI_BLOCK, MLA_BLOCK, NEON_SQRDMULH, REQUANT_BLOCK,
+                                  VNNI_BLOCK, WIDEN_BLOCK, FoldBiasIntoRequant, MergeClips,
+                                  NarrowConstants, NeonRequant, RoundingNudge, SmallInputHighMul,
+                                  VnniConvs, X86Requant, conv2d_legalizer, has_vnni,
+                                  legalize_conv2d, pack_dw_pairs, pack_sdot_weights,
+                                  pack_vnni_weights)
 
 def _run(mod, *args):
     vm = relax.VirtualMachine(tvm.compile(mod, "llvm"), tvm.cpu())
@@ -252,6 +253,48 @@ def test_x86_vnni_pointwise_conv_equals_topi(shape):
         tvm.runtime.tensor(x)).numpy() for m in modules]
     for r in results[1:]:
         np.testing.assert_array_equal(results[0], r)
+
+
+@pytest.mark.parametrize("shape", [((1, 6, 7, 16), (1, 1)),     # 16-lane VPDPWSSD
+                                   ((1, 7, 7, 24), (2, 2)),     # 8-lane (ymm)
+                                   ((1, 5, 6, 32), (1, 1))])    # two 16-lane vectors
+def test_x86_vnni_depthwise_conv_equals_topi(shape):
+    """x86 with AVX-512 VNNI: 3x3 depthwise convs become row-pair VPDPWSSD kernels (int16
+    weights, a zero in the second pair; -128 weights and inputs included), equal to TVM's own
+    conv -- legalized only, and compiled with VPDPWSSD when this machine has it."""
+    x_shape, strides = shape
+    c = x_shape[3]
+    rng = np.random.default_rng(13)
+    w = rng.integers(-128, 128, (3, 3, c, 1)).astype(np.int8)
+    w.flat[0] = -128
+    mod = _conv_module(x_shape, w, c, strides, "HWOI")
+    ours = relax.transform.LegalizeOps(
+        {"relax.nn.conv2d": conv2d_legalizer(tvm.target.Target(VNNI_CPU))})(mod)
+    assert f'"{DW_VNNI_BLOCK}"' in ours.script()
+    theirs = relax.transform.LegalizeOps()(mod)
+    x = rng.integers(-128, 128, x_shape).astype(np.int8)
+    x.flat[::3] = -128
+    modules = [ours, theirs]
+    native = tvm.target.Target(resolve_native({"kind": "llvm", "mcpu": "native"}))
+    if has_vnni(native):   # the whole host build: default schedules, VPDPWSSD tensorized
+        from compile.tuning import compile_relax_module
+        built = compile_relax_module(mod, native)
+        assert "vpdpwssd" in built.mod.imports[0].inspect_source("asm")
+        modules.append(built)
+    results = [relax.VirtualMachine(m if isinstance(m, tvm.runtime.Executable)
+                                    else tvm.compile(m, "llvm"), tvm.cpu())["main"](
+        tvm.runtime.tensor(x)).numpy() for m in modules]
+    for r in results[1:]:
+        np.testing.assert_array_equal(results[0], r)
+
+
+def test_dw_pair_weight_packing():
+    w = np.arange(3 * 3 * 8, dtype=np.int64).reshape(3, 3, 8, 1).astype(np.int8)
+    wp = pack_dw_pairs(w)
+    assert wp.shape == (2, 3, 8, 2) and wp.dtype == np.int16
+    for p, col, ch, t in np.ndindex(wp.shape):   # pair p reads kernel rows p + t
+        expected = 0 if (p, t) == (1, 0) else w[p + t, col, ch, 0]
+        assert wp[p, col, ch, t] == expected
 
 
 def test_vnni_weight_packing():
