@@ -29,7 +29,10 @@ once and are tensorized with ``compile.neon_mla``'s SMLAL by lane: one SMLAL per
 channels x 1 input channel x 1 column (rpi4, m=1: 2.94 M -> 2.48 M instructions in the model's
 kernels, ``compile/profile.py``). On x86-64 with AVX-512 VNNI (host), 1x1 convs
 (``compile.vector_arith.VNNI_BLOCK``) are tensorized with ``compile.vnni``'s VPDPBUSD: 16 (or 8)
-output x 4 input channels per instruction.
+output x 4 input channels per instruction; 3x3 depthwise convs (``DW_VNNI_BLOCK``) with its
+VPDPWSSD on row pairs: 16 (or 8) channels x 2 kernel rows per instruction, the window unrolled
+so that each input row pair is loaded and interleaved once for the columns of the tile sharing
+it (m=1: the depthwise kernels from 55 to 47 us, ``compile/profile.py --target host``).
 
 On x86-64, ``compile.vector_arith.X86Requant``'s requantization of the accumulator
 (``REQUANT_BLOCK``) is a step of its own too, tensorized 16 (or 8) channels at a time by
@@ -288,7 +291,8 @@ def _tile_vnni(sch: s_tir.Schedule, block, widen) -> tuple:
 
 
 def _tile_dw_vnni(sch: s_tir.Schedule, block, _widen=None) -> tuple:
-    """``vector_arith.DW_VNNI_BLOCK`` (3xK depthwise conv on row-pair weights [2, K, C, 2]):
+    """``vector_arith.DW_VNNI_BLOCK`` (3xK depthwise conv, or conv of a one-channel input, on
+    row-pair weights [2, K, C, 2]):
     16 (or 8) channels x 2 rows per VPDPWSSD (``compile.vnni.dw_intrin``), a register tile of
     up to 2 vectors x ``COLUMN_TILE`` columns, the window loops unrolled so that LLVM loads and
     interleaves each input row pair once for the columns sharing it. Returns (channel-tile
@@ -306,7 +310,9 @@ def _tile_dw_vnni(sch: s_tir.Schedule, block, _widen=None) -> tuple:
         sch.unroll(loop)
     init = sch.decompose_reduction(block, rp)
     sch.vectorize(sch.get_loops(init)[-1])
-    return c_o, lanes * groups, lambda: sch.tensorize(c_l, dw_intrin(lanes))
+    x = next(r.source for r in sch.get(block).reads if str(r.source.dtype) == "int8")
+    one_channel = int(x.shape[3]) == 1   # an image's first conv: its pixel for every lane
+    return c_o, lanes * groups, lambda: sch.tensorize(c_l, dw_intrin(lanes, one_channel))
 
 
 # reduction blocks with their own tiling + tensor intrinsic (compile.vector_arith's legalizations)

@@ -563,31 +563,41 @@ def pack_dw_pairs(w: np.ndarray) -> np.ndarray:
 
 
 def _dw_vnni_conv(x, wp, stride_h: int, stride_w: int):
-    """3xKW depthwise NHWC int8 conv (multiplier 1) on row-pair weights (``pack_dw_pairs``),
-    int32 out: the two rows of a pair widened to int16 and interleaved per channel, their
-    products summed by VPDPWSSD (``compile.vnni.dw_intrin``), 16 (or 8) channels at a time."""
+    """3xKW NHWC int8 conv on row-pair weights (``pack_dw_pairs``), int32 out: depthwise
+    (multiplier 1), or of a one-channel input to every output channel (an image's first conv);
+    the two rows of a pair widened to int16 and interleaved per channel, their products summed
+    by VPDPWSSD (``compile.vnni.dw_intrin``), 16 (or 8) channels at a time."""
     from tvm import te
 
     _, kw, c, _ = (int(v) for v in wp.shape)
+    one_channel = int(x.shape[3]) == 1
     n, oh, ow = _out_size(x, 3, kw, stride_h, stride_w)
     rp = te.reduce_axis((0, 2), name="rp")
     rx = te.reduce_axis((0, kw), name="rx")
     rt = te.reduce_axis((0, 2), name="rt")
     return te.compute(
         (n, oh, ow, c),
-        lambda b, i, j, o: te.sum(x[b, i * stride_h + rp + rt, j * stride_w + rx, o].astype("int32")
-                                  * wp[rp, rx, o, rt].astype("int32"), axis=[rp, rx, rt]),
+        lambda b, i, j, o: te.sum(
+            x[b, i * stride_h + rp + rt, j * stride_w + rx, 0 if one_channel else o].astype("int32")
+            * wp[rp, rx, o, rt].astype("int32"), axis=[rp, rx, rt]),
         name=DW_VNNI_BLOCK)
 
 
 def _dw_vnni_legalized(bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr | None:
-    """A 3xK depthwise int8 conv (multiplier 1, channels in eights) as ``_dw_vnni_conv``;
-    else None."""
+    """A 3xK int8 conv, depthwise (multiplier 1) or of a one-channel input, with output channels
+    in eights, as ``_dw_vnni_conv``; else None."""
     a = call.attrs
     wv = _int8_conv_weights(call)
     channels = int(call.args[0].ty.shape[3])
-    if (wv is None or a.kernel_layout != "HWOI" or int(a.groups) != channels
-            or wv.shape[0] != 3 or wv.shape[2:] != (channels, 1) or not vnni_lanes(channels)):
+    if wv is None or wv.shape[0] != 3:
+        return None
+    if a.kernel_layout == "HWOI" and int(a.groups) == channels and wv.shape[2:] == (channels, 1):
+        pass                                  # depthwise: (3, K, C, 1)
+    elif a.kernel_layout == "HWIO" and int(a.groups) == 1 and channels == wv.shape[2] == 1:
+        wv = wv.transpose(0, 1, 3, 2)         # one input channel: (3, K, 1, C) -> (3, K, C, 1)
+    else:
+        return None
+    if not vnni_lanes(wv.shape[2]):
         return None
     return bb.call_te(_dw_vnni_conv, call.args[0], iconst(pack_dw_pairs(wv), "int16"),
                       int(a.strides[0]), int(a.strides[1]), primfunc_name_hint="conv2d")

@@ -255,19 +255,22 @@ def test_x86_vnni_pointwise_conv_equals_topi(shape):
         np.testing.assert_array_equal(results[0], r)
 
 
-@pytest.mark.parametrize("shape", [((1, 6, 7, 16), (1, 1)),     # 16-lane VPDPWSSD
-                                   ((1, 7, 7, 24), (2, 2)),     # 8-lane (ymm)
-                                   ((1, 5, 6, 32), (1, 1))])    # two 16-lane vectors
-def test_x86_vnni_depthwise_conv_equals_topi(shape):
-    """x86 with AVX-512 VNNI: 3x3 depthwise convs become row-pair VPDPWSSD kernels (int16
-    weights, a zero in the second pair; -128 weights and inputs included), equal to TVM's own
-    conv -- legalized only, and compiled with VPDPWSSD when this machine has it."""
-    x_shape, strides = shape
-    c = x_shape[3]
+@pytest.mark.parametrize("case", [((1, 6, 7, 16), 16, (1, 1)),    # 16-lane VPDPWSSD
+                                  ((1, 7, 7, 24), 24, (2, 2)),    # 8-lane (ymm)
+                                  ((1, 5, 6, 32), 32, (1, 1)),    # two 16-lane vectors
+                                  ((1, 9, 9, 1), 16, (2, 2))])    # one input channel (HWIO)
+def test_x86_vnni_depthwise_conv_equals_topi(case):
+    """x86 with AVX-512 VNNI: 3x3 depthwise convs, and 3x3 convs of a one-channel image, become
+    row-pair VPDPWSSD kernels (int16 weights, a zero in the second pair; -128 weights and inputs
+    included), equal to TVM's own conv -- legalized only, and compiled with VPDPWSSD when this
+    machine has it."""
+    x_shape, c, strides = case
     rng = np.random.default_rng(13)
-    w = rng.integers(-128, 128, (3, 3, c, 1)).astype(np.int8)
+    one_channel = x_shape[3] == 1
+    w = rng.integers(-128, 128, (3, 3, 1, c) if one_channel else (3, 3, c, 1)).astype(np.int8)
     w.flat[0] = -128
-    mod = _conv_module(x_shape, w, c, strides, "HWOI")
+    mod = _conv_module(x_shape, w, 1 if one_channel else c, strides,
+                       "HWIO" if one_channel else "HWOI")
     ours = relax.transform.LegalizeOps(
         {"relax.nn.conv2d": conv2d_legalizer(tvm.target.Target(VNNI_CPU))})(mod)
     assert f'"{DW_VNNI_BLOCK}"' in ours.script()
