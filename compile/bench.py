@@ -2,7 +2,8 @@
 
 ``python compile/bench.py --target host [--model M] [--threads T] [--tune-trials N]``
     Wall-clock medians on this machine, TVM (untuned, and tuned when a tuning database exists
-    or --tune-trials asks for one) vs LiteRT with XNNPACK, same thread count, same process.
+    or --tune-trials asks for one) vs LiteRT with XNNPACK, same thread count, same process,
+    timed in interleaved turns (``ROUNDS``) so that the machine's slow phases hit all alike.
     TVM is timed through the library's static entry point (``compile.static_main``, checked
     equal to the Relax VM's output first); ``*_relax_vm`` is the same build through the VM.
 
@@ -130,8 +131,8 @@ def bench_aarch64(model: Path, target, repeat: int, bundle: Path | None, opts: d
     return result
 
 
-def median_seconds(fn, runs: int) -> float:
-    """Median wall-clock seconds of ``runs`` calls of ``fn`` after one warm-up call."""
+def seconds(fn, runs: int) -> list[float]:
+    """Wall-clock seconds of each of ``runs`` calls of ``fn`` after one warm-up call."""
     import time
 
     fn()
@@ -140,7 +141,26 @@ def median_seconds(fn, runs: int) -> float:
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
-    return float(np.median(times))
+    return times
+
+
+def median_seconds(fn, runs: int) -> float:
+    """Median wall-clock seconds of ``runs`` calls of ``fn`` after one warm-up call."""
+    return float(np.median(seconds(fn, runs)))
+
+
+ROUNDS = 10   # bench_host times its variants in turns: a slow phase of the machine hits all
+
+
+def interleaved_medians_ms(fns: dict, runs: int) -> dict:
+    """Median ms of ``runs`` calls of each of ``fns`` (name -> callable), timed in ``ROUNDS``
+    turns of ``runs / ROUNDS`` calls each, so that they share the machine's slow and fast
+    phases (a shared machine drifts over the seconds a benchmark takes)."""
+    times: dict = {name: [] for name in fns}
+    for turn in range(ROUNDS):
+        for name, fn in fns.items():
+            times[name] += seconds(fn, runs // ROUNDS + (turn < runs % ROUNDS))
+    return {name: float(np.median(t)) * 1e3 for name, t in times.items()}
 
 
 def _tune_only(model: str, target_tvm: dict, opts: dict, errors) -> None:
@@ -168,7 +188,7 @@ def bench_host(model: Path, target, threads: int, runs: int, opts: dict) -> dict
     from compile import static_main
     from compile.frontend import example_input
     from compile.pipeline import compile_model
-    from compile.reference import litert_times_ms
+    from compile.reference import litert_invoke
     from compile.tuning import compile_for_target, count_trials, options, searched_trials
 
     mod, info = compile_model(model)
@@ -177,10 +197,8 @@ def bench_host(model: Path, target, threads: int, runs: int, opts: dict) -> dict
     # target's num-cores (else this machine's core count), and the database is kept per target
     target = dataclasses.replace(target, tvm={**target.tvm, "num-cores": threads})
 
-    result = {"unit": "median ms per inference (wall clock, this machine)", "threads": threads,
-              "runs": runs}
-    result["litert-xnnpack"] = float(np.median(litert_times_ms(model, x, runs, threads)))
-
+    result = {"unit": "median ms per inference (wall clock, this machine; variants timed in "
+                      f"{ROUNDS} interleaved turns)", "threads": threads, "runs": runs}
     db_dir, trials, _ = options(opts, info.sha256, target.tvm)
     if trials > searched_trials(db_dir):
         # tune in a process of its own: timed in the tuning process, the same tuned build ran
@@ -198,19 +216,21 @@ def bench_host(model: Path, target, threads: int, runs: int, opts: dict) -> dict
     if trials or count_trials(db_dir):
         variants["tvm-tuned"] = opts
     arg = tvm.runtime.tensor(x)
-    for name, variant in variants.items():
-        planned: list = []
+    timed = {"litert-xnnpack": litert_invoke(model, x, threads)}   # its invoke(), as LiteRT's
+    for name, variant in variants.items():                        # timing: TVM's entry points
+        planned: list = []                                        # looked up once too
         executable, entry = compile_for_target(mod, info, target, variant, planned=planned)
-        # both looked up once, as LiteRT's is invoke()
         run_static, lib = static_main.host_entry(executable, planned[0], info.output.shape,
                                                  info.output.dtype)
         vm_main = tvm.relax.VirtualMachine(lib, tvm.cpu())["main"]
         if not np.array_equal(run_static(arg).numpy(), vm_main(arg).numpy()):
             raise RuntimeError("the static entry point and the Relax VM disagree (a bug)")
-        result[name] = median_seconds(lambda: run_static(arg), runs) * 1e3
-        result[f"{name}_relax_vm"] = median_seconds(lambda: vm_main(arg), runs) * 1e3
+        timed[name] = lambda f=run_static: f(arg)
+        timed[f"{name}_relax_vm"] = lambda f=vm_main: f(arg)
         if entry.get("tuned"):
             result["tuning_trials"] = entry["tuning_trials"]
+    result.update(interleaved_medians_ms(timed, runs))
+    for name in variants:
         result[f"{name}_vs_litert"] = round(result[name] / result["litert-xnnpack"], 3)
     return result
 

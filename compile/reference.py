@@ -35,9 +35,10 @@ def run_litert(model_path, inputs: np.ndarray, reference: bool = True) -> np.nda
     return np.stack(results)
 
 
-def litert_times_ms(model_path, sample: np.ndarray, repeats: int, threads: int) -> list[float]:
-    """Wall-clock ms of ``repeats`` invokes (after one warm-up) with LiteRT's default op resolver
-    (XNNPACK + optimized kernels): the speed reference, not the bit-exactness one."""
+def litert_invoke(model_path, sample: np.ndarray, threads: int):
+    """``interpreter.invoke`` of ``model_path`` with LiteRT's default op resolver (XNNPACK +
+    optimized kernels: the speed reference, not the bit-exactness one), ``sample`` set as its
+    input and one warm-up inference done."""
     from ai_edge_litert.interpreter import Interpreter
 
     interp = Interpreter(model_path=str(model_path), num_threads=threads)
@@ -45,9 +46,15 @@ def litert_times_ms(model_path, sample: np.ndarray, repeats: int, threads: int) 
     detail = interp.get_input_details()[0]
     interp.set_tensor(detail["index"], np.asarray(sample).reshape(detail["shape"]))
     interp.invoke()  # warm-up
+    return interp.invoke
+
+
+def litert_times_ms(model_path, sample: np.ndarray, repeats: int, threads: int) -> list[float]:
+    """Wall-clock ms of ``repeats`` invokes (after one warm-up) of ``litert_invoke``."""
+    invoke = litert_invoke(model_path, sample, threads)
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        interp.invoke()
+        invoke()
         times.append((time.perf_counter() - start) * 1e3)
     return times

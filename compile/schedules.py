@@ -431,6 +431,13 @@ class CPUKernelRule(CPUScheduleRule):
         # NEON intrinsics (compile.vector_arith.NeonRequant) cannot be split by LLVM: their
         # steps are kept as blocks of their own, four lanes wide, before the vector epilogue;
         # if that does not fit, everything is inlined and vectorized four lanes wide.
+        # the schedules read the current target (``_tensorize_requant``: AVX-512 or AVX2 lanes);
+        # MetaSchedule's seeding calls this rule outside any target context
+        with tvm.target.Target(target):
+            return self._apply(func)
+
+    @staticmethod
+    def _apply(func: tirx.PrimFunc):
         text = str(func)
         has_neon, has_x86_requant = NEON_SQRDMULH in text, REQUANT_BLOCK in text
         has_steps = has_neon or has_x86_requant

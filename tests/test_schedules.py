@@ -81,6 +81,22 @@ def test_every_kernel_gets_a_vectorized_schedule(model, target_name):
     assert concat_kernels or model_name != "identity_block"
 
 
+@pytest.mark.parametrize("target_name", ["host", "rpi4"])
+def test_schedule_is_the_same_outside_a_target_context(model, target_name):
+    """MetaSchedule's seeding applies CPUKernelRule outside any target context, the build inside
+    one: both must schedule alike (the seeds are the records tuning has to beat; an x86 seed
+    with 8-lane requantization steps instead of 16 made every tuned build slower)."""
+    _, mod = model
+    target = tvm.target.Target(resolve_native(get_target(target_name).tvm))
+    for name, func in _kernels(fused_tir(mod, target)):
+        outside = CPUKernelRule().apply(func, target, False)
+        with target:
+            inside = CPUKernelRule().apply(func, target, False)
+        assert (outside is None) == (inside is None), name
+        if inside is not None:
+            assert outside.mod.script() == inside.mod.script(), name
+
+
 def test_aarch64_build_compiles_neon_kernels(model):
     """LLVM aborts on NEON intrinsics wider than a register: the rpi4 build must compile."""
     _, mod = model

@@ -224,6 +224,26 @@ def test_aarch64_pointwise_conv_is_int16_mla_equal_to_topi(case):
 VNNI_CPU = {"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": "znver4"}  # AVX-512 VNNI
 
 
+def _assert_equal_to_topi(mod, ours, rng, x_shape, instruction: str) -> None:
+    """``ours`` (``mod`` legalized for VNNI) equal to TVM's own conv on int8 inputs with -128,
+    and so is the whole host build (default schedules) with ``instruction`` in its assembly when
+    this machine has AVX-512 VNNI."""
+    x = rng.integers(-128, 128, x_shape).astype(np.int8)
+    x.flat[::3] = -128
+    modules = [ours, relax.transform.LegalizeOps()(mod)]
+    native = tvm.target.Target(resolve_native({"kind": "llvm", "mcpu": "native"}))
+    if has_vnni(native):
+        from compile.tuning import compile_relax_module
+        built = compile_relax_module(mod, native)
+        assert instruction in built.mod.imports[0].inspect_source("asm")
+        modules.append(built)
+    results = [relax.VirtualMachine(m if isinstance(m, tvm.runtime.Executable)
+                                    else tvm.compile(m, "llvm"), tvm.cpu())["main"](
+        tvm.runtime.tensor(x)).numpy() for m in modules]
+    for r in results[1:]:
+        np.testing.assert_array_equal(results[0], r)
+
+
 @pytest.mark.parametrize("shape", [((1, 5, 6, 8), (1, 1, 8, 32), (1, 1)),    # 16-lane VPDPBUSD
                                    ((1, 5, 5, 12), (1, 1, 12, 8), (2, 2))])  # 8-lane (ymm)
 def test_x86_vnni_pointwise_conv_equals_topi(shape):
@@ -238,21 +258,7 @@ def test_x86_vnni_pointwise_conv_equals_topi(shape):
     ours = relax.transform.LegalizeOps(
         {"relax.nn.conv2d": conv2d_legalizer(tvm.target.Target(VNNI_CPU))})(VnniConvs(mod))
     assert f'"{VNNI_BLOCK}"' in ours.script() and '"uint8"' in ours.script()
-    theirs = relax.transform.LegalizeOps()(mod)
-    x = rng.integers(-128, 128, x_shape).astype(np.int8)
-    x.flat[::3] = -128
-    modules = [ours, theirs]
-    native = tvm.target.Target(resolve_native({"kind": "llvm", "mcpu": "native"}))
-    if has_vnni(native):   # the whole host build: default schedules, VPDPBUSD tensorized
-        from compile.tuning import compile_relax_module
-        built = compile_relax_module(mod, native)
-        assert "vpdpbusd" in built.mod.imports[0].inspect_source("asm")
-        modules.append(built)
-    results = [relax.VirtualMachine(m if isinstance(m, tvm.runtime.Executable)
-                                    else tvm.compile(m, "llvm"), tvm.cpu())["main"](
-        tvm.runtime.tensor(x)).numpy() for m in modules]
-    for r in results[1:]:
-        np.testing.assert_array_equal(results[0], r)
+    _assert_equal_to_topi(mod, ours, rng, x_shape, "vpdpbusd")
 
 
 @pytest.mark.parametrize("case", [((1, 6, 7, 16), 16, (1, 1)),    # 16-lane VPDPWSSD
@@ -274,21 +280,7 @@ def test_x86_vnni_depthwise_conv_equals_topi(case):
     ours = relax.transform.LegalizeOps(
         {"relax.nn.conv2d": conv2d_legalizer(tvm.target.Target(VNNI_CPU))})(mod)
     assert f'"{DW_VNNI_BLOCK}"' in ours.script()
-    theirs = relax.transform.LegalizeOps()(mod)
-    x = rng.integers(-128, 128, x_shape).astype(np.int8)
-    x.flat[::3] = -128
-    modules = [ours, theirs]
-    native = tvm.target.Target(resolve_native({"kind": "llvm", "mcpu": "native"}))
-    if has_vnni(native):   # the whole host build: default schedules, VPDPWSSD tensorized
-        from compile.tuning import compile_relax_module
-        built = compile_relax_module(mod, native)
-        assert "vpdpwssd" in built.mod.imports[0].inspect_source("asm")
-        modules.append(built)
-    results = [relax.VirtualMachine(m if isinstance(m, tvm.runtime.Executable)
-                                    else tvm.compile(m, "llvm"), tvm.cpu())["main"](
-        tvm.runtime.tensor(x)).numpy() for m in modules]
-    for r in results[1:]:
-        np.testing.assert_array_equal(results[0], r)
+    _assert_equal_to_topi(mod, ours, rng, x_shape, "vpdpwssd")
 
 
 def test_dw_pair_weight_packing():
