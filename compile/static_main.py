@@ -73,7 +73,7 @@ def _static_shape(expr) -> tuple[int, ...]:
 def _tensor_type(var) -> tuple[tuple[int, ...], str]:
     ty = var.ty
     if not isinstance(ty, relax.TensorType) or not isinstance(ty.shape, relax.ShapeExpr):
-        raise StaticMainError(f"{var.name_hint} is not a tensor of static shape")
+        raise StaticMainError(f"{var} is not a tensor of static shape")
     return _static_shape(ty.shape), str(ty.dtype)
 
 
@@ -140,7 +140,7 @@ def plan(func: relax.Function) -> Plan:
             elif isinstance(op, tvm.ir.Op) and op.name == "relax.vm.alloc_tensor":
                 storage = values.get(value.args[0])
                 if not isinstance(storage, int):
-                    raise StaticMainError(f"{var.name_hint} is not in a planned storage")
+                    raise StaticMainError(f"{var} is not in a planned storage")
                 shape, dtype = _tensor_type(var)
                 values[var] = TensorRef("storage", storage, _int(value.args[1]),
                                         shape, dtype)
@@ -273,12 +273,16 @@ def compile_object(p: Plan, cc: str, workdir: Path) -> Path:
 
 
 def export_library(executable, func: relax.Function, path: str | Path, cc: str = "gcc",
-                   fcompile=None) -> None:
-    """``executable.export_library(path)`` with the static entry point of ``func`` (the
-    planned ``main``) linked in."""
+                   fcompile=None) -> bool:
+    """``executable.export_library(path)`` with the static entry point of ``func`` (the planned
+    ``main``) linked in; without it when ``main`` is not static (then False)."""
     with tempfile.TemporaryDirectory(prefix="sandglass-static-") as tmp:
-        obj = compile_object(plan(func), cc, Path(tmp))
-        executable.export_library(str(path), fcompile=fcompile, addons=[str(obj)])
+        try:
+            addons = [str(compile_object(plan(func), cc, Path(tmp)))]
+        except StaticMainError:
+            addons = []
+        executable.export_library(str(path), fcompile=fcompile, addons=addons)
+    return bool(addons)
 
 
 def entry_point(lib: tvm.runtime.Module):
@@ -287,12 +291,15 @@ def entry_point(lib: tvm.runtime.Module):
 
 
 def host_entry(executable, func: relax.Function, out_shape, out_dtype):
-    """A host build's static entry point as ``f(x) -> y`` (one output tensor it keeps),
-    and the loaded library (its Relax VM ``main`` too): exported to a temporary ``.so``."""
+    """A host build's static entry point as ``f(x) -> y`` (one output tensor it keeps; the Relax
+    VM's ``main`` when ``main`` is not static), and the loaded library (its VM ``main`` too):
+    exported to a temporary ``.so``."""
     with tempfile.TemporaryDirectory(prefix="sandglass-static-") as tmp:
         export_library(executable, func, Path(tmp) / "model.so")
         lib = tvm.runtime.load_module(str(Path(tmp) / "model.so"))
     entry = entry_point(lib)
+    if entry is None:
+        return relax.VirtualMachine(lib, tvm.cpu())["main"], lib
     y = tvm.runtime.empty(tuple(out_shape), str(out_dtype))
 
     def call(x):

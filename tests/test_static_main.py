@@ -102,3 +102,22 @@ def test_plan_refuses_what_is_not_static():
 
     with pytest.raises(static_main.StaticMainError, match="2 inputs"):
         static_main.plan(two_inputs)
+
+
+def test_a_main_that_is_not_static_keeps_the_vm():
+    """A planned main the static entry cannot express (here: returning its input) is exported
+    without ``sandglass_main``; ``host_entry`` then runs the Relax VM's main."""
+    @tvm.script.ir_module
+    class Passthrough:
+        @R.function
+        def main(x: R.Tensor((1, 4), "int8")) -> R.Tensor((1, 4), "int8"):
+            return x
+
+    planned: list = []
+    executable = compile_relax_module(Passthrough, HOST, planned=planned)
+    with pytest.raises(static_main.StaticMainError, match="one computed tensor"):
+        static_main.plan(planned[0])
+    run, lib = static_main.host_entry(executable, planned[0], (1, 4), "int8")
+    assert static_main.entry_point(lib) is None
+    x = np.arange(4, dtype=np.int8)[None]
+    np.testing.assert_array_equal(run(tvm.runtime.tensor(x)).numpy(), x)

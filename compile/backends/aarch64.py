@@ -62,12 +62,12 @@ def build(mod: tvm.IRModule, model: ModelInfo, target: Target, out_dir: Path,
     planned: list = []
     executable, tuned = compile_for_target(mod, model, target, opts, planned=planned)
     out_dir = Path(out_dir)
-    static_main.export_library(executable, planned[0], out_dir / LIBRARY, cc=cc,
-                               fcompile=tvm_cc.cross_compiler(cc))
+    static = static_main.export_library(executable, planned[0], out_dir / LIBRARY, cc=cc,
+                                        fcompile=tvm_cc.cross_compiler(cc))
     shutil.copyfile(RUNNER_SOURCE, out_dir / RUNNER)
     (out_dir / README).write_text(_readme(model, target, tuned))
     return {"files": [LIBRARY, RUNNER, README], "library": LIBRARY, "runner": RUNNER,
-            "entry": static_main.ENTRY,
+            "entry": static_main.ENTRY if static else None,
             "emulator": target.get("emulator", {}).get("command"), **tuned}
 
 

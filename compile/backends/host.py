@@ -32,8 +32,8 @@ def build(mod: tvm.IRModule, model: ModelInfo, target: Target, out_dir: Path,
     resolved = dataclasses.replace(target, tvm=resolve_native(target.tvm))
     planned: list = []
     executable, tuned = compile_for_target(mod, model, resolved, opts, planned=planned)
-    static_main.export_library(executable, planned[0], Path(out_dir) / LIBRARY)
-    return {"files": [LIBRARY], "library": LIBRARY, "entry": static_main.ENTRY,
+    static = static_main.export_library(executable, planned[0], Path(out_dir) / LIBRARY)
+    return {"files": [LIBRARY], "library": LIBRARY, "entry": static_main.ENTRY if static else None,
             "tvm_target_resolved": resolved.tvm, **tuned}
 
 
