@@ -29,10 +29,11 @@ once and are tensorized with ``compile.neon_mla``'s SMLAL by lane: one SMLAL per
 channels x 1 input channel x 1 column (rpi4, m=1: 2.94 M -> 2.48 M instructions in the model's
 kernels, ``compile/profile.py``). On x86-64 with AVX-512 VNNI (host), 1x1 convs
 (``compile.vector_arith.VNNI_BLOCK``) are tensorized with ``compile.vnni``'s VPDPBUSD: 16 (or 8)
-output x 4 input channels per instruction; 3x3 depthwise convs (``DW_VNNI_BLOCK``) with its
-VPDPWSSD on row pairs: 16 (or 8) channels x 2 kernel rows per instruction, the window unrolled
-so that each input row pair is loaded and interleaved once for the columns of the tile sharing
-it (m=1: the depthwise kernels from 55 to 47 us, ``compile/profile.py --target host``).
+output x 4 input channels per instruction; 3x3 depthwise convs and the image's first conv
+(``DW_VNNI_BLOCK``) with its VPDPWSSD on row pairs: 16 (or 8) channels x 2 kernel rows per
+instruction, the window unrolled so that each input row pair is loaded and interleaved once
+for the columns of the tile sharing it (m=1: the depthwise kernels from 55 to 47 us,
+``compile/profile.py --target host``).
 
 On x86-64, ``compile.vector_arith.X86Requant``'s requantization of the accumulator
 (``REQUANT_BLOCK``) is a step of its own too, tensorized 16 (or 8) channels at a time by
@@ -292,11 +293,11 @@ def _tile_vnni(sch: s_tir.Schedule, block, widen) -> tuple:
 
 def _tile_dw_vnni(sch: s_tir.Schedule, block, _widen=None) -> tuple:
     """``vector_arith.DW_VNNI_BLOCK`` (3xK depthwise conv, or conv of a one-channel input, on
-    row-pair weights [2, K, C, 2]):
-    16 (or 8) channels x 2 rows per VPDPWSSD (``compile.vnni.dw_intrin``), a register tile of
-    up to 2 vectors x ``COLUMN_TILE`` columns, the window loops unrolled so that LLVM loads and
-    interleaves each input row pair once for the columns sharing it. Returns (channel-tile
-    loop, its lanes, the tensorize step)."""
+    row-pair weights [2, K, C, 2]): 16 (or 8) channels x 2 rows per VPDPWSSD
+    (``compile.vnni.dw_intrin``), a register tile of up to 2 vectors x ``COLUMN_TILE``
+    columns, the window loops unrolled so that LLVM loads and interleaves each input row pair
+    once for the columns sharing it. Returns (channel-tile loop, its lanes, the tensorize
+    step)."""
     from compile.vnni import dw_intrin
 
     b, i, j, c, rp, rx, rt = sch.get_loops(block)
@@ -428,9 +429,6 @@ class CPUKernelRule(CPUScheduleRule):
     def apply(self, func: tirx.PrimFunc, target, _tunable: bool):
         if not isinstance(func, tirx.PrimFunc) or not self.is_target_available(target):
             return None
-        # NEON intrinsics (compile.vector_arith.NeonRequant) cannot be split by LLVM: their
-        # steps are kept as blocks of their own, four lanes wide, before the vector epilogue;
-        # if that does not fit, everything is inlined and vectorized four lanes wide.
         # the schedules read the current target (``_tensorize_requant``: AVX-512 or AVX2 lanes);
         # MetaSchedule's seeding calls this rule outside any target context
         with tvm.target.Target(target):
@@ -438,6 +436,9 @@ class CPUKernelRule(CPUScheduleRule):
 
     @staticmethod
     def _apply(func: tirx.PrimFunc):
+        # NEON intrinsics (compile.vector_arith.NeonRequant) cannot be split by LLVM: their
+        # steps are kept as blocks of their own, four lanes wide, before the vector epilogue;
+        # if that does not fit, everything is inlined and vectorized four lanes wide.
         text = str(func)
         has_neon, has_x86_requant = NEON_SQRDMULH in text, REQUANT_BLOCK in text
         has_steps = has_neon or has_x86_requant

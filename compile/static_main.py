@@ -169,10 +169,10 @@ def const_blob(consts: list[np.ndarray]) -> tuple[bytes, list[int]]:
     return bytes(blob), offsets
 
 
-def _dl_dtype(dtype: str) -> str:
+def _dl_dtype(dtype: str) -> tuple[int, int, int]:
+    """DLPack's (code, bits, lanes) of a dtype string."""
     t = tvm.DataType(dtype)
-    code = _DL_CODES[str(dtype).rstrip("0123456789x")]
-    return f"{{{code}, {t.bits}, {t.lanes}}}"
+    return _DL_CODES[str(dtype).rstrip("0123456789x")], t.bits, t.lanes
 
 
 def c_source(p: Plan, blob_path: str, const_offsets: list[int], entry: str = ENTRY) -> str:
@@ -200,8 +200,9 @@ def c_source(p: Plan, blob_path: str, const_offsets: list[int], entry: str = ENT
         else:   # the input: its caller's data pointer, set at every call
             data = "0"
         lines.append(f"static int64_t {name}_shape[] = {{{', '.join(map(str, ref.shape))}}};")
+        dtype = "{%d, %d, %d}" % _dl_dtype(ref.dtype)
         lines.append(f"static DLTensor {name} = {{{data}, {{kDLCPU, 0}}, {len(ref.shape)}, "
-                     f"{_dl_dtype(ref.dtype)}, {name}_shape, 0, 0}};")
+                     f"{dtype}, {name}_shape, 0, 0}};")
         return name
 
     tensor(p.input)
@@ -219,13 +220,14 @@ def c_source(p: Plan, blob_path: str, const_offsets: list[int], entry: str = ENT
 
     def check(var: str, ref: TensorRef, what: str) -> list[str]:
         shape = ", ".join(map(str, ref.shape))
+        code, bits, lanes = _dl_dtype(ref.dtype)
         cond = [f"{var}->ndim != {len(ref.shape)}", f"{var}->device.device_type != kDLCPU",
-                f"{var}->dtype.code != {_DL_CODES[ref.dtype.rstrip('0123456789')]}",
-                f"{var}->dtype.bits != {tvm.DataType(ref.dtype).bits}",
-                f"{var}->dtype.lanes != 1", f"{var}->byte_offset != 0"]
+                f"{var}->dtype.code != {code}", f"{var}->dtype.bits != {bits}",
+                f"{var}->dtype.lanes != {lanes}", f"{var}->byte_offset != 0"]
         cond += [f"{var}->shape[{i}] != {n}" for i, n in enumerate(ref.shape)]
         strides = np.cumprod((1, *ref.shape[:0:-1]))[::-1]     # row-major, in elements
-        cond += [f"({var}->strides != 0 && ({' || '.join(f'{var}->strides[{i}] != {s}' for i, s in enumerate(strides) if ref.shape[i] != 1) or '0'}))"]
+        wrong = [f"{var}->strides[{i}] != {s}" for i, s in enumerate(strides) if ref.shape[i] != 1]
+        cond += [f"({var}->strides != 0 && ({' || '.join(wrong) or '0'}))"]
         msg = f"{entry}: {what} must be a compact {ref.dtype}[{shape}] tensor on the CPU"
         return [f"  if ({var} == 0 || {' || '.join(cond)}) {{",
                 f'    TVMFFIErrorSetRaisedFromCStr("ValueError", "{msg}");', "    return -1;",
@@ -290,19 +292,24 @@ def entry_point(lib: tvm.runtime.Module):
     return lib.get_function(ENTRY, True) if lib.implements_function(ENTRY, True) else None
 
 
-def host_entry(executable, func: relax.Function, out_shape, out_dtype):
-    """A host build's static entry point as ``f(x) -> y`` (one output tensor it keeps; the Relax
-    VM's ``main`` when ``main`` is not static), and the loaded library (its VM ``main`` too):
-    exported to a temporary ``.so``."""
-    with tempfile.TemporaryDirectory(prefix="sandglass-static-") as tmp:
-        export_library(executable, func, Path(tmp) / "model.so")
-        lib = tvm.runtime.load_module(str(Path(tmp) / "model.so"))
+def load_main(lib: tvm.runtime.Module, out_shape, out_dtype):
+    """One inference of a loaded library as ``f(x) -> y``: its static entry point (writing into
+    one output tensor it keeps), or the Relax VM's ``main`` for a library without one."""
     entry = entry_point(lib)
     if entry is None:
-        return relax.VirtualMachine(lib, tvm.cpu())["main"], lib
+        return relax.VirtualMachine(lib, tvm.cpu())["main"]
     y = tvm.runtime.empty(tuple(out_shape), str(out_dtype))
 
     def call(x):
         entry(x, y)
         return y
-    return call, lib
+    return call
+
+
+def host_entry(executable, func: relax.Function, out_shape, out_dtype):
+    """``load_main`` of a host build exported with its static entry point to a temporary
+    ``.so``, and the loaded library (its VM ``main`` too)."""
+    with tempfile.TemporaryDirectory(prefix="sandglass-static-") as tmp:
+        export_library(executable, func, Path(tmp) / "model.so")
+        lib = tvm.runtime.load_module(str(Path(tmp) / "model.so"))
+    return load_main(lib, out_shape, out_dtype), lib

@@ -7,8 +7,9 @@ takes ``<64 x i8>``). ``vnni_intrin`` is the same description with the operands 
 bytes: 16 (zmm) or 8 (ymm, AVX-512 VL) output channels x 4 input channels per VPDPBUSD (uint8
 input x int8 weights, int32 sums).
 
-VPDPWSSD for 3x3 depthwise convs (``dw_intrin``): two input rows of 16 (or 8) channels widened to
-int16 and interleaved per channel, times their two kernel rows' int16 weights (stored
+VPDPWSSD for 3x3 depthwise convs and 3x3 convs of a one-channel image (``dw_intrin``): two
+input rows of 16 (or 8) channels (or one channel's pixel for every lane) widened to int16 and
+interleaved per channel, times their two kernel rows' int16 weights (stored
 interleaved, ``compile.vector_arith.pack_dw_pairs``), both products added to the channel's int32
 accumulator: one instruction for two taps of 16 channels, where the int16 pair form needs two
 multiplies, an add, a widening and another add.

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import tvm
-from tvm import relax
 
 from compile import static_main
 from compile.frontend import ModelInfo
@@ -38,20 +37,11 @@ def build(mod: tvm.IRModule, model: ModelInfo, target: Target, out_dir: Path,
 
 
 def load(bundle_dir: Path, manifest: dict):
-    """``f(x: tvm Tensor) -> tvm Tensor`` for one sample: the bundle's static entry point
-    (writing into one output tensor it keeps), or the Relax VM's ``main`` for a bundle without
-    one."""
+    """``f(x: tvm Tensor) -> tvm Tensor`` for one sample (``static_main.load_main``: the
+    bundle's static entry point, or the Relax VM's ``main`` for a library without one)."""
     lib = tvm.runtime.load_module(str(Path(bundle_dir) / manifest["library"]))
-    entry = static_main.entry_point(lib) if manifest.get("entry") else None
-    if entry is None:
-        return relax.VirtualMachine(lib, tvm.cpu())["main"]
     spec = manifest["model"]["output"]
-    y = tvm.runtime.empty(tuple(spec["shape"]), spec["dtype"])
-
-    def call(x):
-        entry(x, y)
-        return y
-    return call
+    return static_main.load_main(lib, spec["shape"], spec["dtype"])
 
 
 def run(bundle_dir: Path, manifest: dict, target: Target, inputs: np.ndarray,
