@@ -1,10 +1,11 @@
 /* sandglass kernel helpers: the calls that compile/cortexm/intrin.py tensorizes into model.c.
  *
  * sg_dot_s8(x, w, n, acc) = acc + sum_{i<n} x[i] * w[i]   (int8 x int8 -> int32, exact)
- * sg_dot2_s8(x, w, n, acc): acc[r] += sum_{i<n} x[i] * w[r * n + i] for r = 0, 1 (two weight
- *                            rows, e.g. two output channels of a 1x1 convolution, share x)
- * sg_dot22_s8(x, w, n, acc, s): acc[p * s + r] += sum_{i<n} x[p * n + i] * w[r * n + i] for
- *                            p, r = 0, 1 (2 pixels x 2 output channels of a 1x1 convolution)
+ * sg_dot2_s8(x, w, ws, n, acc): acc[r] += sum_{i<n} x[i] * w[r * ws + i] for r = 0, 1 (two
+ *                            weight rows ws apart, e.g. two output channels, share x)
+ * sg_dot22_s8(x, xs, w, ws, n, acc, s): acc[p * s + r] += sum_{i<n} x[p * xs + i] * w[r * ws + i]
+ *                            for p, r = 0, 1 (2 pixels x 2 output channels of a convolution;
+ *                            xs, ws: the input's pixel and the weights' row stride as laid out)
  *
  * The path is chosen by the compiler's -mcpu (the board file's cpu.flags):
  *   __ARM_FEATURE_MVE  Cortex-M55 Helium: VMLADAVA.S8, 16 MACs per instruction, the tail
@@ -20,8 +21,8 @@
 #include <stdint.h>
 #include <string.h>
 
-/* always inlined, also at -O2 (issue #6 builds with -O2): at each call site of model.c the
- * length and the accumulator stride are constants that the loops then specialize on */
+/* always inlined, also at -O2: at each call site of model.c the length and the strides are
+ * constants that the loops then specialize on */
 #define SG_INLINE static inline __attribute__((always_inline))
 
 /* acc + x * y with int32 x, y in int64: cemit prints the requantization's
@@ -55,8 +56,9 @@ SG_INLINE int32_t sg_dot_s8(const int8_t *x, const int8_t *w, int32_t n, int32_t
   return acc;
 }
 
-SG_INLINE void sg_dot2_s8(const int8_t *x, const int8_t *w, int32_t n, int32_t *acc) {
-  const int8_t *w1 = w + n;
+SG_INLINE void sg_dot2_s8(const int8_t *x, const int8_t *w, int32_t ws, int32_t n,
+                           int32_t *acc) {
+  const int8_t *w1 = w + ws;
   int32_t a0 = acc[0], a1 = acc[1];
   for (; n > 0; n -= 16, x += 16, w += 16, w1 += 16) {
     mve_pred16_t p = vctp8q((uint32_t)n);
@@ -68,9 +70,9 @@ SG_INLINE void sg_dot2_s8(const int8_t *x, const int8_t *w, int32_t n, int32_t *
   acc[1] = a1;
 }
 
-SG_INLINE void sg_dot22_s8(const int8_t *x, const int8_t *w, int32_t n, int32_t *acc,
-                               int32_t stride) {
-  const int8_t *x1 = x + n, *w1 = w + n;
+SG_INLINE void sg_dot22_s8(const int8_t *x, int32_t xs, const int8_t *w, int32_t ws,
+                           int32_t n, int32_t *acc, int32_t stride) {
+  const int8_t *x1 = x + xs, *w1 = w + ws;
   int32_t a00 = acc[0], a01 = acc[1], a10 = acc[stride], a11 = acc[stride + 1];
   for (; n > 0; n -= 16, x += 16, x1 += 16, w += 16, w1 += 16) {
     mve_pred16_t p = vctp8q((uint32_t)n);
@@ -110,8 +112,9 @@ SG_INLINE int32_t sg_dot_s8(const int8_t *x, const int8_t *w, int32_t n, int32_t
   return acc;
 }
 
-SG_INLINE void sg_dot2_s8(const int8_t *x, const int8_t *w, int32_t n, int32_t *acc) {
-  const int8_t *w1 = w + n;
+SG_INLINE void sg_dot2_s8(const int8_t *x, const int8_t *w, int32_t ws, int32_t n,
+                           int32_t *acc) {
+  const int8_t *w1 = w + ws;
   int32_t a0 = acc[0], a1 = acc[1];
   for (; n >= 4; n -= 4, x += 4, w += 4, w1 += 4) {
     uint32_t xa, wa, wb;
@@ -132,9 +135,9 @@ SG_INLINE void sg_dot2_s8(const int8_t *x, const int8_t *w, int32_t n, int32_t *
   acc[1] = a1;
 }
 
-SG_INLINE void sg_dot22_s8(const int8_t *x, const int8_t *w, int32_t n, int32_t *acc,
-                               int32_t stride) {
-  const int8_t *x1 = x + n, *w1 = w + n;
+SG_INLINE void sg_dot22_s8(const int8_t *x, int32_t xs, const int8_t *w, int32_t ws,
+                           int32_t n, int32_t *acc, int32_t stride) {
+  const int8_t *x1 = x + xs, *w1 = w + ws;
   int32_t a00 = acc[0], a01 = acc[1], a10 = acc[stride], a11 = acc[stride + 1];
   for (; n >= 4; n -= 4, x += 4, x1 += 4, w += 4, w1 += 4) {
     uint32_t wa, wb, xa;
@@ -172,15 +175,16 @@ SG_INLINE int32_t sg_dot_s8(const int8_t *x, const int8_t *w, int32_t n, int32_t
   return acc;
 }
 
-SG_INLINE void sg_dot2_s8(const int8_t *x, const int8_t *w, int32_t n, int32_t *acc) {
+SG_INLINE void sg_dot2_s8(const int8_t *x, const int8_t *w, int32_t ws, int32_t n,
+                           int32_t *acc) {
   acc[0] = sg_dot_s8(x, w, n, acc[0]);
-  acc[1] = sg_dot_s8(x, w + n, n, acc[1]);
+  acc[1] = sg_dot_s8(x, w + ws, n, acc[1]);
 }
 
-SG_INLINE void sg_dot22_s8(const int8_t *x, const int8_t *w, int32_t n, int32_t *acc,
-                               int32_t stride) {
-  sg_dot2_s8(x, w, n, acc);
-  sg_dot2_s8(x + n, w, n, acc + stride);
+SG_INLINE void sg_dot22_s8(const int8_t *x, int32_t xs, const int8_t *w, int32_t ws,
+                           int32_t n, int32_t *acc, int32_t stride) {
+  sg_dot2_s8(x, w, ws, n, acc);
+  sg_dot2_s8(x + xs, w, ws, n, acc + stride);
 }
 
 #endif

@@ -238,14 +238,17 @@ def _dot_check_source(seed: int = 5) -> str:
     w = rng.integers(-128, 128, 512, dtype=np.int64)
     x[:64:2], w[:64:2] = -128, -128         # the largest products
     rows = []
-    for n, off in cases:
+    for i, (n, off) in enumerate(cases):
         acc = [int(a) for a in rng.integers(-2 ** 20, 2 ** 20, 4)]
-        # sg_dot_s8 with w[off:], sg_dot2_s8 with the rows w[off:] and w[off + n:],
-        # sg_dot22_s8 also with the second pixel x[off + n:]
-        expect = [acc[2 * p + r] + int(np.dot(x[off + p * n:off + (p + 1) * n],
-                                               w[off + r * n:off + (r + 1) * n]))
+        # the second pixel xs and the second weight row ws elements on: packed (n) or laid
+        # out wider, as in strided convolutions and kernels larger than 1x1
+        xs, ws = (n, n) if i % 2 else (n + 3 + i, n + 9 * i)
+        # sg_dot_s8 with w[off:], sg_dot2_s8 with the rows w[off:] and w[off + ws:],
+        # sg_dot22_s8 also with the second pixel x[off + xs:]
+        expect = [acc[2 * p + r] + int(np.dot(x[off + p * xs:off + p * xs + n],
+                                               w[off + r * ws:off + r * ws + n]))
                   for p in (0, 1) for r in (0, 1)]
-        rows.append("  {" + ", ".join(map(str, [n, off, *acc, *expect])) + "},")
+        rows.append("  {" + ", ".join(map(str, [n, off, *acc, *expect, xs, ws])) + "},")
     fmt = ", ".join
     # sg_mac_s32(acc, x, y) = acc + x * y in int64 (Python ints are exact)
     i32 = [-2 ** 31, 2 ** 31 - 1, -1, 0, 1, 2 ** 30, *map(int, rng.integers(-2 ** 31, 2 ** 31, 6))]
@@ -262,16 +265,16 @@ def _dot_check_source(seed: int = 5) -> str:
             f"static const int32_t SATS[][2] = {{{sat_c}}};\n"
             f"static const int8_t X[] = {{{fmt(map(str, x))}}};\n"
             f"static const int8_t W[] = {{{fmt(map(str, w))}}};\n"
-            f"static const int32_t CASES[][10] = {{\n" + "\n".join(rows) + "\n};\n"
+            f"static const int32_t CASES[][12] = {{\n" + "\n".join(rows) + "\n};\n"
             "int sg_check(void) {\n  int bad = 0;\n"
             "  for (unsigned i = 0; i < sizeof CASES / sizeof CASES[0]; i++) {\n"
             "    const int32_t *c = CASES[i];\n"
             "    int32_t acc2[2] = {c[2], c[3]};\n"
             "    int32_t acc22[5] = {c[2], c[3], 0, c[4], c[5]};  /* row stride 3 */\n"
             "    bad += sg_dot_s8(X + c[1], W + c[1], c[0], c[2]) != c[6];\n"
-            "    sg_dot2_s8(X + c[1], W + c[1], c[0], acc2);\n"
+            "    sg_dot2_s8(X + c[1], W + c[1], c[11], c[0], acc2);\n"
             "    bad += (acc2[0] != c[6]) + (acc2[1] != c[7]);\n"
-            "    sg_dot22_s8(X + c[1], W + c[1], c[0], acc22, 3);\n"
+            "    sg_dot22_s8(X + c[1], c[10], W + c[1], c[11], c[0], acc22, 3);\n"
             "    bad += (acc22[0] != c[6]) + (acc22[1] != c[7]) + (acc22[2] != 0);\n"
             "    bad += (acc22[3] != c[8]) + (acc22[4] != c[9]);\n  }\n"
             "  for (unsigned i = 0; i < sizeof MACS / sizeof MACS[0]; i++)\n"

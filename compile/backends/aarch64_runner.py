@@ -6,8 +6,10 @@ sandglass): on the Pi, and under ``qemu-aarch64`` in the userland of ``compile.s
     python3 run.py --input x.npy --output y.npy    # N samples (N, *input shape) -> outputs
     python3 run.py --benchmark 50                  # median latency of one inference, TVM_NUM_THREADS
     python3 run.py --repeat K                      # K extra inferences (instruction counts)
+    python3 run.py --batch jobs.json               # several bundles in one process: a JSON list
+                                                   # of [bundle dir, input .npy, output .npy]
 
-Prints one JSON line with what it did (samples, timings) on stdout.
+Prints one JSON line with what it did (samples, timings; per job errors) on stdout.
 """
 import argparse
 import json
@@ -41,6 +43,36 @@ def load_main(lib, manifest):
     return call
 
 
+def load_bundle(bundle_dir):
+    """(manifest, x -> y for one sample) of the bundle in ``bundle_dir``."""
+    with open(os.path.join(bundle_dir, "bundle.json")) as f:
+        manifest = json.load(f)
+    lib = tvm.runtime.load_module(os.path.join(bundle_dir, manifest["library"]))
+    return manifest, load_main(lib, manifest)
+
+
+def infer(main, shape, samples):
+    """The outputs of ``main`` for every sample, stacked."""
+    return np.stack([main(tvm.runtime.tensor(np.ascontiguousarray(s.reshape(shape)))).numpy()[0]
+                     for s in samples])
+
+
+def run_batch(jobs_file):
+    """Each job's bundle on its inputs (the emulator and runtime start once for all); a job
+    that fails is reported with its error and the others go on."""
+    with open(jobs_file) as f:
+        jobs = json.load(f)
+    errors = {}
+    for i, (bundle_dir, inputs, outputs) in enumerate(jobs):
+        try:
+            manifest, main = load_bundle(bundle_dir)
+            np.save(outputs, infer(main, tuple(manifest["model"]["input"]["shape"]),
+                                   np.load(inputs)))
+        except Exception as err:  # noqa: BLE001  (reported per job, not fatal to the batch)
+            errors[i] = f"{type(err).__name__}: {err}"
+    print(json.dumps({"jobs": len(jobs), "errors": errors}))
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description="run a sandglass aarch64 bundle")
     ap.add_argument("--input", help="int8 samples .npy, shape (N, *input shape[1:]); default: zeros")
@@ -49,10 +81,13 @@ def main(argv=None):
                     help="time N inferences (after one warm-up) and report the median")
     ap.add_argument("--repeat", type=int, default=0, metavar="K",
                     help="run K more inferences of the first sample (for instruction counts)")
+    ap.add_argument("--batch", metavar="JOBS.json",
+                    help="run several bundles: a JSON list of [bundle dir, input, output]")
     args = ap.parse_args(argv)
+    if args.batch:
+        return run_batch(args.batch)
 
-    with open(os.path.join(HERE, "bundle.json")) as f:
-        manifest = json.load(f)
+    manifest, main = load_bundle(HERE)    # looked up once, like LiteRT's interpreter.invoke
     spec = manifest["model"]["input"]
     shape, dtype = tuple(spec["shape"]), np.dtype(spec["dtype"])
     if args.input:
@@ -63,15 +98,12 @@ def main(argv=None):
     else:
         samples = np.zeros((1, *shape[1:]), dtype)
 
-    lib = tvm.runtime.load_module(os.path.join(HERE, manifest["library"]))
-    main = load_main(lib, manifest)    # looked up once, like LiteRT's interpreter.invoke
     report = {"samples": int(len(samples)), "threads": os.environ.get("TVM_NUM_THREADS", "all"),
               "entry": manifest.get("entry") or "relax vm main"}
 
-    outputs = [main(tvm.runtime.tensor(np.ascontiguousarray(s.reshape(shape)))).numpy()[0]
-               for s in samples]
+    outputs = infer(main, shape, samples)
     if args.output:
-        np.save(args.output, np.stack(outputs))
+        np.save(args.output, outputs)
 
     first = tvm.runtime.tensor(np.ascontiguousarray(samples[0].reshape(shape)))
     for _ in range(args.repeat):

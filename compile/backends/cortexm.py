@@ -88,9 +88,9 @@ def run(bundle_dir: Path, manifest: dict, target: Target, inputs: np.ndarray,
             if len(records) != len(chunk):
                 raise BackendError(f"firmware printed {len(records)} results for "
                                    f"{len(chunk)} inputs")
-            for rec in records:
-                outputs.append(np.array(rec["y"], dtype=np.int64).astype(out_dtype)
-                               .reshape(out_shape))
+            for rec in records:     # main.c prints the output's bytes as int8
+                outputs.append(np.array(rec["y"], dtype=np.int64).astype(np.int8)
+                               .view(out_dtype).reshape(out_shape))
                 counts.append(rec.get("instr", rec.get("cycles")))
     macs = manifest.get("macs") or 0
     metrics = {

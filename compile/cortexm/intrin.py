@@ -60,16 +60,22 @@ def ReduceLastWeights(func, mod, ctx):  # noqa: ARG001  (pass signature)
 
 def dot_intrin(k: int, rows: int = 1) -> str:
     """Name of the registered TensorIntrin: ``rows`` int8 dot products of length ``k`` that
-    share the input (weight rows ``k`` apart), ``sg_dot_s8`` (1 row) or ``sg_dot2_s8``."""
+    share the input, ``sg_dot_s8`` (1 row) or ``sg_dot2_s8`` (2 rows, ``ws`` elements
+    apart: the weights' row stride as laid out, passed to the helper)."""
     name = f"sg_dot{rows}_s8_k{k}"
     if s_tir.TensorIntrin.get(name, allow_missing=True) is not None:
         return name
 
-    # w: OHWI weights of a 1x1 convolution (ReduceLastWeights), ``rows`` output channels
+    # w: OHWI weights (ReduceLastWeights), ``rows`` output channels.  The strides are
+    # symbolic so that LowerMatchBuffer binds them to the real layout (a buffer declared
+    # without strides is taken as compact, whatever the region it is matched to); the
+    # reduction axis must be contiguous (stride 1), which check_lowers enforces.
     @T.prim_func(s_tir=True)
-    def desc(x: T.Buffer((k,), "int8", offset_factor=1),
-             w: T.Buffer((rows, 1, 1, k), "int8", offset_factor=1),
-             acc: T.Buffer((rows,), "int32", offset_factor=1)) -> None:
+    def desc(a: T.handle, b: T.handle, c: T.handle) -> None:
+        x = T.match_buffer(a, (k,), "int8", offset_factor=1, strides=[1])
+        w = T.match_buffer(b, (rows, 1, 1, k), "int8", offset_factor=1,
+                           strides=[T.int32(), T.int32(), T.int32(), 1])
+        acc = T.match_buffer(c, (rows,), "int32", offset_factor=1, strides=[1])
         with T.sblock("root"):
             T.reads(acc[0:rows], x[0:k], w[0:rows, 0, 0, 0:k])
             T.writes(acc[0:rows])
@@ -80,9 +86,11 @@ def dot_intrin(k: int, rows: int = 1) -> str:
                                                                         "int32")
 
     @T.prim_func(s_tir=True)
-    def dot1(x: T.Buffer((k,), "int8", offset_factor=1),
-             w: T.Buffer((1, 1, 1, k), "int8", offset_factor=1),
-             acc: T.Buffer((1,), "int32", offset_factor=1)) -> None:
+    def dot1(a: T.handle, b: T.handle, c: T.handle) -> None:
+        x = T.match_buffer(a, (k,), "int8", offset_factor=1, strides=[1])
+        w = T.match_buffer(b, (1, 1, 1, k), "int8", offset_factor=1,
+                           strides=[T.int32(), T.int32(), T.int32(), 1])
+        acc = T.match_buffer(c, (1,), "int32", offset_factor=1, strides=[1])
         with T.sblock("root"):
             T.reads(acc[0:1], x[0:k], w[0:1, 0, 0, 0:k])
             T.writes(acc[0:1])
@@ -90,31 +98,37 @@ def dot_intrin(k: int, rows: int = 1) -> str:
                                    k, acc[0])
 
     @T.prim_func(s_tir=True)
-    def dot2(x: T.Buffer((k,), "int8", offset_factor=1),
-             w: T.Buffer((2, 1, 1, k), "int8", offset_factor=1),
-             acc: T.Buffer((2,), "int32", offset_factor=1)) -> None:
+    def dot2(a: T.handle, b: T.handle, c: T.handle) -> None:
+        ws = T.int32()
+        x = T.match_buffer(a, (k,), "int8", offset_factor=1, strides=[1])
+        w = T.match_buffer(b, (2, 1, 1, k), "int8", offset_factor=1,
+                           strides=[ws, T.int32(), T.int32(), 1])
+        acc = T.match_buffer(c, (2,), "int32", offset_factor=1, strides=[1])
         with T.sblock("root"):
             T.reads(acc[0:2], x[0:k], w[0:2, 0, 0, 0:k])
             T.writes(acc[0:2])
             T.evaluate(T.call_extern("int32", HELPERS[2], x.access_ptr("r"),
-                                     w.access_ptr("r"), k, acc.access_ptr("rw")))
+                                     w.access_ptr("r"), ws, k, acc.access_ptr("rw")))
 
     s_tir.TensorIntrin.register(name, desc, dot1 if rows == 1 else dot2)
     return name
 
 
 def dot22_intrin(k: int) -> str:
-    """Name of the registered TensorIntrin for a 2 pixels x 2 output channels tile of a
-    stride-1 1x1 convolution: 4 dot products of length ``k`` (``sg_dot22_s8``), each input
-    and weight word loaded and unpacked once for two products."""
+    """Name of the registered TensorIntrin for a tile of 2 pixels x 2 output channels: 4
+    dot products of length ``k`` (``sg_dot22_s8``), each input and weight word loaded and
+    unpacked once for two products.  The pixels' inputs lie ``xs`` elements apart and the
+    channels' weights ``ws`` apart, as laid out (strided convolutions, weights of kernels
+    larger than 1x1 whose reduction is split into taps)."""
     name = f"sg_dot22_s8_k{k}"
     if s_tir.TensorIntrin.get(name, allow_missing=True) is not None:
         return name
 
     @T.prim_func(s_tir=True)
     def desc(a: T.handle, b: T.handle, c: T.handle) -> None:
-        x = T.match_buffer(a, (2, k), "int8", offset_factor=1)
-        w = T.match_buffer(b, (2, 1, 1, k), "int8", offset_factor=1)
+        x = T.match_buffer(a, (2, k), "int8", offset_factor=1, strides=[T.int32(), 1])
+        w = T.match_buffer(b, (2, 1, 1, k), "int8", offset_factor=1,
+                           strides=[T.int32(), T.int32(), T.int32(), 1])
         acc = T.match_buffer(c, (2, 2), "int32", offset_factor=1, strides=[T.int32(), 1])
         with T.sblock("root"):
             T.reads(acc[0:2, 0:2], x[0:2, 0:k], w[0:2, 0, 0, 0:k])
@@ -127,18 +141,33 @@ def dot22_intrin(k: int) -> str:
 
     @T.prim_func(s_tir=True)
     def impl(a: T.handle, b: T.handle, c: T.handle) -> None:
+        xs = T.int32()
+        ws = T.int32()
         stride = T.int32()
-        x = T.match_buffer(a, (2, k), "int8", offset_factor=1)
-        w = T.match_buffer(b, (2, 1, 1, k), "int8", offset_factor=1)
+        x = T.match_buffer(a, (2, k), "int8", offset_factor=1, strides=[xs, 1])
+        w = T.match_buffer(b, (2, 1, 1, k), "int8", offset_factor=1,
+                           strides=[ws, T.int32(), T.int32(), 1])
         acc = T.match_buffer(c, (2, 2), "int32", offset_factor=1, strides=[stride, 1])
         with T.sblock("root"):
             T.reads(acc[0:2, 0:2], x[0:2, 0:k], w[0:2, 0, 0, 0:k])
             T.writes(acc[0:2, 0:2])
-            T.evaluate(T.call_extern("int32", HELPERS[4], x.access_ptr("r"), w.access_ptr("r"),
-                                     k, acc.access_ptr("rw"), stride))
+            T.evaluate(T.call_extern("int32", HELPERS[4], x.access_ptr("r"), xs,
+                                     w.access_ptr("r"), ws, k, acc.access_ptr("rw"), stride))
 
     s_tir.TensorIntrin.register(name, desc, impl)
     return name
+
+
+def check_lowers(sch: s_tir.Schedule) -> None:
+    """Raise if the tensorized calls cannot be bound to the buffers they read: the intrinsics
+    require a contiguous reduction axis (stride 1), which ``LowerMatchBuffer`` checks when it
+    binds their strides.  Run on each trial so that a mismatch leaves the loop scalar instead
+    of failing the whole kernel later."""
+    tvm.transform.Sequential([
+        s_tir.transform.LowerInitBlock(),
+        s_tir.transform.ConvertBlocksToOpaque(),
+        s_tir.transform.LowerMatchBuffer(),
+    ])(sch.mod)
 
 
 def tensorize_dots(func: tvm.tirx.PrimFunc) -> tvm.tirx.PrimFunc:
@@ -165,6 +194,7 @@ def tensorize_dots(func: tvm.tirx.PrimFunc) -> tvm.tirx.PrimFunc:
             try:
                 trial.decompose_reduction(block, loops[first])
                 trial.tensorize(loops[inner], make(int(k)))
+                check_lowers(trial)
             except (s_tir.ScheduleError, tvm.error.InternalError, ValueError):
                 continue
             sch = trial

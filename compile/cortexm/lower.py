@@ -38,6 +38,8 @@ from compile.lower.fixedpoint import fits_int32
 _SCHEDULE_ERRORS = (s_tir.ScheduleError, tvm.error.InternalError, ValueError)
 # a producer read more than once is inlined only if its statement is at most this long
 INLINE_MAX_CHARS = 2000
+# and only while the consumer then holds at most this many copies of any one expression
+INLINE_MAX_COPIES = 2
 # output channels a depthwise convolution computes together (tile_channels)
 CHANNEL_LANES = 4
 
@@ -121,17 +123,33 @@ def _n_spatial(block) -> int:
     return sum(1 for iv in block.iter_vars if int(iv.iter_type) == 0)
 
 
-def _inline_is_cheap(sch, block, careful: bool) -> bool:
-    """Inlining copies the producer's expression into every read of its buffer: fine for
-    one read or a small expression; repeated big ones blow up exponentially (e.g. an
-    integer softmax's fixed-point exp chains), so those stay materialized."""
+def _inline_reads(sch, block) -> int | None:
+    """How many times the consumers read the block's output (None: not one output)."""
     stmt = sch.get(block)
     if len(stmt.writes) != 1:
-        return False
+        return None
     name = str(stmt.writes[0].source.name)
     pattern = re.compile(rf"\b{re.escape(name)}\[")
-    reads = sum(len(pattern.findall(str(sch.get(c).body))) for c in sch.get_consumers(block))
-    return reads <= 1 or (not careful and len(str(stmt.body)) <= INLINE_MAX_CHARS)
+    return sum(len(pattern.findall(str(sch.get(c).body))) for c in sch.get_consumers(block))
+
+
+def _inline_is_cheap(sch, block, careful: bool, copies: dict[str, int]) -> bool:
+    """Inlining copies the producer's expression into every read of its buffer: fine for
+    one read or a small expression; repeated big ones blow up exponentially (e.g. an
+    integer softmax's fixed-point exp chains), so those stay materialized.  ``copies``:
+    how many copies of some earlier expression a block's body already holds (a
+    requantization's rounding reads its product twice); an inlining may leave at most
+    ``INLINE_MAX_COPIES`` of them: chained requantizations (a conv feeding a quantized sub
+    feeding a quantized add) would otherwise nest 2^depth copies, which TVM's simplifier
+    takes minutes over."""
+    reads = _inline_reads(sch, block)
+    if reads is None:
+        return False
+    stmt = sch.get(block)
+    if reads <= 1:
+        return True
+    return (not careful and copies.get(stmt.name_hint, 1) * reads <= INLINE_MAX_COPIES
+            and len(str(stmt.body)) <= INLINE_MAX_CHARS)
 
 
 def _apply(sch, primitive: str, *args):
@@ -152,9 +170,17 @@ def schedule_kernel(func: tirx.PrimFunc, careful: bool = False) -> tirx.PrimFunc
     combined with ``reverse_compute_at`` it produced wrong code for a stride-2 conv."""
     sch = s_tir.Schedule(func)
     root = sch.get_sblock("root")
+    copies: dict[str, int] = {}   # block -> copies of an inlined expression its body holds
     for block in sch.get_child_blocks(root):
-        if _inline_is_cheap(sch, block, careful):
-            sch, _ = _apply(sch, "compute_inline", block)
+        if not _inline_is_cheap(sch, block, careful, copies):
+            continue
+        name = sch.get(block).name_hint
+        made = copies.get(name, 1) * _inline_reads(sch, block)
+        consumers = [sch.get(c).name_hint for c in sch.get_consumers(block)]
+        sch, done = _apply(sch, "compute_inline", block)
+        if done:
+            for c in consumers:
+                copies[c] = max(copies.get(c, 1), made)
     sch = tile_channels(sch)
     for block in sch.get_child_blocks(root)[1:]:
         producers = sch.get_producers(block)

@@ -131,8 +131,9 @@ int sg_model_run(const int8_t *input, int8_t *output);
             out.append(f'static const uint8_t sg_{t.name}[{max(len(raw), 1)}] '
                        f'__attribute__((aligned(16), section(".rodata.sg_weights"))) = {{\n  '
                        f"{_bytes_c(raw)}\n}};")
-    out.append(f"\nstatic uint8_t sg_arena[{max(p.arena_bytes, 16)}] "
-               "__attribute__((aligned(16)));\n")
+    if p.offsets:     # a one-kernel model reads the input and writes the output only
+        out.append(f"\nstatic uint8_t sg_arena[{max(p.arena_bytes, 16)}] "
+                   "__attribute__((aligned(16)));\n")
     aliased = {step.kernel for step in graph.steps
                if any(out == step.args[-1] for out, _, _ in p.aliases)}
     out.extend(k.c_source(restrict=k.name not in aliased) for k in graph.kernels.values())

@@ -3,7 +3,10 @@
 `tvm.relax.frontend.tflite.from_tflite` refuses some int8 operators that are pure data movement
 (PAD, STRIDED_SLICE, SPLIT, ...): its converters for them never touch the values, so running them
 directly on int8 tensors is exact (TFLite requires equal input/output quantization for them; PAD
-fills with the input zero point). This converter only widens that allow-list.
+fills with the input zero point). This converter widens that allow-list, and reads a tensor
+quantized with a single scale as per-tensor whatever its QuantizedDimension: TensorFlow's converter
+writes the channel axis (3) for the one-channel per-channel weights of a depthwise conv over one
+channel, which TVM's importer refuses for a per-tensor scale although the axis means nothing there.
 """
 
 from __future__ import annotations
@@ -21,6 +24,14 @@ INTEGER_EXACT_OPS = frozenset(
 
 class IntegerOperatorConverter(tflite_frontend.OperatorConverter):
     _SUPPORTED_QUANTIZED_OPS = tflite_frontend.OperatorConverter._SUPPORTED_QUANTIZED_OPS | INTEGER_EXACT_OPS
+
+    def get_tensors(self, tensors_idx_list):
+        tensors = super().get_tensors(tensors_idx_list)
+        for tensor in tensors:
+            qnn = getattr(tensor, "qnn_params", None)
+            if qnn and tensor.tensor.Quantization().ScaleLength() == 1:   # per-tensor
+                qnn["axis"] = 0
+        return tensors
 
 
 def import_tflite(path):
