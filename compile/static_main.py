@@ -245,8 +245,11 @@ def c_source(p: Plan, blob_path: str, const_offsets: list[int], entry: str = ENT
               f'    TVMFFIErrorSetRaisedFromCStr("TypeError", "{entry} takes (input, output)");',
               "    return -1;", "  }",
               "  DLTensor* x = sg_tensor(&args[0]);", "  DLTensor* y = sg_tensor(&args[1]);",
-              *check("x", inp, "input"), *check("y", out, "output"),
-              f"  {tensors[inp]}.data = x->data;", "  TVMFFIAny ret;"]
+              *check("x", inp, "input"), *check("y", out, "output")]
+    # the input and every view of it (a reshape of the input is a tensor of its own)
+    lines += [f"  {name}.data = (char*)x->data + {ref.offset};" if ref.offset else
+              f"  {name}.data = x->data;" for ref, name in tensors.items() if ref.kind == "input"]
+    lines += ["  TVMFFIAny ret;"]
     for kernel, i, n in calls:
         lines += ["  ret.type_index = kTVMFFINone; ret.zero_padding = 0; ret.v_int64 = 0;",
                   f"  if (__tvm_ffi_{kernel}(0, sg_args{i}, {n}, &ret) != 0) return -1;"]

@@ -368,11 +368,25 @@ def lower_model(mod: tvm.IRModule) -> Graph:
         raise UnsupportedTIR("main must return one tensor")
     output = names[key(body)]
     if tensors[output].kind != "activation":
-        raise UnsupportedTIR("main returns its input or a constant")
+        # a model that only moves data (a RESHAPE) returns its input: copy it to the output
+        src = tensors[output]
+        cname = f"sg_k{len(kernels)}_copy"
+        lowered_of[cname] = lower_kernel(_copy_kernel(src.shape, src.dtype))[1]
+        kernels[cname] = emit_kernel(cname, lowered_of[cname])
+        output = f"t{len(steps)}"
+        tensors[output] = Tensor(output, src.shape, src.dtype, "activation")
+        steps.append(Step(cname, [src.name, output]))
     tensors[output].kind = "output"
     narrow_constants(steps, tensors, kernels, lowered_of)
     _find_overlaps(steps, tensors, lowered_of)
     return Graph(tensors, steps, kernels, "input", output, macs)
+
+
+def _copy_kernel(shape: tuple[int, ...], dtype: str) -> tirx.PrimFunc:
+    from tvm import te
+
+    x = te.placeholder(shape, dtype, "x")
+    return te.create_prim_func([x, te.compute(shape, lambda *i: x(*i), "copy")])
 
 
 def narrow_constants(steps: list[Step], tensors: dict[str, Tensor],

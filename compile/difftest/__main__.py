@@ -56,20 +56,28 @@ def run(argv: Sequence[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
 
     start = time.monotonic()
+    logs = args.out / "logs"
     bar = tqdm(total=args.n, desc="difftest", unit="model", dynamic_ncols=True)
-    failed = []
+    failing: set[int] = set()
+    aarch64 = [t for t in targets if campaign.is_aarch64(t)]
+    if aarch64:
+        bar.write(f"building for {', '.join(targets)}; the {', '.join(aarch64)} bundles run "
+                  "together in one emulator at the end")
 
-    def progress(result):
-        bar.update(1)
-        if result.failures:
-            failed.append(result.seed)
-            for o in result.failures:
+    def progress(result, outcomes, done):
+        if done:
+            bar.update(1)
+        for o in outcomes:
+            if o.status != "exact":
+                failing.add(result.seed)
                 bar.write(f"seed {result.seed} {o.target}: {o.status} {o.detail}\n"
                           f"  {campaign.specs.describe(result.spec)}")
-        bar.set_postfix(failing=len(failed))
+        if result.skipped and done:
+            bar.write(f"seed {result.seed} skipped: {result.skipped}")
+        bar.set_postfix(failing=len(failing))
 
     results = campaign.run_campaign(range(args.seed, args.seed + args.n), targets, args.inputs,
-                                    args.jobs, args.max_layers, progress)
+                                    args.jobs, args.max_layers, progress, logs)
     bar.close()
     report = campaign.summary(results, targets)
     cases = []
@@ -81,7 +89,7 @@ def run(argv: Sequence[str] | None = None) -> int:
             sbar.update(1)
             sbar.write(f"{campaign.case_name(case)}: {case['model']}")
         cases = campaign.shrink_failures(results, args.inputs, args.shrink_budget, args.jobs,
-                                         shrunk)
+                                         shrunk, logs)
         sbar.close()
         if args.save_regressions:
             for case in cases:

@@ -13,12 +13,16 @@ import multiprocessing
 import shutil
 import tempfile
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from compile.difftest import spec as specs
 from compile.difftest.check import (Outcome, check_model, compare, is_aarch64,
                                     run_aarch64_batch)
+
+
+PROCESS_DIED = "the checking process died (a signal in a native library)"
 
 
 @dataclass
@@ -66,14 +70,14 @@ def check_spec(spec: dict, targets, work: Path, n_inputs: int, defer_aarch64: bo
     return result, deferred, x, ref
 
 
-def _worker_check(seed: int, max_layers: int, targets, work: str, n_inputs: int):
-    spec = specs.random_spec(seed, max_layers)
-    result, deferred, x, ref = check_spec(spec, targets, Path(work) / f"seed{seed}",
-                                          n_inputs, defer_aarch64=True)
-    return result, deferred, x, ref
+def _worker_check(index: int, spec: dict, targets, work: str, n_inputs: int):
+    here = Path(work) / f"model{index}"
+    shutil.rmtree(here, ignore_errors=True)      # a retry starts from nothing
+    result, deferred, x, ref = check_spec(spec, targets, here, n_inputs, defer_aarch64=True)
+    return index, result, deferred, x, ref
 
 
-def fails_like(spec: dict, target: str, status: str, n_inputs: int) -> bool:
+def fails_like(spec: dict, target: str, status: str, n_inputs: int = 4) -> bool:
     """Does ``spec`` still fail on ``target`` with ``status``?"""
     if not specs.valid(spec):
         return False
@@ -85,9 +89,9 @@ def fails_like(spec: dict, target: str, status: str, n_inputs: int) -> bool:
     return not result.skipped and result.outcomes[0].status == status
 
 
-def shrink(spec: dict, target: str, status: str, n_inputs: int = 4, budget: int = 80,
-           log=lambda message: None) -> dict:
-    """The smallest spec found (within ``budget`` candidate checks) failing like ``spec``."""
+def shrink(spec: dict, fails, budget: int = 80, log=lambda message: None) -> dict:
+    """The smallest spec found (within ``budget`` candidate checks) for which ``fails(spec)``
+    still holds (``fails_like`` a target and status)."""
     best, tried = spec, 0
     improved = True
     while improved and tried < budget:
@@ -98,7 +102,7 @@ def shrink(spec: dict, target: str, status: str, n_inputs: int = 4, budget: int 
             if not specs.valid(candidate) or specs.cost(candidate) >= specs.cost(best):
                 continue
             tried += 1
-            if fails_like(candidate, target, status, n_inputs):
+            if fails(candidate):
                 best, improved = candidate, True
                 log(f"shrunk to {specs.describe(best)}")
                 break
@@ -106,60 +110,115 @@ def shrink(spec: dict, target: str, status: str, n_inputs: int = 4, budget: int 
 
 
 def _worker_shrink(spec: dict, target: str, status: str, n_inputs: int, budget: int) -> dict:
-    return shrink(spec, target, status, n_inputs, budget)
+    return shrink(spec, lambda s: fails_like(s, target, status, n_inputs), budget)
+
+
+def _quiet(log_dir: str) -> None:
+    """Worker initializer: TensorFlow's and TVM's chatter goes to a log file of the worker's
+    own, not over the progress display."""
+    import os
+
+    path = Path(log_dir) / f"worker-{os.getpid()}.log"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+
+
+def pool(jobs: int, log_dir: Path) -> ProcessPoolExecutor:
+    ctx = multiprocessing.get_context("spawn")   # TensorFlow and TVM do not survive fork
+    Path(log_dir).mkdir(parents=True, exist_ok=True)
+    return ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_quiet,
+                               initargs=(str(log_dir),))
 
 
 def run_campaign(seeds, targets, n_inputs: int = 4, jobs: int = 2, max_layers: int = 6,
-                 progress=None) -> list[ModelResult]:
-    """Check every seed's model on every target; ``progress(result)`` after each model."""
-    seeds = list(seeds)
+                 progress=None, log_dir: Path | None = None) -> list[ModelResult]:
+    """Check every seed's random model (``spec.random_spec``) on every target."""
+    return check_specs([specs.random_spec(s, max_layers) for s in seeds], targets, n_inputs,
+                       jobs, progress, log_dir)
+
+
+def _run_pool(jobs, logs, indices, models, targets, work, n_inputs, finished) -> list[int]:
+    """Check ``indices`` of ``models`` in a pool; the indices left unchecked if it broke."""
+    left = set(indices)
+    try:
+        with pool(jobs, logs) as workers:
+            futures = [workers.submit(_worker_check, i, models[i], list(targets), str(work),
+                                      n_inputs) for i in indices]
+            for future in as_completed(futures):
+                out = future.result()
+                left.discard(out[0])
+                finished(*out)
+    except BrokenProcessPool:
+        pass
+    return sorted(left)
+
+
+def check_specs(models: list[dict], targets, n_inputs: int = 4, jobs: int = 2, progress=None,
+                log_dir: Path | None = None) -> list[ModelResult]:
+    """Check every spec on every target.  ``progress(result, outcomes, done)``: after a
+    model's conversion, builds and non-aarch64 runs (``done`` True), then once more per
+    aarch64 outcome after the batched emulator runs (``done`` False)."""
     results: dict[int, ModelResult] = {}
     pending: dict[str, list] = {t: [] for t in targets if is_aarch64(t)}
     work = Path(tempfile.mkdtemp(prefix="sandglass-difftest-"))
-    ctx = multiprocessing.get_context("spawn")   # TensorFlow and TVM do not survive fork
+    logs = log_dir or work / "logs"
+
+    def finished(index, result, deferred, x, ref):
+        results[index] = result
+        for target, bundle in deferred.items():
+            pending[target].append((result, bundle, x, ref))
+        if progress:
+            progress(result, result.outcomes, True)
+
     try:
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
-            futures = {pool.submit(_worker_check, s, max_layers, list(targets), str(work),
-                                   n_inputs): s for s in seeds}
-            for future in as_completed(futures):
-                result, deferred, x, ref = future.result()
-                results[result.seed] = result
-                for target, bundle in deferred.items():
-                    pending[target].append((result, bundle, x, ref))
-                if progress and not deferred:
-                    progress(result)
+        # A worker that dies (a segfault in a native library) breaks the whole pool: the
+        # models it left unchecked are retried one per fresh worker, and a model that kills
+        # its worker again is a crash on every target.
+        lost = _run_pool(jobs, logs, range(len(models)), models, targets, work, n_inputs,
+                         finished)
+        for index in lost:
+            if _run_pool(1, logs, [index], models, targets, work, n_inputs, finished):
+                result = ModelResult(models[index]["seed"], models[index])
+                result.outcomes = [Outcome(t, "crash", PROCESS_DIED) for t in targets]
+                finished(index, result, {}, None, None)
         for target, items in pending.items():   # one emulator start per aarch64 target
             outs = run_aarch64_batch(target, [(b, x) for _, b, x, _ in items])
             for (result, _, _, ref), out in zip(items, outs):
-                result.outcomes.append(compare(target, ref, out))
+                outcome = compare(target, ref, out)
+                result.outcomes.append(outcome)
                 result.outcomes.sort(key=lambda o: list(targets).index(o.target))
-        if progress:
-            for result in results.values():
-                if any(is_aarch64(t) for t in targets) and not result.skipped:
-                    progress(result)
+                if progress:
+                    progress(result, [outcome], False)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    return [results[s] for s in seeds]
+    return [results[i] for i in range(len(models))]
 
 
 def shrink_failures(results: list[ModelResult], n_inputs: int, budget: int, jobs: int,
-                    progress=None) -> list[dict]:
+                    progress=None, log_dir: Path | None = None) -> list[dict]:
     """One regression case per failing (model, target): the shrunk spec and what it found."""
-    todo = [(r, o) for r in results for o in r.failures]
-    cases = []
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
-        futures = {pool.submit(_worker_shrink, r.spec, o.target, o.status, n_inputs, budget):
+    todo = [(r, o) for r in results for o in r.failures if o.detail != PROCESS_DIED]
+    # a model that kills its process is kept whole: shrinking it would kill the shrinker
+    cases = [_case(r, o, r.spec) for r in results for o in r.failures
+             if o.detail == PROCESS_DIED]
+    with tempfile.TemporaryDirectory(prefix="sandglass-shrink-") as tmp, \
+            pool(jobs, log_dir or Path(tmp)) as workers:
+        futures = {workers.submit(_worker_shrink, r.spec, o.target, o.status, n_inputs, budget):
                    (r, o) for r, o in todo}
         for future in as_completed(futures):
             r, o = futures[future]
-            small = future.result()
-            cases.append({"found": {"seed": r.seed, "target": o.target, "status": o.status,
-                                    "detail": o.detail, "model": specs.describe(r.spec)},
-                          "model": specs.describe(small), "spec": small})
+            cases.append(_case(r, o, future.result()))
             if progress:
                 progress(cases[-1])
     return cases
+
+
+def _case(r: ModelResult, o: Outcome, small: dict) -> dict:
+    return {"found": {"seed": r.seed, "target": o.target, "status": o.status,
+                      "detail": o.detail, "model": specs.describe(r.spec)},
+            "model": specs.describe(small), "spec": small}
 
 
 def case_name(case: dict) -> str:

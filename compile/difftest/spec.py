@@ -289,7 +289,7 @@ def without_layer(spec: dict, i: int) -> dict | None:
 
 
 _SIMPLER = {   # parameter -> simpler values to try, in order
-    "act": ["none"], "dilation": [1], "multiplier": [1], "padding": ["same"],
+    "act": ["none"], "dilation": [1], "multiplier": [1], "padding": ["valid"],
     "strides": [[1, 1]], "kernel": [[1, 1], [3, 3]], "pool": [[2, 2]], "keepdims": [False],
 }
 
