@@ -12,7 +12,7 @@ import json
 import multiprocessing
 import shutil
 import tempfile
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, as_completed, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -140,19 +140,29 @@ def run_campaign(seeds, targets, n_inputs: int = 4, jobs: int = 2, max_layers: i
 
 
 def _run_pool(jobs, logs, indices, models, targets, work, n_inputs, finished) -> list[int]:
-    """Check ``indices`` of ``models`` in a pool; the indices left unchecked if it broke."""
-    left = set(indices)
-    try:
-        with pool(jobs, logs) as workers:
-            futures = [workers.submit(_worker_check, i, models[i], list(targets), str(work),
-                                      n_inputs) for i in indices]
-            for future in as_completed(futures):
-                out = future.result()
-                left.discard(out[0])
-                finished(*out)
-    except BrokenProcessPool:
-        pass
-    return sorted(left)
+    """Check ``indices`` of ``models`` in a pool, at most ``jobs`` at a time.  If a worker
+    dies (a segfault in a native library breaks the whole pool), the models that were in
+    flight are returned as suspects and the rest go on in a fresh pool."""
+    queue, suspects = list(indices), []
+    while queue:
+        running: dict = {}
+        taken: set[int] = set()          # submitted (or being submitted), not finished
+        try:
+            with pool(jobs, logs) as workers:
+                while queue or running:
+                    while queue and len(running) < jobs:
+                        i = queue.pop(0)
+                        taken.add(i)
+                        running[workers.submit(_worker_check, i, models[i], list(targets),
+                                               str(work), n_inputs)] = i
+                    done, _ = wait(running, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        index = running.pop(future)
+                        finished(*future.result())
+                        taken.discard(index)
+        except BrokenProcessPool:
+            suspects += sorted(taken)
+    return suspects
 
 
 def check_specs(models: list[dict], targets, n_inputs: int = 4, jobs: int = 2, progress=None,
@@ -173,12 +183,10 @@ def check_specs(models: list[dict], targets, n_inputs: int = 4, jobs: int = 2, p
             progress(result, result.outcomes, True)
 
     try:
-        # A worker that dies (a segfault in a native library) breaks the whole pool: the
-        # models it left unchecked are retried one per fresh worker, and a model that kills
-        # its worker again is a crash on every target.
-        lost = _run_pool(jobs, logs, range(len(models)), models, targets, work, n_inputs,
-                         finished)
-        for index in lost:
+        # a model that kills its worker again when checked alone is a crash on every target
+        suspects = _run_pool(jobs, logs, range(len(models)), models, targets, work, n_inputs,
+                             finished)
+        for index in suspects:      # each alone: which of them kills its process?
             if _run_pool(1, logs, [index], models, targets, work, n_inputs, finished):
                 result = ModelResult(models[index]["seed"], models[index])
                 result.outcomes = [Outcome(t, "crash", PROCESS_DIED) for t in targets]

@@ -127,8 +127,9 @@ def describe(spec: dict) -> str:
     they are not the node before)."""
     parts = []
     for i, layer in enumerate(spec["layers"]):
-        words = [f"{_ABBREV[k]}{_short(v)}" for k, v in layer.items() if k in _ABBREV
-                 and v not in (1, [1, 1], False)]
+        words = [_ABBREV[k] if v is True else f"{_ABBREV[k]}{_short(v)}"
+                 for k, v in layer.items() if k in _ABBREV and v is not False
+                 and (v is True or v not in (1, [1, 1]))]
         words += [layer[k] for k in ("padding", "act") if k in layer and layer[k] != "none"]
         if layer["in"] != [i]:
             words.insert(0, "@" + ",".join(map(str, layer["in"])))
