@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import tvm
+import tvm_ffi
 from tvm import relax, s_tir, tirx
 
 from compile.cortexm.cemit import KernelC, UnsupportedTIR, emit_kernel
@@ -38,8 +39,10 @@ from compile.lower.fixedpoint import fits_int32
 _SCHEDULE_ERRORS = (s_tir.ScheduleError, tvm.error.InternalError, ValueError)
 # a producer read more than once is inlined only if its statement is at most this long
 INLINE_MAX_CHARS = 2000
-# and only while the consumer then holds at most this many copies of any one expression
-INLINE_MAX_COPIES = 2
+# a schedule leaving an expression deeper than this takes the careful one: chained
+# requantizations (conv -> quantized SUB -> quantized ADD, depth 57) inlined into each other
+# take TVM's simplifier minutes; MobileNeXt's and MobileNetV2's deepest are 41
+MAX_EXPR_DEPTH = 48
 # output channels a depthwise convolution computes together (tile_channels)
 CHANNEL_LANES = 4
 
@@ -123,33 +126,37 @@ def _n_spatial(block) -> int:
     return sum(1 for iv in block.iter_vars if int(iv.iter_type) == 0)
 
 
-def _inline_reads(sch, block) -> int | None:
-    """How many times the consumers read the block's output (None: not one output)."""
-    stmt = sch.get(block)
-    if len(stmt.writes) != 1:
-        return None
-    name = str(stmt.writes[0].source.name)
-    pattern = re.compile(rf"\b{re.escape(name)}\[")
-    return sum(len(pattern.findall(str(sch.get(c).body))) for c in sch.get_consumers(block))
-
-
-def _inline_is_cheap(sch, block, careful: bool, copies: dict[str, int]) -> bool:
+def _inline_is_cheap(sch, block, careful: bool) -> bool:
     """Inlining copies the producer's expression into every read of its buffer: fine for
     one read or a small expression; repeated big ones blow up exponentially (e.g. an
-    integer softmax's fixed-point exp chains), so those stay materialized.  ``copies``:
-    how many copies of some earlier expression a block's body already holds (a
-    requantization's rounding reads its product twice); an inlining may leave at most
-    ``INLINE_MAX_COPIES`` of them: chained requantizations (a conv feeding a quantized sub
-    feeding a quantized add) would otherwise nest 2^depth copies, which TVM's simplifier
-    takes minutes over."""
-    reads = _inline_reads(sch, block)
-    if reads is None:
-        return False
+    integer softmax's fixed-point exp chains), so those stay materialized."""
     stmt = sch.get(block)
-    if reads <= 1:
-        return True
-    return (not careful and copies.get(stmt.name_hint, 1) * reads <= INLINE_MAX_COPIES
-            and len(str(stmt.body)) <= INLINE_MAX_CHARS)
+    if len(stmt.writes) != 1:
+        return False
+    name = str(stmt.writes[0].source.name)
+    pattern = re.compile(rf"\b{re.escape(name)}\[")
+    reads = sum(len(pattern.findall(str(sch.get(c).body))) for c in sch.get_consumers(block))
+    return reads <= 1 or (not careful and len(str(stmt.body)) <= INLINE_MAX_CHARS)
+
+
+def expr_depth(expr) -> int:
+    """Depth of a TIR expression tree (a buffer load, variable or constant is a leaf)."""
+    kind = type(expr).__name__
+    if expr is None or kind in ("Var", "IntImm", "FloatImm", "StringImm", "BufferLoad"):
+        return 1 if expr is not None else 0
+    children = []
+    for name in ("condition", "true_value", "false_value", "a", "b", "value", "args"):
+        child = getattr(expr, name, None)
+        if child is not None:
+            children.extend(child if isinstance(child, tvm_ffi.Array) else [child])
+    return 1 + max((expr_depth(c) for c in children), default=0)
+
+
+def max_expr_depth(func: tirx.PrimFunc) -> int:
+    """The deepest value any block of ``func`` stores."""
+    sch = s_tir.Schedule(func)
+    return max((expr_depth(getattr(sch.get(b).body, "value", None)) for b in all_blocks(sch)),
+               default=0)
 
 
 def _apply(sch, primitive: str, *args):
@@ -170,17 +177,9 @@ def schedule_kernel(func: tirx.PrimFunc, careful: bool = False) -> tirx.PrimFunc
     combined with ``reverse_compute_at`` it produced wrong code for a stride-2 conv."""
     sch = s_tir.Schedule(func)
     root = sch.get_sblock("root")
-    copies: dict[str, int] = {}   # block -> copies of an inlined expression its body holds
     for block in sch.get_child_blocks(root):
-        if not _inline_is_cheap(sch, block, careful, copies):
-            continue
-        name = sch.get(block).name_hint
-        made = copies.get(name, 1) * _inline_reads(sch, block)
-        consumers = [sch.get(c).name_hint for c in sch.get_consumers(block)]
-        sch, done = _apply(sch, "compute_inline", block)
-        if done:
-            for c in consumers:
-                copies[c] = max(copies.get(c, 1), made)
+        if _inline_is_cheap(sch, block, careful):
+            sch, _ = _apply(sch, "compute_inline", block)
     sch = tile_channels(sch)
     for block in sch.get_child_blocks(root)[1:]:
         producers = sch.get_producers(block)
@@ -267,6 +266,8 @@ def lower_kernel(prim: tirx.PrimFunc) -> tuple[tirx.PrimFunc, tirx.PrimFunc]:
     products of ``lowered`` call the core's SIMD helper (``intrin.tensorize_dots``)."""
     for schedule in (schedule_kernel, lambda f: schedule_kernel(f, careful=True), None):
         scheduled = schedule(prim) if schedule else prim
+        if schedule is schedule_kernel and max_expr_depth(scheduled) > MAX_EXPR_DEPTH:
+            continue
         for tensorize in (tensorize_dots, None):
             final = tensorize(scheduled) if tensorize else scheduled
             try:
