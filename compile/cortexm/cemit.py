@@ -131,7 +131,7 @@ class _Emitter:
         self.ws_bytes = 0
         self.stored: list[str] = []
         self.float = False
-        self.params: dict[str, str] = {}             # buffer (param/alloc) name -> C name
+        self.params: list[tuple[object, str]] = []  # (param Var / allocated buffer, C name)
         self.widen: dict[str, str] = {}              # C name of a narrowed param -> TIR dtype
         self.pointers: set[str] = set()              # C names passed as tvm_access_ptr
         self.referenced: set[str] = set()
@@ -161,8 +161,23 @@ class _Emitter:
             raise UnsupportedTIR(f"free variable {v}")
         return name
 
+    def by_name(self, obj) -> str | None:
+        """C name of the parameter or allocation ``obj`` stands for when the lowering passes
+        rebuilt it (another object, same name): TVM names fused parameters after Relax
+        variables, which need not be unique, so a shared name is told apart by type, and
+        one that stays ambiguous is refused rather than guessed."""
+        name = str(getattr(obj, "name", ""))
+        found = [(o, n) for o, n in self.params if str(getattr(o, "name", "")) == name]
+        if len(found) > 1:
+            key = _type_key(obj)
+            found = [(o, n) for o, n in found if key is not None and _type_key(o) == key]
+            if len(found) != 1:
+                raise UnsupportedTIR(f"kernel parameters share the name {name} and their "
+                                     "types: cannot tell them apart")
+        return found[0][1] if found else None
+
     def buf(self, b) -> str:
-        name = self.lookup(b) or self.params.get(str(getattr(b, "name", "")))
+        name = self.lookup(b) or self.by_name(b)
         if name is None:
             raise UnsupportedTIR(f"buffer {b} used before its declaration")
         self.referenced.add(name)
@@ -249,8 +264,7 @@ class _Emitter:
             return vdtype(e.value) in ("int32", "int16", "int8")
         if kind in ("BufferLoad", "TensorLoad"):
             source = e.buffer if kind == "BufferLoad" else e.source
-            return self.widen.get(self.lookup(source) or self.params.get(
-                str(source.name), "")) == "int64"
+            return self.widen.get(self.lookup(source) or self.by_name(source) or "") == "int64"
         return False
 
     def macs(self, e) -> str | None:
@@ -380,7 +394,7 @@ class _Emitter:
         """C name of the array behind a buffer's data pointer."""
         if type(data).__name__ == "Call" and data.op.name.endswith("buffer_data"):
             # the lowering passes may rebuild a parameter Var: fall back to its (unique) name
-            source = self.lookup(data.args[0]) or self.params.get(str(data.args[0].name))
+            source = self.lookup(data.args[0]) or self.by_name(data.args[0])
             if source is None:
                 raise UnsupportedTIR(f"buffer over unknown data {data}")
         elif type(data).__name__ == "Var":
@@ -398,7 +412,7 @@ class _Emitter:
             count *= int(extent.value)
         nbytes = count * np.dtype(str(b.dtype)).itemsize
         name = self.bind(b, b.name)
-        self.params[str(b.name)] = name
+        self.params.append((b, name))
         if nbytes <= LOCAL_ALLOC_MAX:
             self.line(f"{t} {name}[{count}] = {{0}};")
         else:
@@ -407,6 +421,16 @@ class _Emitter:
             self.line(f"{t} *restrict {name} = ({t} *)(ws + {offset});")
         if type(b.data).__name__ == "Var":
             self.alias(b.data, name)
+
+
+def _type_key(obj) -> tuple | None:
+    """(elements, dtype) of a buffer-typed Var or a Buffer with a constant shape: what
+    survives FlattenBuffer, which rebuilds a [1, 4] parameter as a [4] one."""
+    ty = getattr(obj, "ty", None) or obj
+    try:
+        return math.prod(int(d) for d in ty.shape), str(ty.dtype)
+    except (AttributeError, TypeError):
+        return None
 
 
 def _unrolled_size(s) -> float:
@@ -443,7 +467,7 @@ def emit_kernel(name: str, func, narrow: dict[int, str] | None = None) -> Kernel
             raise UnsupportedTIR(f"scalar kernel parameter {p}")
         dtypes.append(narrow.get(i, str(ty.dtype)))
         params.append(em.bind(p, p.name))
-        em.params[str(p.name)] = params[-1]
+        em.params.append((p, params[-1]))
         if i in narrow:
             em.widen[params[-1]] = str(ty.dtype)
     em.stmt(func.body)

@@ -47,7 +47,10 @@ def convert_checked(spec: dict, path: Path) -> str:
     from compile.difftest.convert import to_tflite
     from compile.frontend import ModelError, read_model
 
-    to_tflite(spec, path)
+    try:
+        to_tflite(spec, path)
+    except Exception as err:  # noqa: BLE001  (TensorFlow's converter refused the model)
+        return f"TensorFlow's converter failed: {type(err).__name__}: {str(err)[:200]}"
     try:
         read_model(path)
     except ModelError as err:
@@ -64,8 +67,12 @@ def check_spec(spec: dict, targets, work: Path, n_inputs: int, defer_aarch64: bo
     result.skipped = convert_checked(spec, model)
     if result.skipped:
         return result, {}, None, None
-    x, ref, outcomes, deferred = check_model(model, targets, work, n_inputs, spec["seed"],
-                                             defer_aarch64)
+    try:
+        x, ref, outcomes, deferred = check_model(model, targets, work, n_inputs, spec["seed"],
+                                                 defer_aarch64)
+    except Exception as err:  # noqa: BLE001  (LiteRT itself could not run the model)
+        result.skipped = f"the reference failed: {type(err).__name__}: {str(err)[:200]}"
+        return result, {}, None, None
     result.outcomes = outcomes
     return result, deferred, x, ref
 
