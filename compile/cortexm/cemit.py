@@ -16,7 +16,7 @@ naming the construct.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -91,6 +91,9 @@ class KernelC:
     written: list[bool]                 # per parameter: the kernel stores into it
     workspace_bytes: int = 0
     uses_float: bool = False
+    # parameters that share a name and an element count, read through the first of them:
+    # each call must pass them the same tensor (``lower.lower_model`` checks)
+    same_tensor: list[tuple[int, ...]] = field(default_factory=list)
 
     def c_source(self, restrict: bool = True) -> str:
         """The C function; ``restrict=False`` for a call whose input and output overlap (an
@@ -132,6 +135,7 @@ class _Emitter:
         self.stored: list[str] = []
         self.float = False
         self.params: list[tuple[object, str]] = []  # (param Var / allocated buffer, C name)
+        self.same: set[tuple[str, ...]] = set()     # C names of parameters read as one
         self.widen: dict[str, str] = {}              # C name of a narrowed param -> TIR dtype
         self.pointers: set[str] = set()              # C names passed as tvm_access_ptr
         self.referenced: set[str] = set()
@@ -171,9 +175,11 @@ class _Emitter:
         if len(found) > 1:
             key = _type_key(obj)
             found = [(o, n) for o, n in found if key is not None and _type_key(o) == key]
-            if len(found) != 1:
-                raise UnsupportedTIR(f"kernel parameters share the name {name} and their "
-                                     "types: cannot tell them apart")
+            if not found:
+                raise UnsupportedTIR(f"kernel parameters share the name {name}: none has "
+                                     "the type it is read with")
+            if len(found) > 1:          # the same variable passed twice: one tensor
+                self.same.add(tuple(n for _, n in found))
         return found[0][1] if found else None
 
     def buf(self, b) -> str:
@@ -480,4 +486,8 @@ def emit_kernel(name: str, func, narrow: dict[int, str] | None = None) -> Kernel
         decls.append(("uint8_t", "ws"))
     unused = [f"  (void){n};" for n in params if n not in em.referenced]
     body = "\n".join([*unused, *em.lines, "}"]) + "\n"
-    return KernelC(name, decls, body, dtypes, written, em.ws_bytes, em.float)
+    same = [tuple(params.index(n) for n in group) for group in sorted(em.same)
+            if all(n in params for n in group)]
+    if any(written[i] for group in same for i in group):
+        raise UnsupportedTIR(f"kernel {name} writes a parameter that shares its name")
+    return KernelC(name, decls, body, dtypes, written, em.ws_bytes, em.float, same)

@@ -79,8 +79,37 @@ class Graph:
     macs: int = 0
 
 
+@relax.expr_functor.mutator
+class _Renamer(relax.PyExprMutator):
+    def __init__(self, mod=None):
+        super().__init__(mod)
+        self.count = 0
+
+    def _fresh(self, var, cls):
+        self.count += 1
+        new = cls(f"v{self.count}", var.ty)
+        self.set_var_remap(var, new)
+        return new
+
+    def visit_var_def_(self, var):
+        return self._fresh(var, relax.Var)
+
+    def visit_dataflow_var_def_(self, var):
+        return self._fresh(var, relax.DataflowVar)
+
+
+@relax.transform.function_pass(opt_level=0, name="UniqueVarNames")
+def UniqueVarNames(func, mod, ctx):  # noqa: ARG001  (pass signature)
+    """Every variable of ``func`` gets a name of its own (``v1``, ``v2``, ...).  FuseTIR
+    names a fused kernel's parameters after the variables passed to it, and the integer
+    lowering's passes reuse names: two parameters named alike are told apart in the C
+    emitter only while their element counts differ (``cemit._Emitter.by_name``)."""
+    return _Renamer(mod).visit_expr(func)
+
+
 def relax_passes() -> tvm.transform.Pass:
     return tvm.transform.Sequential([
+        UniqueVarNames,
         ReduceLastWeights,
         relax.transform.LegalizeOps(),
         relax.transform.AnnotateTIROpPattern(),
@@ -359,6 +388,10 @@ def lower_model(mod: tvm.IRModule) -> Graph:
             tensors[out] = Tensor(out, shape, dtype, "activation")
             names[key(binding.var)] = out
             step = Step(cname, [operand(a) for a in args] + [out], inplace=kernel_inplace[cname])
+            for group in kernels[cname].same_tensor:
+                if len({step.args[i] for i in group}) != 1:
+                    raise UnsupportedTIR(f"kernel {cname} reads parameters {list(group)} as one "
+                                         "tensor, but the model passes different ones")
             if kernels[cname].workspace_bytes:
                 ws = f"ws{len(steps)}"
                 tensors[ws] = Tensor(ws, (kernels[cname].workspace_bytes,), "uint8", "workspace")
