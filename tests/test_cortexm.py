@@ -398,3 +398,30 @@ def test_chained_requantizations_take_the_careful_schedule(tmp_path):
     prims = [f for f in fused.functions.values() if isinstance(f, tvm.tirx.PrimFunc)]
     assert max(max_expr_depth(schedule_kernel(f)) for f in prims) > MAX_EXPR_DEPTH
     assert max(max_expr_depth(lower_kernel(f)[0]) for f in prims) <= MAX_EXPR_DEPTH
+
+
+@I.ir_module
+class SharedNames:
+    @R.function
+    def main(x: R.Tensor((1, 4), "int8")):
+        with R.dataflow():
+            lv = R.add(x, x)
+            lv_1 = R.multiply(lv, x)
+            R.output(lv_1)
+        return lv_1
+
+
+def test_unique_var_names_pass():
+    """Before/Expected up to names (structural equality maps variables by their bindings):
+    the pass changes nothing but the names, and every variable gets one of its own."""
+    import tvm
+    from tvm import relax
+
+    from compile.cortexm.lower import UniqueVarNames
+
+    after = UniqueVarNames(SharedNames)
+    tvm.ir.assert_structural_equal(after, SharedNames)
+    names = []
+    relax.analysis.post_order_visit(after["main"], lambda e: names.append(e.name)
+                                    if isinstance(e, relax.Var) else None)
+    assert sorted(set(names)) == ["v1", "v2", "v3"]
