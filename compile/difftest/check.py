@@ -14,7 +14,6 @@ For a model the front end accepts, anything but ``exact`` is a failure.
 """
 from __future__ import annotations
 
-import tempfile
 import traceback
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -22,13 +21,12 @@ from pathlib import Path
 import numpy as np
 
 ALL_TARGETS = ("host", "rpi4", "mps2-an386", "mps2-an500", "mps3-an547")
-STATUSES = ("exact", "mismatch", "refused", "crash")
 
 
 @dataclass
 class Outcome:
     target: str
-    status: str            # one of STATUSES
+    status: str            # exact | mismatch | refused | crash
     detail: str = ""
 
     def to_json(self) -> dict:
@@ -68,14 +66,10 @@ def compare(target: str, reference: np.ndarray, actual) -> Outcome:
                    f"max |diff| {diff.max():g}")
 
 
-def user_errors() -> tuple[type[Exception], ...]:
-    from compile.cli import _user_errors
-
-    return _user_errors()
-
-
 def failure(target: str, err: Exception) -> Outcome:
-    if isinstance(err, user_errors()):
+    from compile.cli import _user_errors     # what the CLIs print as one error: line
+
+    if isinstance(err, _user_errors()):
         return Outcome(target, "refused", " ".join(str(err).split())[:300])
     where = traceback.extract_tb(err.__traceback__)
     place = f" at {Path(where[-1].filename).name}:{where[-1].lineno}" if where else ""
@@ -139,9 +133,3 @@ def run_aarch64_batch(target: str, jobs: list[tuple[Path, np.ndarray]]) -> list:
     for (i, _, _), out in zip(runnable, outs):
         results[i] = out
     return results
-
-
-def check_once(model: Path, targets, n_inputs: int = 4, seed: int = 0) -> list[Outcome]:
-    """Every target's outcome for ``model``, in a temp dir (aarch64 run on its own)."""
-    with tempfile.TemporaryDirectory(prefix="sandglass-difftest-") as tmp:
-        return check_model(model, targets, Path(tmp), n_inputs, seed)[2]
