@@ -61,6 +61,7 @@ COLUMN_TILE = (4, 2)        # output columns per register tile: the largest that
 VECTOR = (64, 32, 16, 8, 4)  # elements per vector step of an injective kernel
 MAX_VECTOR_BODY = 4000      # characters: the integer softmax's deep int64 chain stays scalar
 NEON_LANES = 4              # int32 lanes of one NEON register: the width of NEON intrinsics
+NEON_WIDTHS = (4, 2)        # lanes LLVM lowers a NEON intrinsic at (a Q or D register of int32)
 MLA_TILE = 64               # int32 accumulators of a 1x1 int16 MLA conv's register tile
 WHOLE_VECTOR = 256          # an innermost injective loop up to this long is vectorized whole
 
@@ -171,8 +172,14 @@ def _vectorize_injective(sch: s_tir.Schedule, block, max_lanes: int) -> None:
         inners = [sch.fuse(*loops)]
     else:
         inners = _partition_at_part_boundary(sch, stmt, loops[-1])
+    neon = _is_neon(sch, block)
     for inner in inners:
         extent = sch.get(inner).extent
+        if neon:   # LLVM cannot widen a NEON intrinsic of 3 (or 6, ...) lanes: it aborts
+            lanes = _divisor(extent, NEON_WIDTHS)
+            if lanes > 1:
+                sch.vectorize(sch.split(inner, [None, lanes])[1])
+            continue
         if isinstance(extent, tirx.IntImm) and int(extent) <= min(WHOLE_VECTOR, max_lanes):
             sch.vectorize(inner)
             continue

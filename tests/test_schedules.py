@@ -97,12 +97,70 @@ def test_schedule_is_the_same_outside_a_target_context(model, target_name):
             assert outside.mod.script() == inside.mod.script(), name
 
 
-def test_aarch64_build_compiles_neon_kernels(model):
+def _emit_aarch64_object(model_path, tmp_path):
+    """Build ``model_path`` for rpi4 and write its kernels' object code, in a child process:
+    LLVM selects instructions (and aborts on a vector it cannot lower) only when it writes
+    the object, and an abort would take the test process with it."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = ("import sys, tvm\n"
+              "from compile.pipeline import compile_model\n"
+              "from compile.targets import get_target\n"
+              "from compile.tuning import compile_relax_module\n"
+              "mod, _ = compile_model(sys.argv[1])\n"
+              "ex = compile_relax_module(mod, tvm.target.Target(get_target('rpi4').tvm))\n"
+              "ex.mod.imports[0].write_to_file(sys.argv[2])\n")
+    repo = Path(__file__).resolve().parent.parent
+    obj = tmp_path / "kernels.o"
+    done = subprocess.run([sys.executable, "-c", script, str(model_path), str(obj)], cwd=repo,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert obj.stat().st_size > 0
+
+
+def test_aarch64_build_compiles_neon_kernels(model, tmp_path):
     """LLVM aborts on NEON intrinsics wider than a register: the rpi4 build must compile."""
-    _, mod = model
+    path, mod = model
+    assert NEON_SQRDMULH in fused_tir(mod, tvm.target.Target(get_target("rpi4").tvm)).script()
+    _emit_aarch64_object(path, tmp_path)
+
+
+def _neon_vector_loops(func) -> list[int]:
+    """Extents of the vectorized loops of ``func`` whose body calls a NEON intrinsic."""
+    import tvm_ffi
+
+    found = []
+
+    def visit(node):
+        if node.kind == tvm.tirx.ForKind.VECTORIZED and NEON_SQRDMULH in str(node.body):
+            found.append(int(node.extent))
+
+    tvm_ffi.structural_walk(func.body, [(tvm.tirx.For, visit)], order="post")
+    return found
+
+
+@pytest.mark.parametrize("channels", [3, 5, 6, 12])
+def test_neon_intrinsics_are_vectorized_two_or_four_lanes_wide(channels, tmp_path):
+    """LLVM lowers NEON SQRDMULH only on whole D or Q registers (2 or 4 int32 lanes): a
+    requantization of 3 channels vectorized 3 lanes wide made it abort the rpi4 build. A mean
+    over the pixels requantizes the channels alone, so their count is the loop's extent."""
+    from compile.difftest import convert
+
+    spec = {"input": [5, 4, channels], "float_io": False, "per_channel": True, "seed": 0,
+            "layers": [{"op": "mean", "in": [0], "keepdims": True}]}
+    path = convert.to_tflite(spec, tmp_path / f"mean{channels}.tflite")
+    mod, _ = compile_model(path)
     target = tvm.target.Target(get_target("rpi4").tvm)
-    assert NEON_SQRDMULH in fused_tir(mod, target).script()
-    compile_relax_module(mod, target)
+    extents = []
+    for name, func in _kernels(fused_tir(mod, target)):
+        sch = CPUKernelRule().apply(func, target, False)
+        if sch is not None:
+            extents += _neon_vector_loops(sch.mod["main"])
+    assert all(e in (2, 4) for e in extents), extents
+    assert bool(extents) == (channels % 2 == 0), extents   # odd counts stay scalar
+    _emit_aarch64_object(path, tmp_path)
 
 
 def test_scheduled_build_is_bit_exact(model):
