@@ -167,12 +167,12 @@ def _vectorize_injective(sch: s_tir.Schedule, block, max_lanes: int) -> None:
     stmt = sch.get(block)
     if len(str(stmt.body)) > MAX_VECTOR_BODY:
         raise ValueError("body too large to vectorize")   # LLVM stalls on it; leave it scalar
+    neon = _is_neon(sch, block)   # before the partition below, which replaces the block
     loops = sch.get_loops(block)
     if _is_elementwise(stmt):
         inners = [sch.fuse(*loops)]
     else:
         inners = _partition_at_part_boundary(sch, stmt, loops[-1])
-    neon = _is_neon(sch, block)
     for inner in inners:
         extent = sch.get(inner).extent
         if neon:   # LLVM cannot widen a NEON intrinsic of 3 (or 6, ...) lanes: it aborts
