@@ -9,11 +9,12 @@ setup:                      ## idempotent: Debian packages + .venv with the pinn
 	@bash scripts/setup.sh
 
 sysroot: setup              ## arm64 Debian userland for qemu-aarch64 + instruction-count plugin (cached)
-	$(PY) -m compile.sysroot
-	$(PY) -m compile.qemu_plugin
+	$(PY) -m compile.backends.aarch64.sysroot
+	$(PY) -m compile.backends.aarch64.qemu_plugin
 
-test: setup                 ## the whole test suite
-	$(PY) -m pytest -q
+test: setup                 ## the whole test suite on both cores (-m "not slow": the quick loop)
+	.venv/bin/lint-imports
+	$(PY) -m pytest -q -n 2 --dist loadscope
 
 demo: setup                 ## the main job: model -> int8 -> compile -> run on (emulated) boards -> report
 	@bash scripts/demo.sh

@@ -3,14 +3,14 @@
 ``python compile/bench.py --target host [--model M] [--threads T] [--tune-trials N]``
     Wall-clock medians on this machine, TVM (untuned, and tuned when a tuning database exists
     or --tune-trials asks for one) vs LiteRT with XNNPACK, same thread count, same process,
-    timed in interleaved turns (``ROUNDS``) so that the machine's slow phases hit all alike.
-    TVM is timed through the library's static entry point (``compile.static_main``, checked
+    timed in interleaved turns (``compile.measure.ROUNDS``) so that the machine's slow phases hit all alike.
+    TVM is timed through the library's static entry point (``compile.llvm_cpu.static_main``, checked
     equal to the Relax VM's output first); ``*_relax_vm`` is the same build through the VM.
 
 ``python compile/bench.py --target rpi4 [--model M] [--repeat K]``
     Guest *instructions* per inference under ``qemu-aarch64 -cpu <board cpu>`` in the arm64
-    Debian userland (``compile.sysroot``), counted by our QEMU TCG plugin
-    (``compile.qemu_plugin``): each program runs the model K and 2K times, the difference / K
+    Debian userland (``compile.backends.aarch64.sysroot``), counted by our QEMU TCG plugin
+    (``compile.backends.aarch64.qemu_plugin``): each program runs the model K and 2K times, the difference / K
     is one inference (start-up, imports and loading cancel out). TVM bundle vs LiteRT's aarch64
     wheel (XNNPACK and its built-in kernels). Instructions, not cycles or time: QEMU models no
     timing.
@@ -33,92 +33,18 @@ if __package__ in (None, ""):  # run as a script: make the repo root importable
 import numpy as np  # noqa: E402
 
 from compile import cli  # noqa: E402
-from compile.backends import BackendError  # noqa: E402
-
-# LiteRT inside the emulated userland: K invokes of one sample (argv: model, K, resolver).
-LITERT_SCRIPT = """
-import sys, numpy as np
-from ai_edge_litert.interpreter import Interpreter, OpResolverType
-model, k, resolver = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-it = Interpreter(model_path=model, num_threads=1,
-                 experimental_op_resolver_type=getattr(OpResolverType, resolver))
-it.allocate_tensors()
-inp = it.get_input_details()[0]
-it.set_tensor(inp["index"], np.load(sys.argv[4]).reshape(inp["shape"]))
-for _ in range(k):
-    it.invoke()
-"""
-LITERT_RESOLVERS = {"litert-xnnpack": "AUTO",
-                    "litert-builtin": "BUILTIN_WITHOUT_DEFAULT_DELEGATES"}
-
-
-def counting_plugin() -> Path:
-    """Our instruction-counting QEMU plugin (``compile.qemu_plugin``), built on first use."""
-    from compile.qemu_plugin import PluginError, build as build_plugin
-
-    try:
-        return build_plugin()
-    except PluginError as err:
-        raise BackendError(f"instruction-count plugin: {err}") from None
-
-
-def counted_run(target, script: list[str], plugin: Path, workdir: Path,
-                blocks: bool = False) -> str:
-    """Run ``python3.11 <script...>`` in the userland under the counting plugin; its output
-    (``instructions N``, and with ``blocks`` one ``tb`` line per executed block)."""
-    from compile.backends.aarch64 import run_in_userland
-
-    out = workdir / "count.txt"
-    out.unlink(missing_ok=True)
-    proc = run_in_userland(target, script, threads=1, plugin=[
-        str(plugin), f"outfile={out}", *(["blocks=on"] if blocks else [])])
-    if proc.returncode != 0:
-        tail = " | ".join(proc.stderr.strip().splitlines()[-2:])
-        raise BackendError(f"emulated run failed (exit {proc.returncode}): {tail}")
-    return out.read_text()
-
-
-def zero_sample(bundle_dir: Path) -> np.ndarray:
-    """One all-zero input shaped like the bundle's model input."""
-    spec = json.loads((Path(bundle_dir) / "bundle.json").read_text())["model"]["input"]
-    return np.zeros((1, *spec["shape"][1:]), spec["dtype"])
-
-
-def instructions_per_inference(target, bundle_dir: Path, runner: str = "run.py",
-                               repeat: int = 20, model: Path | None = None,
-                               sample: np.ndarray | None = None) -> dict:
-    """Instructions per inference for the TVM bundle (and LiteRT when ``model`` is given)."""
-    plugin = counting_plugin()
-    bundle_dir = Path(bundle_dir).absolute()
-    result = {"unit": "guest instructions per inference (qemu TCG plugin, not cycles)",
-              "repeat": repeat}
-    with tempfile.TemporaryDirectory(prefix="sandglass-bench-") as tmp:
-        tmp = Path(tmp)
-        x = tmp / "sample.npy"
-        np.save(x, zero_sample(bundle_dir) if sample is None else sample)
-        programs = {"tvm": lambda k: [str(bundle_dir / runner), "--input", str(x),
-                                      "--repeat", str(k)]}
-        if model is not None:
-            (tmp / "litert.py").write_text(LITERT_SCRIPT)
-            for name, resolver in LITERT_RESOLVERS.items():
-                programs[name] = (lambda r: lambda k: [str(tmp / "litert.py"),
-                                                       str(Path(model).absolute()), str(k), r,
-                                                       str(x)])(resolver)
-        for name, argv in programs.items():
-            once, twice = (int(counted_run(target, argv(k), plugin, tmp).split()[1])
-                           for k in (repeat, 2 * repeat))
-            result[name] = (twice - once) // repeat
-            result[f"{name}_total_{2 * repeat}"] = twice
-    return result
-
+from compile.errors import BackendError  # noqa: E402
 
 def bench_aarch64(model: Path, target, repeat: int, bundle: Path | None, opts: dict) -> dict:
     """Build the bundle (unless given) and count instructions for TVM and LiteRT."""
-    from compile.build import build
+    from compile.backends import build_bundle
+
+    from compile.backends.aarch64.counting import instructions_per_inference
 
     with tempfile.TemporaryDirectory(prefix="sandglass-bench-") as tmp:
         if bundle is None:
-            bundle = build(model, target.name, Path(tmp) / "bundle", opts, cli.command_line())
+            bundle = build_bundle(model, target.name, Path(tmp) / "bundle", opts,
+                                  cli.command_line())
         manifest = json.loads((Path(bundle) / "bundle.json").read_text())
         from compile.frontend import example_input, read_model
 
@@ -131,43 +57,11 @@ def bench_aarch64(model: Path, target, repeat: int, bundle: Path | None, opts: d
     return result
 
 
-def seconds(fn, runs: int) -> list[float]:
-    """Wall-clock seconds of each of ``runs`` calls of ``fn`` after one warm-up call."""
-    import time
-
-    fn()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return times
-
-
-def median_seconds(fn, runs: int) -> float:
-    """Median wall-clock seconds of ``runs`` calls of ``fn`` after one warm-up call."""
-    return float(np.median(seconds(fn, runs)))
-
-
-ROUNDS = 10   # bench_host times its variants in turns: a slow phase of the machine hits all
-
-
-def interleaved_medians_ms(fns: dict, runs: int) -> dict:
-    """Median ms of ``runs`` calls of each of ``fns`` (name -> callable), timed in ``ROUNDS``
-    turns of ``runs / ROUNDS`` calls each, so that they share the machine's slow and fast
-    phases (a shared machine drifts over the seconds a benchmark takes)."""
-    times: dict = {name: [] for name in fns}
-    for turn in range(ROUNDS):
-        for name, fn in fns.items():
-            times[name] += seconds(fn, runs // ROUNDS + (turn < runs % ROUNDS))
-    return {name: float(np.median(t)) * 1e3 for name, t in times.items()}
-
-
 def _tune_only(model: str, target_tvm: dict, opts: dict, errors) -> None:
     """Child process of ``bench_host``: tune until the database holds the trials asked; a
     user error goes back to the parent through ``errors`` (one line, no traceback)."""
     from compile.pipeline import compile_model
-    from compile.tuning import options, tune
+    from compile.llvm_cpu.tuning import options, tune
 
     try:
         mod, info = compile_model(model)
@@ -185,11 +79,12 @@ def bench_host(model: Path, target, threads: int, runs: int, opts: dict) -> dict
 
     os.environ["TVM_NUM_THREADS"] = str(threads)
     import tvm
-    from compile import static_main
+    from compile.llvm_cpu import static_main
     from compile.frontend import example_input
     from compile.pipeline import compile_model
-    from compile.reference import litert_invoke
-    from compile.tuning import compile_for_target, count_trials, options, searched_trials
+    from compile.measure import ROUNDS, interleaved_medians_ms, litert_invoke
+    from compile.llvm_cpu.build import compile_for_target
+    from compile.llvm_cpu.tuning import count_trials, options, searched_trials
 
     mod, info = compile_model(model)
     x = example_input(info, 1)[0][None]
@@ -218,10 +113,8 @@ def bench_host(model: Path, target, threads: int, runs: int, opts: dict) -> dict
     arg = tvm.runtime.tensor(x)
     timed = {"litert-xnnpack": litert_invoke(model, x, threads)}   # its invoke(), as LiteRT's
     for name, variant in variants.items():                        # timing: TVM's entry points
-        planned: list = []                                        # looked up once too
-        executable, entry = compile_for_target(mod, info, target, variant, planned=planned)
-        run_static, lib = static_main.host_entry(executable, planned[0], info.output.shape,
-                                                 info.output.dtype)
+        built, entry = compile_for_target(mod, info, target, variant)   # looked up once too
+        run_static, lib = static_main.host_entry(built, info.output.shape, info.output.dtype)
         vm_main = tvm.relax.VirtualMachine(lib, tvm.cpu())["main"]
         if not np.array_equal(run_static(arg).numpy(), vm_main(arg).numpy()):
             raise RuntimeError("the static entry point and the Relax VM disagree (a bug)")

@@ -16,30 +16,13 @@ if __package__ in (None, ""):  # run as a script: make the repo root importable
 from compile import cli  # noqa: E402
 
 
-def build(model: Path, target_name: str, out: Path | None, opts: dict, command: str) -> Path:
-    """Compile ``model`` for ``target_name`` into a bundle; returns the bundle path."""
-    from compile.backends import load_backend
-    from compile.bundle import create_bundle
-    from compile.pipeline import compile_model, float_ops
-    from compile.targets import get_target
-
-    target = get_target(target_name)
-    backend = load_backend(target)
-    if out is None:
-        out = cli.REPO / "build" / f"{model.stem}-{target.name}"
-    mod, info = compile_model(model)
-    create_bundle(out, target, info, float_ops(mod), command,
-                  lambda tmp: backend.build(mod, info, target, tmp, opts))
-    return out
-
-
 def run(argv: Sequence[str] | None = None) -> int:
     parser = cli.ArgumentParser(__doc__)
     parser.add_argument("--target", required=True, help="target name or alias (targets/*.toml)")
     parser.add_argument("--model", help=f"int8 .tflite (default {cli.DEFAULT_MODEL.name})")
     parser.add_argument("--out", type=Path, help="bundle directory to create")
     cli.add_opt_argument(parser)
-    # MetaSchedule tuning (compile/tuning.py): database per (model, target), reused and resumed
+    # MetaSchedule tuning (compile/llvm_cpu/tuning.py): database per (model, target), reused and resumed
     parser.add_argument("--tune-trials", type=int, help="tune until the database has N trials")
     parser.add_argument("--tuning-db", help="tuning database dir (default: per model+target)")
     parser.add_argument("--rpc-tracker", help="HOST:PORT of a TVM RPC tracker (measure on device)")
@@ -48,7 +31,10 @@ def run(argv: Sequence[str] | None = None) -> int:
     opts = cli.parse_opts(args.opt)
     opts.update({k: v for k in ("tune_trials", "tuning_db", "rpc_tracker", "rpc_key")
                  if (v := getattr(args, k)) is not None})
-    out = build(cli.model_path(args.model), args.target, args.out, opts, cli.command_line())
+    from compile.backends import build_bundle
+
+    out = build_bundle(cli.model_path(args.model), args.target, args.out, opts,
+                       cli.command_line())
     print(out)
     return 0
 

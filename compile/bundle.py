@@ -32,6 +32,7 @@ from typing import Callable
 
 from compile.frontend import ModelInfo
 from compile.targets import Target
+from compile.errors import BundleError
 
 FORMAT = "sandglass-bundle"
 FORMAT_VERSION = 1
@@ -39,10 +40,6 @@ MANIFEST = "bundle.json"
 # Keys the backend's extra entries must not overwrite ("files" is the backend's to fill).
 _RESERVED = ("format", "format_version", "target", "model", "float_ops", "versions",
              "command", "created")
-
-
-class BundleError(ValueError):
-    """A bundle dir that is missing, not a bundle, or built for something else (one line)."""
 
 
 def _versions() -> dict:
@@ -81,14 +78,14 @@ def create_bundle(out: Path, target: Target, model: ModelInfo, float_ops: dict[s
             **extra,
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-        _publish(tmp, out)
+        publish(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return manifest
 
 
-def _publish(tmp: Path, out: Path) -> None:
+def publish(tmp: Path, out: Path) -> None:
     """Rename tmp to out; an old bundle at out is moved aside first and removed after."""
     old = None
     if out.exists():

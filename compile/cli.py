@@ -17,28 +17,12 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from compile.backends import BackendError
-from compile.bundle import BundleError
-from compile.frontend import ModelError, ModelInfo
-from compile.targets import UnknownTarget
+from compile.errors import UserError, user_errors
+from compile.paths import REPO
+from compile.frontend import ModelInfo
 
 EXIT_USAGE = 2
-REPO = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL = REPO / "models" / "mobilenext_mcu_m100_int8.tflite"
-
-
-class UserError(ValueError):
-    """Anything else the user can fix; printed as one line, exit 2."""
-
-
-def _user_errors() -> tuple[type[Exception], ...]:
-    errors = [UserError, ModelError, UnknownTarget, BackendError, BundleError]
-    try:   # data problems (missing Fashion-MNIST, ...) from the training package
-        from keras_model.data import DataError
-        errors.append(DataError)
-    except ImportError:
-        pass
-    return tuple(errors)
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -59,7 +43,7 @@ def main(run: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         return run(argv)
-    except _user_errors() as err:
+    except user_errors() as err:
         message = " ".join(str(err).split())
         print(f"error: {message}", file=sys.stderr)
         return EXIT_USAGE

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import tflite
 import tvm
+from compile.errors import ModelError
 
 # Builtin operator -> highest operator version we compile.  Versions are TFLite's
 # (GetBuiltinOperatorVersion in tensorflow/compiler/mlir/lite/tools/versioning/op_version.cc):
@@ -65,10 +66,6 @@ _OPTIONS_WITH_ACTIVATION = {
     tflite.BuiltinOptions.FullyConnectedOptions: tflite.FullyConnectedOptions,
     tflite.BuiltinOptions.ConcatenationOptions: tflite.ConcatenationOptions,
 }
-
-
-class ModelError(ValueError):
-    """The .tflite file is unreadable or outside what we compile (one-line message)."""
 
 
 @dataclass(frozen=True)

@@ -2,15 +2,15 @@
 [--json prof.json]`` (aarch64 bundle: instructions under qemu) or ``--target host --model M.tflite``
 (this machine: microseconds).
 
-Host: every fused kernel of the model, with its default schedule (``compile.schedules``), is
+Host: every fused kernel of the model, with its default schedule (``compile.llvm_cpu.schedules``), is
 compiled alone and timed alone (TVM's ``time_evaluator``, median of repeats, random int8 inputs)
 and multiplied by its calls per inference; the whole model's median (through its static
-entry point, ``compile.static_main``) is printed below for comparison (the difference: calls,
+entry point, ``compile.llvm_cpu.static_main``) is printed below for comparison (the difference: calls,
 and caches colder than in a kernel's own loop).
 
 Runs the bundle's ``run.py`` with K and with 2K inferences under ``qemu-aarch64 -cpu <board
 cpu>`` in the arm64 userland with our counting plugin in per-block mode
-(``compile/qemu_plugin/insncount.c``, ``blocks=on``), maps every executed block to the symbol of
+(``compile/backends/aarch64/qemu_plugin/insncount.c``, ``blocks=on``), maps every executed block to the symbol of
 ``model.so`` it lies in (the guest's ``/proc/self/maps`` + ``nm``), and prints each kernel's
 instructions per inference, (2K run - K run) / K as in ``compile/bench.py`` (start-up and
 first-call costs cancel out), largest first. One kernel = one fused TIR function of the model;
@@ -32,7 +32,7 @@ if __package__ in (None, ""):  # run as a script: make the repo root importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from compile import cli  # noqa: E402
-from compile.backends import BackendError  # noqa: E402
+from compile.errors import BackendError  # noqa: E402
 
 LIBRARY = "model.so"
 OUTSIDE = "(outside the model library)"
@@ -95,7 +95,7 @@ def kernel_profile(blocks: list[tuple[int, int, int]], maps: str, library: Path,
 def _profile_run(target, bundle: Path, manifest: dict, repeat: int, plugin: Path,
                  tmp: Path) -> collections.Counter:
     """Instructions per symbol of the model library in one run of ``repeat`` inferences."""
-    from compile.bench import counted_run
+    from compile.backends.aarch64.counting import counted_run
 
     maps = tmp / "maps.txt"
     output = counted_run(target, [str(tmp / "wrap.py"), str(maps),
@@ -115,7 +115,7 @@ def profile_bundle(target, bundle: Path, repeat: int) -> dict:
     """Instructions per inference of every kernel: runs of ``repeat`` and ``2 * repeat``."""
     import numpy as np
 
-    from compile.bench import counting_plugin, zero_sample
+    from compile.backends.aarch64.counting import counting_plugin, zero_sample
 
     plugin = counting_plugin()
     bundle = Path(bundle).absolute()
@@ -137,26 +137,24 @@ def profile_bundle(target, bundle: Path, repeat: int) -> dict:
 def profile_host(model: Path, repeat: int) -> dict:
     """Microseconds per inference of every kernel of ``model``, each compiled and timed alone."""
     import os
-    import re
-
     import numpy as np
 
     os.environ.setdefault("TVM_NUM_THREADS", "1")
     import tvm
     from tvm.s_tir import meta_schedule as ms
 
-    from compile import static_main
-    from compile.bench import median_seconds
+    from compile.llvm_cpu import static_main
+    from compile.measure import median_seconds
     from compile.frontend import example_input
     from compile.pipeline import compile_model
-    from compile.schedules import CPUKernelRule
+    from compile.llvm_cpu.schedules import CPUKernelRule
     from compile.targets import get_target, resolve_native
-    from compile.tuning import BUILD_CONFIG, compile_relax_module, fused_tir
+    from compile.llvm_cpu.pipeline import BUILD_CONFIG, compile_relax_module, fused_tir
 
     mod, info = compile_model(model)
     target = tvm.target.Target(resolve_native(get_target("host").tvm))
     fused = fused_tir(mod, target)
-    calls = collections.Counter(re.findall(r"R\.call_tir\((\w+)", fused["main"].script()))
+    calls = _kernel_calls(fused["main"])
     dev, rng, kernels, loops = tvm.cpu(), np.random.default_rng(0), {}, {}
     for gvar, func in fused.functions_items():
         if not isinstance(func, tvm.tirx.PrimFunc) or not calls[gvar.name_hint]:
@@ -171,9 +169,8 @@ def profile_host(model: Path, repeat: int) -> dict:
             str(a.dtype)), dev) for a in ms.arg_info.ArgInfo.from_prim_func(func)]
         seconds = kernel.time_evaluator("main", dev, number=100, repeat=repeat)(*args).median
         kernels[gvar.name_hint] = round(seconds * calls[gvar.name_hint] * 1e6, 3)
-    planned: list = []
-    executable = compile_relax_module(mod, target, planned=planned)
-    main, _ = static_main.host_entry(executable, planned[0], info.output.shape, info.output.dtype)
+    main, _ = static_main.host_entry(compile_relax_module(mod, target), info.output.shape,
+                                     info.output.dtype)
     x = tvm.runtime.tensor(example_input(info, 1)[0][None])
     whole = median_seconds(lambda: main(x), 20 * repeat)
     kernels = dict(sorted(kernels.items(), key=lambda item: -item[1]))
@@ -183,19 +180,36 @@ def profile_host(model: Path, repeat: int) -> dict:
             "reductions": {name: loops[name] for name in kernels}}
 
 
+def _kernel_calls(main) -> collections.Counter:
+    """How often the Relax ``main`` calls each TIR kernel (``R.call_tir``), by kernel name."""
+    import tvm
+    import tvm_ffi
+    from tvm import relax
+
+    call_tir = tvm.ir.Op.get("relax.call_tir")
+    calls: collections.Counter = collections.Counter()
+
+    def visit(call):
+        if call.op.same_as(call_tir):
+            calls[call.args[0].name_hint] += 1
+
+    tvm_ffi.structural_walk(main.body, [(relax.Call, visit)])
+    return calls
+
+
 def _reductions(func) -> str:
     """A kernel's reduction blocks with their extents, e.g. ``conv2d_vnni[1,32,32,32,8]`` (N, H,
     W, C of the output, then the reduced axes: input channels, or a depthwise conv's window
     rows), or ``-`` for an injective kernel."""
     from tvm import s_tir
 
-    from compile.schedules import _is_reduction
+    from compile.llvm_cpu.schedules import is_reduction
 
     sch = s_tir.Schedule(func)
     found = []
     for block in sch.get_child_blocks(sch.get_sblock("root")):
         stmt = sch.get(block)
-        if _is_reduction(sch, block):
+        if is_reduction(sch, block):
             found.append(f"{stmt.name_hint}[{','.join(str(int(iv.dom.extent)) for iv in stmt.iter_vars)}]")
     return " ".join(found) or "-"
 

@@ -16,19 +16,8 @@ if __package__ in (None, ""):  # run as a script: make the repo root importable
 from compile import cli  # noqa: E402
 
 
-def run_bundle(bundle: Path, target_name: str, inputs, opts: dict | None = None):
-    """(outputs, metrics) of the bundle on ``inputs`` (checked against its model input)."""
-    from compile.backends import load_backend
-    from compile.bundle import read_manifest
-    from compile.targets import get_target
-
-    target = get_target(target_name)
-    manifest = read_manifest(bundle, target)
-    backend = load_backend(target)
-    return backend.run(Path(bundle), manifest, target, inputs, opts or {})
-
-
 def run(argv: Sequence[str] | None = None) -> int:
+    from compile.backends import run_bundle
     from compile.bundle import model_info, read_manifest
     from compile.targets import get_target
 
@@ -47,7 +36,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     outputs, metrics = run_bundle(args.bundle, target.name, inputs, opts)
     cli.save_npy(args.output, outputs)
     if args.json:
-        cli.save_json(args.json, {"target": target.name, "bundle": str(args.bundle.absolute()),
+        cli.save_json(args.json, {"target": target.name, "bundle": str(args.bundle),
                                   "samples": len(inputs), **metrics})
     return 0
 

@@ -2,7 +2,7 @@
 [--bundle DIR] [--n 100] [--atol 0] [--json [FILE]]``.
 
 Runs the same N inputs through LiteRT with its reference kernels (the bit-exactness
-reference, ``compile.reference``) and through the target's bundle (built into a temp dir
+reference, ``compile.measure``) and through the target's bundle (built into a temp dir
 when --bundle is not given), and reports top-1 agreement, equal values (%), max |diff| and
 RMSE (in output LSB for int8 outputs).  Inputs are the first N Fashion-MNIST test images,
 resized and quantized like the model's input, or seeded random inputs when the model input
@@ -23,53 +23,13 @@ if __package__ in (None, ""):  # run as a script: make the repo root importable
 import numpy as np  # noqa: E402
 
 from compile import cli  # noqa: E402
-from compile.frontend import ModelInfo  # noqa: E402
-
-RANDOM_SEED = 0
-
-
-def is_image(info: ModelInfo) -> bool:
-    """NHWC, square, 1 or 3 channels: fed with Fashion-MNIST test images."""
-    shape = info.input.shape
-    return len(shape) == 4 and shape[1] == shape[2] and shape[3] in (1, 3)
-
-
-def validation_inputs(info: ModelInfo, n: int) -> tuple[np.ndarray, np.ndarray | None, str]:
-    """(N inputs in the model's dtype, labels or None, description of the data)."""
-    if not is_image(info):
-        from compile.frontend import example_input
-        return example_input(info, n, RANDOM_SEED), None, f"random (seed {RANDOM_SEED})"
-    from keras_model.data import load_dataset, quantize_input
-
-    _, size, _, channels = info.input.shape
-    x, y = load_dataset("test", size, channels, limit=n)
-    if info.input.dtype == "int8":
-        x = quantize_input(x, info.input.scale, info.input.zero_point)
-    return x.astype(info.input.dtype), y, "Fashion-MNIST test"
-
-
-def compare(reference: np.ndarray, actual: np.ndarray, info: ModelInfo) -> dict:
-    """Agreement of target outputs with the reference outputs, per sample and per value."""
-    ref = reference.reshape(len(reference), -1).astype(np.float64)
-    act = actual.reshape(len(actual), -1).astype(np.float64)
-    diff = np.abs(ref - act)
-    unit = "lsb" if info.output.dtype == "int8" else "value"
-    return {
-        "top1_agreement_pct": float(100.0 * np.mean(ref.argmax(1) == act.argmax(1))),
-        "equal_values_pct": float(100.0 * np.mean(diff == 0)),
-        f"max_abs_diff_{unit}": float(diff.max()),
-        f"rmse_{unit}": float(np.sqrt(np.mean(diff ** 2))),
-        "bit_exact": bool(np.array_equal(reference, actual)),
-    }
-
 
 def validate(model: Path, target_name: str, bundle: Path | None, n: int) -> dict:
     """The validation report (see compare) for N inputs."""
     from compile.bundle import model_info, read_manifest
-    from compile.build import build
+    from compile.backends import build_bundle, run_bundle
     from compile.frontend import read_model
-    from compile.reference import run_litert
-    from compile.run import run_bundle
+    from compile.measure import compare, run_litert, validation_inputs
     from compile.targets import get_target
 
     target = get_target(target_name)
@@ -77,7 +37,8 @@ def validate(model: Path, target_name: str, bundle: Path | None, n: int) -> dict
     x, labels, data = validation_inputs(info, n)
     with tempfile.TemporaryDirectory(prefix="sandglass-validate-") as tmp:
         if bundle is None:
-            bundle = build(model, target.name, Path(tmp) / "bundle", {}, cli.command_line())
+            bundle = build_bundle(model, target.name, Path(tmp) / "bundle", {},
+                                  cli.command_line())
         manifest = read_manifest(bundle, target)
         built_from = model_info(manifest)
         if built_from.sha256 != info.sha256:
@@ -87,7 +48,7 @@ def validate(model: Path, target_name: str, bundle: Path | None, n: int) -> dict
     reference = run_litert(model, x, reference=True)
     report = {
         "target": target.name,
-        "model": str(Path(model).resolve()),
+        "model": str(model),
         "sha256": info.sha256,
         "float_ops": manifest["float_ops"],
         "inputs": data,

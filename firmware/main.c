@@ -1,6 +1,6 @@
 /* sandglass firmware main: run the model on the embedded inputs and report.
  *
- * Output, parsed on the host with ONE regex (compile/cortexm/project.py, LINE_RE):
+ * Output, parsed on the host with ONE regex (compile/backends/cortexm/project.py, LINE_RE):
  *   sg:out idx=<i> <instr|cycles>=<count> y=<v0>,<v1>,...     one line per inference
  *   sg:prof step=<k> count=<sum>     per kernel call, only when built with -DSG_PROFILE
  *   sg:summary arena=<bytes> stack=<bytes> n=<inferences>     once, at the end

@@ -1,4 +1,4 @@
-/* sandglass kernel helpers: the calls that compile/cortexm/intrin.py tensorizes into model.c.
+/* sandglass kernel helpers: the calls that compile/backends/cortexm/intrin.py tensorizes into model.c.
  *
  * sg_dot_s8(x, w, n, acc) = acc + sum_{i<n} x[i] * w[i]   (int8 x int8 -> int32, exact)
  * sg_dot2_s8(x, w, ws, n, acc): acc[r] += sum_{i<n} x[i] * w[r * ws + i] for r = 0, 1 (two

@@ -32,6 +32,8 @@ from pathlib import Path
 import numpy as np
 import tflite
 
+from harness.paths import repo_relative
+
 # TFLite TensorType enum -> bytes per element (schema.fbs `enum TensorType`).
 _DTYPE_BYTES = {
     tflite.TensorType.FLOAT32: 4, tflite.TensorType.FLOAT16: 2, tflite.TensorType.INT32: 4,
@@ -214,7 +216,7 @@ def analyze(model_path: str | Path) -> dict:
     peak, peak_step = _peak_live([(a, o) for a, o in zip(act_ins, outs)], graph_inputs, graph_outputs, nbytes)
     peak_fused, _ = _peak_live(nodes, graph_inputs, graph_outputs, nbytes)
     return {
-        "model": str(model_path),
+        "model": repo_relative(model_path),
         "ops": len(ops),
         "input_shape": shape(graph_inputs[0]),
         "params": sum(l.params for l in layers),

@@ -18,7 +18,7 @@ def _n(x, fmt="{:,}") -> str:
 
 def _tflm(m: dict) -> str:
     t = m.get("tflm", {})
-    return f"{_n(t.get('head_bytes'))} / {_n(t.get('arena_bytes'))}"
+    return f"{_n(t.get('head_bytes'))} / {_n(t.get('total_bytes'))}"
 
 
 def _status(rec: dict) -> str:
@@ -80,20 +80,25 @@ def _savings_table(report: dict) -> list[str]:
 
 def _agreement_table(report: dict) -> list[str]:
     targets = list(report["targets"])
-    rows = ["| model | " + " | ".join(targets) + " | all targets that ran equal |", "|---|" + "---|" * (len(targets) + 1)]
+    rows = ["| model | " + " | ".join(targets) + " | all targets that ran bit-exact |", "|---|" + "---|" * (len(targets) + 1)]
     for m in report["models"]:
-        cells = []
-        for t in targets:
-            a = m["agreement"]["targets"].get(t)
-            if a is None:
-                cells.append("FAILED (no output)")
-            elif a["equal"]:
-                cells.append(f"equal ({m['agreement']['samples']} inputs)")
-            else:
-                cells.append(f"DIFFERENT ({a.get('mismatched_elements', a.get('reason'))} elements, "
-                             f"max diff {a.get('max_abs_diff', '?')})")
-        rows.append(f"| {m['name']} | " + " | ".join(cells) + f" | {'yes' if m['agreement']['all_equal'] else 'NO'} |")
+        cells = [_agreement(m["agreement"]["targets"].get(t), m["agreement"]["samples"]) for t in targets]
+        rows.append(f"| {m['name']} | " + " | ".join(cells)
+                    + f" | {'yes' if m['agreement']['all_bit_exact'] else 'NO'} |")
     return rows
+
+
+def _agreement(a: dict | None, samples: int) -> str:
+    """One cell: ``compile.measure.compare``'s verdict on a target's outputs."""
+    if a is None:
+        return "FAILED (no output)"
+    if a["bit_exact"]:
+        return f"bit-exact ({samples} inputs)"
+    if "reason" in a:
+        return f"DIFFERENT ({a['reason']})"
+    unit, diff = ("LSB", a["max_abs_diff_lsb"]) if "max_abs_diff_lsb" in a else ("", a["max_abs_diff_value"])
+    return (f"DIFFERENT ({a['mismatched_values']} values, {a['equal_values_pct']:.2f} % equal, max diff "
+            f"{diff:g}{' ' + unit if unit else ''}, top-1 agrees {a['top1_agreement_pct']:.0f} %)")
 
 
 def _ms(d: dict | None) -> str:
@@ -179,7 +184,7 @@ def render(report: dict) -> str:
         "## Bit-exact agreement (checked before any speed is reported)",
         "",
         f"Reference: {report['models'][0]['agreement']['reference'] if report['models'] else '–'}; inputs: "
-        "Fashion-MNIST test images quantized with each model's input parameters.",
+        + ("; ".join(sorted({m['inputs']['source'] for m in report['models']})) or "–") + ".",
         "",
         *_agreement_table(report),
         "",

@@ -1,29 +1,35 @@
 """Measurements of one model on one target, through the compiler's own CLIs.
 
-Each step is a subprocess of a project CLI, exactly as a user would type it (the report records the
-commands): ``compile/build.py`` (bundle, cached), ``compile/run.py`` (outputs + the backend's metrics),
-``compile/bench.py`` (latency / instructions vs LiteRT, when present). LiteRT's reference kernels give the
-expected outputs (``compile.reference.run_litert``); TFLite Micro's host interpreter gives its arena.
+Each step is a subprocess of a project CLI, exactly as a user would type it from the repository root (the
+report records the commands, with repo-relative paths): ``compile/build.py`` (bundle, cached),
+``compile/run.py`` (outputs + the backend's metrics), ``compile/bench.py`` (instructions vs LiteRT under
+qemu-user). Host latencies are timed in this process with ``compile.measure.seconds``.
+
+Every command, its duration and, when it fails, the end of its output go to the ``harness`` logger (the
+report's log file), not to the terminal.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shlex
 import subprocess
 import sys
-import tempfile
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
+from compile.paths import REPO
+from harness.paths import repo_relative
+
 PYTHON = sys.executable
 BUILD_TIMEOUT_S = 3600
 RUN_TIMEOUT_S = 3600
+LOG_TAIL_LINES = 30   # lines of a failed command's output kept in the log
+log = logging.getLogger(__name__)
 
 
 class StepFailed(RuntimeError):
@@ -34,20 +40,27 @@ class StepFailed(RuntimeError):
         self.command = shlex.join(command)
 
 
-def _cli(script: str, args: list[str], log: list[str], timeout: float, env: dict | None = None) -> str:
+def _cli(script: str, args: list[str], commands: list[str], timeout: float) -> str:
     """Run ``python <script> args`` from the repo root; stdout, or StepFailed with its error line."""
-    command = [PYTHON, script, *args]
-    log.append(shlex.join(["python", script, *args]))
-    full_env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
+    shown = ["python", script, *args]
+    commands.append(shlex.join(shown))
+    log.info("$ %s", shlex.join(shown))
+    env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    start = time.perf_counter()
     try:
-        proc = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=timeout, env=full_env)
+        proc = subprocess.run([PYTHON, script, *args], cwd=REPO, capture_output=True, text=True,
+                              timeout=timeout, env=env)
     except subprocess.TimeoutExpired:
-        raise StepFailed(command, f"{script} took longer than {timeout:.0f} s; stopped") from None
+        log.info("  stopped after %.0f s: %s", timeout, shlex.join(shown))
+        raise StepFailed(shown, f"{script} took longer than {timeout:.0f} s; stopped") from None
+    log.info("  exit %d after %.1f s: %s", proc.returncode, time.perf_counter() - start, shlex.join(shown))
     if proc.returncode != 0:
         lines = [l for l in (proc.stderr or proc.stdout).strip().splitlines() if l.strip()]
+        for line in lines[-LOG_TAIL_LINES:]:
+            log.info("  | %s", line)
         errors = [l for l in lines if l.startswith("error:")]
         message = errors[-1] if errors else (lines[-1] if lines else "no output")
-        raise StepFailed(command, f"{script} exit {proc.returncode}: {message[:400]}")
+        raise StepFailed(shown, f"{script} exit {proc.returncode}: {message[:400]}")
     return proc.stdout
 
 
@@ -78,20 +91,22 @@ def bundle_is_current(bundle: Path, model_sha256: str) -> bool:
 
 
 def build_bundle(model: Path, model_sha256: str, target: str, bundle: Path, reuse: bool,
-                 log: list[str]) -> dict:
+                 commands: list[str]) -> dict:
     """Build (or reuse, when ``reuse`` and it is current) the bundle; returns its manifest."""
     if not (reuse and bundle_is_current(bundle, model_sha256)):
         bundle.parent.mkdir(parents=True, exist_ok=True)
         fingerprint = compiler_fingerprint()
-        _cli("compile/build.py", ["--target", target, "--model", str(model), "--out", str(bundle)], log,
-             BUILD_TIMEOUT_S)
+        _cli("compile/build.py", ["--target", target, "--model", repo_relative(model),
+                                  "--out", repo_relative(bundle)], commands, BUILD_TIMEOUT_S)
         (bundle / STAMP).write_text(json.dumps({"model_sha256": model_sha256, "compiler": fingerprint}))
     else:
-        log.append(f"# reused {bundle} (same model sha256 and compiler sources)")
+        note = f"# reused {repo_relative(bundle)} (same model sha256 and compiler sources)"
+        commands.append(note)
+        log.info("%s", note)
     return json.loads((bundle / "bundle.json").read_text())
 
 
-def run_bundle(target: str, bundle: Path, inputs: np.ndarray, work: Path, log: list[str],
+def run_bundle(target: str, bundle: Path, inputs: np.ndarray, work: Path, commands: list[str],
                opts: dict | None = None) -> tuple[np.ndarray, dict]:
     """``compile/run.py`` on ``inputs``: (outputs, metrics JSON). ``work`` keeps in.npy, out.npy and
     metrics.json, so the logged command can be rerun as it is."""
@@ -101,124 +116,39 @@ def run_bundle(target: str, bundle: Path, inputs: np.ndarray, work: Path, log: l
     for f in (y, j):
         f.unlink(missing_ok=True)
     opt_args = [a for k, v in (opts or {}).items() for a in ("--opt", f"{k}={json.dumps(v)}")]
-    _cli("compile/run.py", ["--target", target, "--bundle", str(bundle), "--input", str(x),
-                            "--output", str(y), "--json", str(j), *opt_args], log, RUN_TIMEOUT_S)
-    return np.load(y), json.loads(j.read_text())
+    _cli("compile/run.py", ["--target", target, "--bundle", repo_relative(bundle), "--input", repo_relative(x),
+                            "--output", repo_relative(y), "--json", repo_relative(j), *opt_args],
+         commands, RUN_TIMEOUT_S)
+    metrics = json.loads(j.read_text())
+    if "bundle" in metrics:   # compile/run.py records the bundle's absolute path
+        metrics["bundle"] = repo_relative(metrics["bundle"])
+    return np.load(y), metrics
 
 
-def aarch64_instructions(target: str, bundle: Path, model: Path, repeat: int, log: list[str]) -> dict:
+def aarch64_instructions(target: str, bundle: Path, model: Path, repeat: int, work: Path,
+                         commands: list[str]) -> dict:
     """``compile/bench.py`` on a linux-aarch64 bundle: guest instructions per inference under qemu-user for
-    the TVM bundle and LiteRT's aarch64 wheel (keys ``tvm``, ``litert-xnnpack``, ``litert-builtin``)."""
-    with tempfile.TemporaryDirectory(prefix="sandglass-harness-") as tmp:
-        j = Path(tmp) / "bench.json"
-        _cli("compile/bench.py", ["--target", target, "--bundle", str(bundle), "--model", str(model),
-                                  "--repeat", str(repeat), "--json", str(j)], log, RUN_TIMEOUT_S)
-        return json.loads(j.read_text())
-
-
-def compare(outputs: np.ndarray, expected: np.ndarray) -> dict:
-    """Bit-exact agreement of ``outputs`` with ``expected`` (same shape and dtype, every element)."""
-    same_shape = outputs.shape == expected.shape and outputs.dtype == expected.dtype
-    if not same_shape:
-        return {"equal": False, "reason": f"got {outputs.dtype}{list(outputs.shape)}, "
-                f"expected {expected.dtype}{list(expected.shape)}"}
-    diff = np.abs(outputs.astype(np.int64) - expected.astype(np.int64))
-    return {"equal": bool(not diff.any()), "mismatched_elements": int((diff > 0).sum()),
-            "max_abs_diff": int(diff.max(initial=0))}
-
-
-def model_inputs(model: Path, n: int) -> np.ndarray:
-    """``n`` Fashion-MNIST test images resized to the model input and quantized with its input scale and
-    zero point (as TFLite's QUANTIZE). Models whose input is not 1 or 3 channels get seeded random int8."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    detail = Interpreter(model_path=str(model)).get_input_details()[0]
-    _, h, w, c = detail["shape"]
-    scale, zero_point = detail["quantization"]
-    if h == w and c in (1, 3) and detail["dtype"] == np.int8 and scale > 0:
-        from keras_model.data import load_dataset, quantize_input
-
-        images, _ = load_dataset("test", int(h), int(c), limit=n)
-        return quantize_input(images, scale, zero_point)
-    return np.random.default_rng(0).integers(-128, 128, size=(n, h, w, c), dtype=np.int8)
-
-
-@contextmanager
-def _stderr_to(path: Path):
-    """Redirect file descriptor 2 (C++ logging of TFLite Micro) into ``path``."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with open(path, "w") as f:
-        os.dup2(f.fileno(), 2)
-    try:
-        yield
-    finally:
-        sys.stderr.flush()
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
-def tflm_arena(model: Path, sample: np.ndarray) -> dict:
-    """Smallest TFLite Micro arena (16 B resolution) that runs one inference, found by bisection with the
-    host interpreter (each probe in a forked child); head (planned tensors) and tail (persistent structs, pointer-size dependent: a 64-bit
-    host needs more than a 32-bit Cortex-M) from its RecordingMicroAllocator."""
-    from tflite_micro.python.tflite_micro import runtime
-
-    data = model.read_bytes()
-
-    def runs(size: int, print_allocations: bool = False) -> bool:
-        # In a forked child: TFLite Micro can crash (not just fail) on some too-small arenas.
-        pid = os.fork()
-        if pid == 0:
-            code = 1
-            try:
-                interp = runtime.Interpreter.from_bytes(data, arena_size=size)
-                interp.set_input(sample[None], 0)
-                interp.invoke()
-                if print_allocations:
-                    interp.print_allocations()
-                code = 0
-            finally:
-                os._exit(code)
-        return os.waitpid(pid, 0)[1] == 0
-
-    with tempfile.TemporaryDirectory() as tmp:
-        log = Path(tmp) / "tflm.log"
-        with _stderr_to(log):
-            lo, hi = 0, 1 << 16
-            while not runs(hi):
-                lo, hi = hi, hi * 4
-                if hi > 1 << 30:
-                    raise RuntimeError("TFLite Micro does not run this model with a 1 GiB arena")
-            while hi - lo > 16:
-                mid = (lo + hi) // 2
-                if runs(mid):
-                    hi = mid
-                else:
-                    lo = mid
-            runs(hi, print_allocations=True)
-        text = log.read_text()
-    found = {}
-    for part in ("total", "head", "tail"):
-        for line in text.splitlines():
-            if f"Arena allocation {part}" in line:
-                found[part] = int(line.split()[-2])
-    return {"arena_bytes": hi, "head_bytes": found.get("head"), "tail_bytes": found.get("tail"),
-            "how": "smallest arena that runs one inference, TFLite Micro host interpreter "
-                   f"({os.uname().machine}, 64-bit pointers), bisection to 16 B"}
-
-
-def host_latency_litert(model: Path, sample: np.ndarray, repeats: int, threads: int) -> dict:
-    """LiteRT (default op resolver: XNNPACK + optimized kernels) wall-clock ms per inference on the host."""
-    from compile.reference import litert_times_ms
-
-    times = litert_times_ms(model, sample, repeats, threads)
-    return stats_ms(times, threads)
+    the TVM bundle and LiteRT's aarch64 wheel (keys ``tvm``, ``litert-xnnpack``, ``litert-builtin``).
+    ``work`` keeps bench.json, so the logged command can be rerun as it is."""
+    work.mkdir(parents=True, exist_ok=True)
+    j = work / "bench.json"
+    j.unlink(missing_ok=True)
+    _cli("compile/bench.py", ["--target", target, "--bundle", repo_relative(bundle), "--model",
+                              repo_relative(model), "--repeat", str(repeat), "--json", repo_relative(j)],
+         commands, RUN_TIMEOUT_S)
+    return json.loads(j.read_text())
 
 
 def stats_ms(times_ms: list[float], threads: int) -> dict:
     return {"median_ms": float(np.median(times_ms)), "min_ms": float(np.min(times_ms)),
             "max_ms": float(np.max(times_ms)), "runs": len(times_ms), "threads": threads}
+
+
+def host_latency_litert(model: Path, sample: np.ndarray, repeats: int, threads: int) -> dict:
+    """LiteRT (default op resolver: XNNPACK + optimized kernels) wall-clock ms per inference on the host."""
+    from compile.measure import litert_times_ms
+
+    return stats_ms(litert_times_ms(model, sample, repeats, threads), threads)
 
 
 def host_latency_tvm(bundle: Path, sample: np.ndarray, repeats: int, threads: int) -> dict:
@@ -230,14 +160,9 @@ def host_latency_tvm(bundle: Path, sample: np.ndarray, repeats: int, threads: in
     import tvm
 
     from compile.backends import host
+    from compile.measure import seconds
 
     manifest = json.loads((bundle / "bundle.json").read_text())
     main = host.load(bundle, manifest)
     x = tvm.runtime.tensor(np.ascontiguousarray(sample.reshape(manifest["model"]["input"]["shape"])))
-    main(x)  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        main(x)
-        times.append((time.perf_counter() - start) * 1e3)
-    return stats_ms(times, threads)
+    return stats_ms([t * 1e3 for t in seconds(lambda: main(x), repeats)], threads)

@@ -16,7 +16,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from compile.paths import REPO
+from harness.paths import repo_relative
+
 MODELS_DIR = REPO / "models"
 CALIBRATION_IMAGES = 32  # representative images for the int8 export of untrained models
 
@@ -51,7 +53,7 @@ class ModelEntry:
         return hashlib.sha256(self.path.read_bytes()).hexdigest()
 
     def to_json(self) -> dict:
-        return {"name": self.name, "path": str(self.path), "sha256": self.sha256(), "arch": self.arch,
+        return {"name": self.name, "path": repo_relative(self.path), "sha256": self.sha256(), "arch": self.arch,
                 "identity_multiplier": self.identity_multiplier, "trained": self.trained,
                 "accuracy": self.accuracy, "source": self.source}
 
@@ -95,7 +97,7 @@ def build_untrained(name: str, out: Path) -> None:
     """Build catalog model ``name`` untrained (seeded) and export it int8 to ``out`` (+ ``NAME.json``)."""
     from keras_model.data import load_dataset
     from keras_model.export import convert_int8, write_atomic
-    from keras_model.registry import create_model, model_config
+    from keras_model.factory import create_model, model_config
 
     import tf_keras as keras
 
@@ -112,20 +114,40 @@ def build_untrained(name: str, out: Path) -> None:
     write_atomic(out, convert_int8(model, images))
 
 
+def _untrained_path(spec: str, cache_dir: Path) -> Path:
+    return Path(cache_dir) / "models" / f"{spec}_int8.tflite"
+
+
+def existing_file(spec: str, cache_dir: Path) -> Path | None:
+    """The .tflite ``resolve(spec)`` would use, if it exists already (None: an untrained model to build)."""
+    if spec.endswith(".tflite"):
+        return Path(spec) if Path(spec).is_file() else None
+    for path in (MODELS_DIR / f"{spec}_int8.tflite", _untrained_path(spec, cache_dir)):
+        if path.is_file():
+            return path
+    return None
+
+
+def needs_build(spec: str, cache_dir: Path) -> bool:
+    """True when ``resolve(spec)`` builds the untrained model first (a catalog name with neither a trained
+    file nor a cached build)."""
+    return spec in CATALOG and existing_file(spec, cache_dir) is None
+
+
 def resolve(spec: str, cache_dir: Path) -> ModelEntry:
     """Catalog name or .tflite path -> ModelEntry; builds the untrained int8 model when needed."""
     if spec.endswith(".tflite"):
         path = Path(spec).absolute()
         if not path.is_file():
             raise ModelSpecError(f"model file {spec} does not exist")
-        return _from_file(path.stem.removesuffix("_int8"), path, str(spec))
+        return _from_file(path.stem.removesuffix("_int8"), path, repo_relative(path))
     if spec not in CATALOG:
         raise ModelSpecError(f"unknown model '{spec}' (known: {', '.join(CATALOG)}, or a path to a .tflite)")
     trained = MODELS_DIR / f"{spec}_int8.tflite"
     if trained.is_file():
         entry = _from_file(spec, trained, f"models/{trained.name}")
     else:
-        cached = Path(cache_dir) / "models" / f"{spec}_int8.tflite"
+        cached = _untrained_path(spec, cache_dir)
         if not cached.is_file():
             build_untrained(spec, cached)
         entry = _from_file(spec, cached, "built untrained by the harness (seed 0)")

@@ -5,16 +5,21 @@ MobileNeXt (https://arxiv.org/abs/2007.02269) only reported FLOPs and ImageNet a
 tensor multiplier. This report adds, per model: the analytical costs of the int8 graph
 (``harness.analysis``), and per target: bit-exact agreement with LiteRT's reference kernels first, then
 speed (host ms, or instructions under QEMU) and memory (arena, flash), plus TFLite Micro's arena and the
-trained accuracy. Writes ``report.json``, ``report.md`` and PNG plots into ``--out`` (built in a temp dir
-and renamed: never half-written).
+trained accuracy. Writes ``report.json``, ``report.md``, ``report.log`` and PNG plots into ``--out`` (built
+in a temp dir and renamed: never half-written). Paths in the report are relative to the repository root,
+where its commands run.
+
+The terminal shows one progress line per phase (``harness.progress``); every command, its duration and the
+output of a failed one go to ``report.log``.
 
 Exit codes: 0 all good; 1 the report is complete but some target failed or disagreed (marked in it);
 2 bad input (one ``error:`` line).
 """
 from __future__ import annotations
 
-import argparse
+import contextlib
 import json
+import logging
 import os
 import platform
 import shlex
@@ -33,34 +38,40 @@ if __package__ in (None, ""):  # run as a script: make the repo root importable
 
 import numpy as np  # noqa: E402
 
+from compile import cli  # noqa: E402
+from compile.errors import UserError  # noqa: E402
+from compile.paths import REPO  # noqa: E402
 from harness.models import CATALOG, DEFAULT_MODEL, ModelSpecError  # noqa: E402
+from harness.paths import in_repo, repo_relative  # noqa: E402
+from harness.progress import Progress, terminal_and_log  # noqa: E402
 
-REPO = Path(__file__).resolve().parent.parent
 SCHEMA = "sandglass-report"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DEFAULT_TARGETS = ("host", "rpi4", "mps2-an386", "mps2-an500", "mps3-an547")
 DEFAULT_CACHE = REPO / "build" / "harness-cache"
+LOG = "report.log"
 # (samples checked for agreement, timing repeats): full run / --quick
 SAMPLES = {False: 8, True: 2}
 REPEATS = {False: 50, True: 5}
 # inferences per program for qemu-user instruction counting (compile/bench.py --repeat): full / --quick
 AARCH64_REPEAT = {False: 10, True: 3}
-EXIT_FAILED, EXIT_USAGE = 1, 2
+EXIT_FAILED = 1
+# Relative durations of a build and of a run per target kind (host build = 1; measured on the 2-core
+# machine): each phase starts its slowest items first, which shortens a phase that runs --jobs at a time,
+# and its remaining time is estimated from the cost done so far.
+BUILD_COST = {"host": 1.0, "linux-aarch64": 1.3, "cortex-m": 3.8}
+RUN_COST = {"host": 0.2, "linux-aarch64": 2.0, "cortex-m": 1.0}
 PACKAGES = ("apache-tvm", "apache-tvm-ffi", "ai-edge-litert", "tflite-micro", "tensorflow", "tf-keras",
             "numpy", "matplotlib")
+TFLM_HOW = ("TFLite Micro's RecordingMicroAllocator after AllocateTensors, host interpreter "
+            f"({platform.machine()}, 64-bit pointers; compile/backends/cortexm/tflm.py): head = "
+            "non-persistent (activations, input, output, scratch), tail = persistent structs, "
+            "total = head + tail")
+log = logging.getLogger("harness.report")
 
 
-class UsageError(ValueError):
-    """Bad command line: one ``error:`` line, exit 2."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):
-        raise UsageError(f"{message} (see --help)")
-
-
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = _Parser(description=__doc__.splitlines()[0])
+def parse_args(argv: Sequence[str] | None):
+    p = cli.ArgumentParser(__doc__, allow_abbrev=False)   # command_line() knows the options by full name
     p.add_argument("--targets", default=",".join(DEFAULT_TARGETS),
                    help=f"comma-separated target names or aliases (default {','.join(DEFAULT_TARGETS)})")
     p.add_argument("--models", default=",".join(CATALOG),
@@ -71,6 +82,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--out", required=True, type=Path, help="report directory to write (e.g. reports/NAME)")
     p.add_argument("--cache", type=Path, default=DEFAULT_CACHE,
                    help=f"built models and bundles (default {DEFAULT_CACHE.relative_to(REPO)})")
+    p.add_argument("--bundle", action="append", type=Path, default=[], metavar="DIR",
+                   help="a bundle made by compile/build.py, used as it is for the model (matched by sha256) "
+                        "and the target its bundle.json names, instead of building one (repeatable)")
     p.add_argument("--samples", type=int, help="inputs checked for bit-exact agreement (default 8, quick 2)")
     p.add_argument("--repeats", type=int, help="timing repeats on the host (default 50, quick 5)")
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
@@ -80,46 +94,98 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--render-only", action="store_true",
                    help="measure nothing: redo report.md and the plots from --out/report.json")
     args = p.parse_args(argv)
-    args.samples = args.samples or SAMPLES[args.quick]
-    args.repeats = args.repeats or REPEATS[args.quick]
+    args.samples = SAMPLES[args.quick] if args.samples is None else args.samples
+    args.repeats = REPEATS[args.quick] if args.repeats is None else args.repeats
     if args.samples < 1 or args.repeats < 1 or args.threads < 1 or args.jobs < 1:
-        raise UsageError("--samples, --repeats and --threads must be >= 1")
+        raise UserError("--samples, --repeats, --jobs and --threads must be >= 1")
     return args
 
 
 def resolve_targets(spec: str) -> list:
-    from compile.targets import UnknownTarget, get_target
+    from compile.targets import get_target
 
     names = [s.strip() for s in spec.split(",") if s.strip()]
     if not names:
-        raise UsageError("--targets is empty")
+        raise UserError("--targets is empty")
     targets = []
     for name in names:
-        try:
-            target = get_target(name)
-        except UnknownTarget as err:
-            raise UsageError(str(err)) from None
+        target = get_target(name)   # UnknownTarget for a name no targets/*.toml declares
         if target.name not in [t.name for t in targets]:
             targets.append(target)
     return targets
 
 
 def check_models(spec: str) -> list[str]:
+    """The model specs, each a catalog name or a .tflite the compiler reads (ModelError otherwise)."""
+    from compile.frontend import read_model
+
     models = [s.strip() for s in spec.split(",") if s.strip()]
     if not models:
-        raise UsageError("--models is empty")
+        raise UserError("--models is empty")
     for m in models:
         if m.endswith(".tflite"):
             if not Path(m).is_file():
-                raise UsageError(f"model file {m} does not exist")
+                raise UserError(f"model file {m} does not exist")
+            read_model(m)
         elif m not in CATALOG:
-            raise UsageError(f"unknown model '{m}' (known: {', '.join(CATALOG)}, or a path to a .tflite)")
+            raise UserError(f"unknown model '{m}' (known: {', '.join(CATALOG)}, or a path to a .tflite)")
     return list(dict.fromkeys(models))
+
+
+def check_given_bundles(dirs: list[Path], targets, model_specs: list[str], cache: Path) -> dict:
+    """{(model sha256, target name): bundle dir} of the ``--bundle`` dirs; each must be a bundle of one of
+    ``model_specs`` (an existing file) for one of ``targets``."""
+    import hashlib
+
+    from compile.bundle import read_manifest
+    from harness.models import existing_file
+
+    files = {spec: existing_file(spec, cache) for spec in model_specs}
+    known = {hashlib.sha256(f.read_bytes()).hexdigest(): spec for spec, f in files.items() if f is not None}
+    names = [t.name for t in targets]
+    given = {}
+    for d in dirs:
+        manifest = read_manifest(d)   # BundleError when it is not a bundle
+        target, sha = manifest["target"]["name"], manifest["model"]["sha256"]
+        if target not in names:
+            raise UserError(f"bundle {d} is for target {target}, which is not in --targets ({', '.join(names)})")
+        if sha not in known:
+            raise UserError(f"bundle {d} was built from {manifest['model']['path']}, which is none of --models "
+                            "(sha256 differs)")
+        if (sha, target) in given:
+            raise UserError(f"--bundle {given[sha, target]} and {d} are both {known[sha]} on {target}")
+        given[sha, target] = d
+    return given
 
 
 def check_out(out: Path) -> None:
     if out.exists() and not (out.is_dir() and (not any(out.iterdir()) or (out / "report.json").is_file())):
-        raise UsageError(f"{out} exists and is not a report directory; refusing to overwrite it")
+        raise UserError(f"{out} exists and is not a report directory; refusing to overwrite it")
+
+
+def command_line(argv: Sequence[str]) -> str:
+    """``python harness/report.py`` with ``argv``, its file paths relative to the repository root (the
+    report's commands run from there)."""
+    def value(option: str, text: str) -> str:
+        if option in ("--out", "--cache", "--bundle"):
+            return repo_relative(text)
+        if option == "--models":
+            return ",".join(repo_relative(m.strip()) if m.strip().endswith(".tflite") else m
+                            for m in text.split(","))
+        return text
+
+    shown, option = [], None
+    for arg in argv:
+        if option is not None:
+            shown.append(value(option, arg))
+            option = None
+        elif arg.startswith("--") and "=" in arg:
+            key, text = arg.split("=", 1)
+            shown.append(f"{key}={value(key, text)}")
+        else:
+            shown.append(arg)
+            option = arg if arg in ("--out", "--cache", "--bundle", "--models") else None
+    return shlex.join(["python", "harness/report.py", *shown])
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -153,141 +219,227 @@ def _pool_map(fn, items, jobs: int) -> list:
         return [f.result() for f in [pool.submit(fn, *item) for item in items]]
 
 
-def prebuild(entries, targets, args, commands: list[str]) -> dict:
-    """Build every (model, target) bundle, ``--jobs`` at a time, before any measurement (so no timing
-    runs beside a compiler). Returns {(model, target): (build seconds, StepFailed or None)}."""
+def _label(entry, target=None) -> str:
+    return entry.name if target is None else f"{entry.name} {target.name}"
+
+
+def _given(args, entry, target) -> Path | None:
+    """The ``--bundle`` dir for this model and target, if one was given."""
+    return args.given.get((entry.sha256(), target.name))
+
+
+def _bundle_dir(args, entry, target) -> Path:
+    return _given(args, entry, target) or args.cache / "bundles" / entry.name / target.name
+
+
+def _work_dir(args, entry, target) -> Path:
+    return args.cache / "runs" / entry.name / target.name
+
+
+def resolve_models(model_specs: list[str], args, progress: Progress, failures: list[dict]) -> list:
+    """ModelEntry of each spec; a catalog model without a trained file is built untrained (slow, once)."""
+    from harness.models import needs_build, resolve
+
+    def one(spec, item=None):
+        try:
+            entries.append(resolve(spec, args.cache))
+        except (ModelSpecError, ValueError, OSError) as err:
+            failures.append({"model": spec, "target": None, "stage": "model", "error": str(err)})
+            if item is not None:
+                item.fail(str(err))
+
+    entries = []
+    slow = [spec for spec in model_specs if needs_build(spec, args.cache)]
+    with (progress.phase("models", [1.0] * len(slow)) if slow else contextlib.nullcontext()) as phase:
+        for spec in model_specs:
+            if spec in slow:
+                with phase.item(f"{spec} (untrained, int8 export)") as item:
+                    one(spec, item)
+            else:
+                one(spec)
+    return entries
+
+
+def _slowest_first(pairs: list, cost: dict) -> list:
+    """(entry, target) pairs, the costliest target kinds first (stable: models keep their order)."""
+    return sorted(pairs, key=lambda pair: -cost.get(pair[1].kind, 1.0))
+
+
+def prebuild(entries, targets, args, commands: list[str], progress: Progress) -> dict:
+    """Build every (model, target) bundle not given with ``--bundle``, ``--jobs`` at a time, before any
+    measurement (so no timing runs beside a compiler). Returns {(model, target): (build seconds, StepFailed
+    or None)}."""
     from harness import measure
 
-    def one(entry, target):
-        start = time.perf_counter()
-        try:
-            measure.build_bundle(entry.path, entry.sha256(), target.name,
-                                 args.cache / "bundles" / entry.name / target.name, args.quick, commands)
-            error = None
-        except measure.StepFailed as err:
-            error = err
+    def one(entry, target, phase):
+        with phase.item(_label(entry, target), BUILD_COST.get(target.kind, 1.0)) as item:
+            start = time.perf_counter()
+            try:
+                measure.build_bundle(entry.path, entry.sha256(), target.name, _bundle_dir(args, entry, target),
+                                     args.quick, commands)
+                error = None
+            except measure.StepFailed as err:
+                error = err
+                item.fail(str(err))
         return (entry.name, target.name), (round(time.perf_counter() - start, 1), error)
 
-    print(f"[report] building {len(entries) * len(targets)} bundles, {args.jobs} at a time",
-          file=sys.stderr, flush=True)
-    return dict(_pool_map(one, [(e, t) for e in entries for t in targets], args.jobs))
+    todo = _slowest_first([(e, t) for e in entries for t in targets if _given(args, e, t) is None], BUILD_COST)
+    if not todo:
+        return {}
+    with progress.phase("build", [BUILD_COST.get(t.kind, 1.0) for _, t in todo]) as phase:
+        return dict(_pool_map(one, [(e, t, phase) for e, t in todo], args.jobs))
 
 
-def prepare_model(entry, args, failures: list[dict]) -> tuple[dict, np.ndarray, np.ndarray]:
-    """(model record with analysis and TFLite Micro's arena, inputs, LiteRT reference outputs)."""
-    from compile.reference import run_litert
-    from harness import measure
+def prepare_model(entry, args, failures: list[dict]) -> tuple[dict, object, np.ndarray, np.ndarray]:
+    """(model record with analysis and TFLite Micro's arena, ModelInfo, inputs, LiteRT reference outputs)."""
+    from compile.backends.cortexm.tflm import tflm_arena
+    from compile.frontend import read_model
+    from compile.measure import run_litert, validation_inputs
     from harness.analysis import analyze
 
-    print(f"[report] {entry.name}: {entry.source}", file=sys.stderr, flush=True)
+    log.info("%s: %s", entry.name, entry.source)
+    _, info = read_model(entry.path)
     result = {**entry.to_json(), "analysis": analyze(entry.path)}
-    inputs = measure.model_inputs(entry.path, args.samples)
+    inputs, _, data = validation_inputs(info, args.samples)
     expected = run_litert(entry.path, inputs, reference=True)
-    result["inputs"] = {"samples": len(inputs), "source": "Fashion-MNIST test images, quantized with the "
-                        "model's input scale/zero point", "shape": list(inputs.shape)}
-    try:
-        result["tflm"] = measure.tflm_arena(entry.path, inputs[0])
-    except RuntimeError as err:
-        result["tflm"] = {"error": str(err)}
-        failures.append({"model": entry.name, "target": "tflite-micro", "stage": "arena", "error": str(err)})
-    return result, inputs, expected
+    quantized = ", quantized with the model's input scale and zero point" if info.input.dtype == "int8" else ""
+    result["inputs"] = {"samples": len(inputs), "source": f"{data}{quantized}", "shape": list(inputs.shape)}
+    arena = tflm_arena(entry.path)
+    if arena is None:
+        error = "TFLite Micro cannot load this model (compile/backends/cortexm/tflm.py)"
+        result["tflm"] = {"error": error}
+        failures.append({"model": entry.name, "target": "tflite-micro", "stage": "arena", "error": error})
+    else:
+        result["tflm"] = {**arena, "how": TFLM_HOW}
+    return result, info, inputs, expected
 
 
-def run_target(entry, target, inputs, args, commands: list[str], built: dict) -> tuple[dict, np.ndarray | None]:
+def run_target(entry, target, inputs, args, commands: list[str], built: dict,
+               phase) -> tuple[dict, np.ndarray | None]:
     """Outputs and metrics of one bundle on ``inputs``: (target record, outputs or None when it failed)."""
+    from compile.bundle import read_manifest
+    from compile.errors import BundleError
     from harness import measure
 
-    bundle = args.cache / "bundles" / entry.name / target.name
-    rec = {"measures": measure_note(target), "bundle": str(bundle)}
-    try:
-        start = time.perf_counter()
-        seconds, error = built.get((entry.name, target.name), (None, None))
-        if error is not None:
-            raise error
-        manifest = measure.build_bundle(entry.path, entry.sha256(), target.name, bundle,
-                                        args.quick or seconds is not None, commands)
-        rec["build_seconds"] = seconds if seconds is not None else round(time.perf_counter() - start, 1)
-        start = time.perf_counter()
-        outputs, metrics = measure.run_bundle(target.name, bundle, inputs, args.cache / "runs" / entry.name /
-                                              target.name, commands)
-        rec["run_seconds"] = round(time.perf_counter() - start, 1)
-    except measure.StepFailed as err:
-        rec.update(status="failed", error=str(err), command=err.command)
-        return rec, None
+    bundle, given = _bundle_dir(args, entry, target), _given(args, entry, target)
+    rec = {"measures": measure_note(target), "bundle": repo_relative(bundle)}
+    with phase.item(_label(entry, target), RUN_COST.get(target.kind, 1.0)) as item:
+        failed = None
+        try:
+            if given is not None:
+                rec["built_by"] = "given with --bundle"
+                note = f"# given: {repo_relative(given)} (--bundle: built by compile/build.py before this report)"
+                commands.append(note)
+                log.info("%s", note)
+            else:   # prebuild built or reused it
+                seconds, error = built[entry.name, target.name]
+                if error is not None:
+                    raise error
+                rec["build_seconds"] = seconds
+            manifest = read_manifest(bundle)
+            start = time.perf_counter()
+            outputs, metrics = measure.run_bundle(target.name, bundle, inputs, _work_dir(args, entry, target),
+                                                  commands)
+            rec["run_seconds"] = round(time.perf_counter() - start, 1)
+        except measure.StepFailed as err:
+            failed = {"error": str(err), "command": err.command}
+        except BundleError as err:   # a bundle dir without a readable bundle.json
+            failed = {"error": str(err)}
+        if failed is not None:
+            item.fail(failed["error"])
+            rec.update(status="failed", **failed)
+            return rec, None
     backend_entries = {k: v for k, v in manifest.items()
                        if k not in ("model", "target", "versions", "files", "command", "created")}
     rec.update(status="ran", raw={"run": metrics, "bundle": backend_entries})
     return rec, outputs
 
 
-def judge_agreement(result: dict, targets, outputs: dict, expected: np.ndarray, failures: list[dict]) -> None:
+def judge_agreement(result: dict, targets, outputs: dict, expected: np.ndarray, info,
+                    failures: list[dict]) -> None:
     """Bit-exact gate: record each target's agreement; if any target differs, withhold every speed."""
-    from harness import measure
+    from compile.measure import compare
 
     per_target = result["targets"]
-    agreement = {t: measure.compare(out, expected) for t, out in outputs.items()}
-    all_equal = bool(agreement) and all(a["equal"] for a in agreement.values())
+    agreement = {t: compare(expected, out, info) for t, out in outputs.items()}
+    all_bit_exact = bool(agreement) and all(a["bit_exact"] for a in agreement.values())
     result["agreement"] = {"reference": "LiteRT BUILTIN_REF (reference kernels)", "samples": len(expected),
-                           "targets": agreement, "all_equal": all_equal,
+                           "targets": agreement, "all_bit_exact": all_bit_exact,
                            "not_run": [t.name for t in targets if t.name not in agreement]}
     for name, rec in per_target.items():
         if rec["status"] == "failed":
             failures.append({"model": result["name"], "target": name, "error": rec["error"]})
-    if not all_equal:
-        bad = [t for t, a in agreement.items() if not a["equal"]] or ["(no target ran)"]
+    if not all_bit_exact:
+        bad = [t for t, a in agreement.items() if not a["bit_exact"]] or ["(no target ran)"]
         for t in agreement:
             per_target[t]["status"] = "withheld"
             per_target[t]["error"] = f"speed withheld: outputs of {', '.join(bad)} differ from LiteRT reference"
         failures.append({"model": result["name"], "target": ",".join(bad), "error": "outputs disagree"})
 
 
-def measure_speed(entry, target, rec: dict, sample, args, commands: list[str], failures: list[dict]) -> None:
+def measure_speed(entry, target, rec: dict, sample, args, commands: list[str], failures: list[dict],
+                  item=None) -> None:
     """Speed and memory of one target that ran and agreed, into ``rec``."""
     from harness import measure
 
     try:
-        rec.update(speed(entry, target, Path(rec["bundle"]), sample, args, commands, rec["raw"]))
+        rec.update(speed(entry, target, in_repo(rec["bundle"]), sample, args, commands, rec["raw"]))
         rec["status"] = "ok"
     except (measure.StepFailed, RuntimeError) as err:
         rec.update(status="failed", error=str(err))
         failures.append({"model": entry.name, "target": target.name, "stage": "speed", "error": str(err)})
+        if item is not None:
+            item.fail(str(err))
 
 
 def measure_models(entries, targets, args, commands: list[str], failures: list[dict], models: list[dict],
-                   report: dict) -> None:
+                   report: dict, progress: Progress) -> None:
     """Everything the report says about each model, in phases: bundles (parallel); analysis, reference
     outputs and TFLite Micro (one model at a time); outputs of every bundle (parallel); the bit-exact gate;
     instruction counts under emulation (parallel: they do not depend on the machine's load); host
     wall-clock timings last, one at a time, with nothing else running."""
-    built = prebuild(entries, targets, args, commands)
+    built = prebuild(entries, targets, args, commands, progress)
     prepared = []
-    for entry in entries:
-        result, inputs, expected = prepare_model(entry, args, failures)
-        result["targets"] = {}
-        models.append(result)
-        prepared.append((entry, result, inputs, expected))
-    print("[report] running every bundle on the same inputs", file=sys.stderr, flush=True)
-    items = [(e, t, inputs, args, commands, built) for e, _, inputs, _ in prepared for t in targets]
-    runs = iter(_pool_map(run_target, items, args.jobs))
-    for entry, result, inputs, expected in prepared:
+    with progress.phase("reference", [1.0] * len(entries)) as phase:
+        for entry in entries:
+            with phase.item(entry.name):
+                result, info, inputs, expected = prepare_model(entry, args, failures)
+            result["targets"] = {}
+            models.append(result)
+            prepared.append((entry, result, info, inputs, expected))
+    inputs_of = {e.name: inputs for e, _, _, inputs, _ in prepared}
+    order = _slowest_first([(e, t) for e, *_ in prepared for t in targets], RUN_COST)
+    with progress.phase("run", [RUN_COST.get(t.kind, 1.0) for _, t in order]) as phase:
+        items = [(e, t, inputs_of[e.name], args, commands, built, phase) for e, t in order]
+        runs = dict(zip([(e.name, t.name) for e, t in order], _pool_map(run_target, items, args.jobs)))
+    for entry, result, info, inputs, expected in prepared:
         outputs = {}
         for target in targets:
-            rec, out = next(runs)
+            rec, out = runs[entry.name, target.name]
             result["targets"][target.name] = rec
             if out is not None:
                 outputs[target.name] = out
-        judge_agreement(result, targets, outputs, expected, failures)
-    write_report(report, args.out)
+        judge_agreement(result, targets, outputs, expected, info, failures)
+    write_report(report, args.out, progress.log_path)
     todo = [(entry, target, result["targets"][target.name], inputs[0])
-            for entry, result, inputs, _ in prepared for target in targets
+            for entry, result, _, inputs, _ in prepared for target in targets
             if result["targets"][target.name]["status"] == "ran"]
-    print("[report] counting instructions under emulation", file=sys.stderr, flush=True)
-    _pool_map(lambda e, t, rec, x: measure_speed(e, t, rec, x, args, commands, failures),
-              [item for item in todo if item[1].kind != "host"], args.jobs)
-    print("[report] host timings, one at a time", file=sys.stderr, flush=True)
-    for entry, target, rec, x in todo:
-        if target.kind == "host":
+    for entry, target, rec, x in todo:   # cortex-m: the run already measured everything
+        if target.kind == "cortex-m":
             measure_speed(entry, target, rec, x, args, commands, failures)
+    counted = [item for item in todo if item[1].kind == "linux-aarch64"]
+    if counted:
+        with progress.phase("count", [1.0] * len(counted)) as phase:
+            def count(entry, target, rec, x):
+                with phase.item(_label(entry, target)) as item:
+                    measure_speed(entry, target, rec, x, args, commands, failures, item)
+            _pool_map(count, counted, args.jobs)
+    timed = [item for item in todo if item[1].kind == "host"]
+    if timed:
+        with progress.phase("host time", [1.0] * len(timed)) as phase:
+            for entry, target, rec, x in timed:
+                with phase.item(_label(entry, target)) as item:
+                    measure_speed(entry, target, rec, x, args, commands, failures, item)
 
 
 def speed(entry, target, bundle: Path, sample, args, commands: list[str], raw: dict) -> dict:
@@ -296,19 +448,21 @@ def speed(entry, target, bundle: Path, sample, args, commands: list[str], raw: d
     from harness import measure
 
     if target.kind == "host":
-        commands.append(f"# host timing in-process: TVM_NUM_THREADS={args.threads}, {args.repeats} runs each")
+        note = f"# host timing in-process: TVM_NUM_THREADS={args.threads}, {args.repeats} runs each"
+        commands.append(note)
+        log.info("%s", note)
         return {"tvm_ms": measure.host_latency_tvm(bundle, sample, args.repeats, args.threads),
                 "litert_ms": measure.host_latency_litert(entry.path, sample, args.repeats, args.threads),
                 "litert_kernels": "LiteRT default op resolver (XNNPACK delegate + optimized kernels)"}
     if target.kind == "linux-aarch64":
         counts = measure.aarch64_instructions(target.name, bundle, entry.path, AARCH64_REPEAT[args.quick],
-                                              commands)
+                                              _work_dir(args, entry, target), commands)
         return {"tvm_instructions": counts["tvm"], "litert_instructions": counts["litert-xnnpack"],
                 "litert_builtin_instructions": counts.get("litert-builtin"),
                 "litert_kernels": "LiteRT aarch64 wheel, default resolver (XNNPACK); "
                                   "litert_builtin_instructions: built-in kernels without delegates",
                 "bench": counts}
-    run = raw["run"]   # cortex-m: everything comes with the run (compile/backends/cortexm.py metrics)
+    run = raw["run"]   # cortex-m: everything comes with the run (compile/backends/cortexm/__init__.py metrics)
     flash = [run.get(f"flash_{k}_bytes") for k in ("code", "weights", "other")]
     return {"tvm_instructions": run.get("instructions_per_inference"),
             "instructions_per_mac": run.get("instructions_per_mac"),
@@ -350,35 +504,28 @@ def environment(targets) -> dict:
                         "system": platform.platform()}}
 
 
-def build_report(args, targets, model_specs: list[str]) -> dict:
+def build_report(args, targets, model_specs: list[str], command: str, progress: Progress) -> dict:
     """Measure every model; the report so far is written to --out once every bundle ran (a long run can be
     read while it goes on), marked ``"complete": false`` until the end."""
-    from harness.models import resolve
-
     commands: list[str] = []
     failures: list[dict] = []
     models: list[dict] = []
-    report = _skeleton(args, targets, models, commands, failures)
-    entries = []
-    for spec in model_specs:
-        try:
-            entries.append(resolve(spec, args.cache))
-        except (ModelSpecError, ValueError, OSError) as err:
-            failures.append({"model": spec, "target": None, "stage": "model", "error": str(err)})
-    measure_models(entries, targets, args, commands, failures, models, report)
+    report = _skeleton(args, targets, models, command, commands, failures)
+    entries = resolve_models(model_specs, args, progress, failures)
+    measure_models(entries, targets, args, commands, failures, models, report, progress)
     report["complete"] = True
     return report
 
 
-def _skeleton(args, targets, models, commands, failures) -> dict:
+def _skeleton(args, targets, models, command, commands, failures) -> dict:
     return {
         "schema": SCHEMA, "schema_version": SCHEMA_VERSION,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": shlex.join(["python", "harness/report.py", *sys.argv[1:]]),
+        "command": command,
         **environment(targets),
         "settings": {"quick": args.quick, "samples": args.samples, "repeats": args.repeats,
                      "threads": args.threads, "jobs": args.jobs,
-                     "cache": str(args.cache)},
+                     "cache": repo_relative(args.cache)},
         "targets": {t.name: {"kind": t.kind, "description": t.description, "tvm": t.tvm,
                              "measures": measure_note(t)} for t in targets},
         "models": models,
@@ -389,8 +536,10 @@ def _skeleton(args, targets, models, commands, failures) -> dict:
     }
 
 
-def write_report(report: dict, out: Path) -> None:
-    """report.json, report.md and the plots into a temp dir next to ``out``, then renamed to ``out``."""
+def write_report(report: dict, out: Path, log_path: Path | None = None) -> None:
+    """report.json, report.md, the plots and the log (``log_path``, else the one already in ``out``) into a
+    temp dir next to ``out``, then published as ``out`` the way a bundle is (``compile.bundle``)."""
+    from compile.bundle import publish
     from harness.markdown import render
     from harness.plots import make_plots
 
@@ -401,13 +550,10 @@ def write_report(report: dict, out: Path) -> None:
         report["plots"] = make_plots(report, tmp)
         (tmp / "report.json").write_text(json.dumps(report, indent=1) + "\n")
         (tmp / "report.md").write_text(render(report))
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f"{out.name}.old-", dir=out.parent))
-            os.replace(out, old / "report")
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
+        source = log_path if log_path is not None else out / LOG
+        if source.is_file():
+            shutil.copyfile(source, tmp / LOG)
+        publish(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -417,35 +563,48 @@ def render_only(out: Path) -> int:
     try:
         report = json.loads((out / "report.json").read_text())
     except (OSError, ValueError):
-        raise UsageError(f"{out}/report.json is missing or not JSON; run a report first") from None
-    if report.get("schema") != SCHEMA or report.get("schema_version") != SCHEMA_VERSION:
-        raise UsageError(f"{out}/report.json is not a {SCHEMA} v{SCHEMA_VERSION} report")
+        raise UserError(f"{out}/report.json is missing or not JSON; run a report first") from None
+    if report.get("schema") != SCHEMA:
+        raise UserError(f"{out}/report.json is not a {SCHEMA} report")
+    if report.get("schema_version") != SCHEMA_VERSION:
+        raise UserError(f"{out}/report.json has {SCHEMA} version {report.get('schema_version')}, this "
+                        f"harness renders version {SCHEMA_VERSION}: run the report again")
     write_report(report, out)
     print(out / "report.md")
     return EXIT_FAILED if report["failures"] else 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    try:
-        args = parse_args(argv)
-        if args.render_only:
-            return render_only(args.out)
-        targets = resolve_targets(args.targets)
-        model_specs = check_models(args.models)
-        check_out(args.out)
-    except UsageError as err:
-        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
-        return EXIT_USAGE
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parse_args(argv)
+    if args.render_only:
+        return render_only(args.out)
+    targets = resolve_targets(args.targets)
+    model_specs = check_models(args.models)
+    args.given = check_given_bundles(args.bundle, targets, model_specs, args.cache)
+    check_out(args.out)
     # TVM sizes its thread pool from this when first used (host timing runs in this process).
     os.environ["TVM_NUM_THREADS"] = str(args.threads)
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    report = build_report(args, targets, model_specs)
-    write_report(report, args.out)
-    print(args.out / "report.md")
+    log_path = args.cache / "logs" / f"{args.out.name}.log"
+    with terminal_and_log(log_path) as terminal:
+        progress = Progress(terminal, log_path)
+        progress.say(f"report: {_count(len(model_specs), 'model')} x {_count(len(targets), 'target')} "
+                     f"({', '.join(t.name for t in targets)}); details in {os.path.relpath(log_path)}")
+        report = build_report(args, targets, model_specs, command_line(argv), progress)
+        write_report(report, args.out, log_path)
+    print(f"report: {args.out / 'report.md'} (log: {args.out / LOG})")
     for f in report["failures"]:
         print(f"failed: {f['model']} on {f['target']}: {f['error']}", file=sys.stderr)
     return EXIT_FAILED if report["failures"] else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return cli.main(run, argv)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,7 @@
 """Model registry, in the style of timm: architectures register their builder with ``@register_model``,
 presets are named sets of builder arguments, and ``create_model("mobilenext-mcu", width=0.5)`` builds one.
+The architecture modules import this one to register; ``keras_model.factory`` imports them all, so use
+its ``create_model`` and friends.
 
 The knobs of an architecture are the keyword arguments of its builder (their defaults are the architecture's
 defaults); ``model_config`` resolves preset + overrides into the full dict and validates it in one place.
@@ -100,7 +102,3 @@ def create_model(name=DEFAULT_PRESET, **overrides):
     config = model_config(name, **overrides)
     arch = config.pop("arch")
     return _ARCHS[arch](**config, name=name.replace("-", "_").replace(".", "_"))
-
-
-# Importing the architecture modules registers them.
-from keras_model import mobilenetv2, mobilenext  # noqa: E402,F401  (registration side effect)

@@ -72,7 +72,7 @@ def main(argv=None):
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")   # keep TensorFlow's start-up chatter off stderr
     from keras_model.counting import analyze
-    from keras_model.registry import DEFAULT_PRESET, create_model, list_models, list_presets, model_config
+    from keras_model.factory import DEFAULT_PRESET, create_model, list_models, list_presets, model_config
 
     if args.arch is not None and args.arch not in list_models():
         _fail(f"unknown architecture {args.arch!r} (choose from {', '.join(list_models())})")

@@ -59,14 +59,25 @@ def _schedule(peak, steps, warmup):
 
 
 class _Progress:
-    """Prints one line per epoch: loss, train accuracy, learning rate, time."""
+    """A progress bar over the steps of a phase (n of N, elapsed, remaining), and one line per
+    epoch: loss, train accuracy, learning rate, time."""
 
-    def __init__(self, phase, total):
-        self.phase, self.total = phase, total
+    def __init__(self, phase, total_epochs, total_steps):
+        from tqdm import tqdm
+
+        self.phase, self.total = phase, total_epochs
+        self.bar = tqdm(total=total_steps, desc=phase, unit="step", dynamic_ncols=True)
+
+    def step(self):
+        self.bar.update(1)
 
     def __call__(self, epoch, logs, seconds, lr):
-        print(f"[{self.phase}] epoch {epoch}/{self.total}: loss {logs['loss']:.4f} "
-              f"acc {logs['accuracy']:.4f} lr {lr:.2e} ({seconds:.0f} s)", flush=True)
+        self.bar.set_postfix(loss=f"{logs['loss']:.4f}", acc=f"{logs['accuracy']:.4f}")
+        self.bar.write(f"[{self.phase}] epoch {epoch}/{self.total}: loss {logs['loss']:.4f} "
+                       f"acc {logs['accuracy']:.4f} lr {lr:.2e} ({seconds:.0f} s)")
+
+    def close(self):
+        self.bar.close()
 
 
 def _fit(model, x, y, epochs, batch_size, lr, warmup_share, phase, rng):
@@ -81,7 +92,8 @@ def _fit(model, x, y, epochs, batch_size, lr, warmup_share, phase, rng):
                                                                   label_smoothing=LABEL_SMOOTHING),
                   metrics=["accuracy"])
     n_epochs = math.ceil(total_steps / steps_per_epoch)
-    progress = _Progress(phase, n_epochs)
+    progress = _Progress(phase, n_epochs, total_steps)
+    on_step = keras.callbacks.LambdaCallback(on_train_batch_end=lambda batch, logs: progress.step())
     y1 = keras.utils.to_categorical(y, num_classes=model.output_shape[-1])
     done = 0
     for epoch in range(1, n_epochs + 1):
@@ -89,10 +101,12 @@ def _fit(model, x, y, epochs, batch_size, lr, warmup_share, phase, rng):
         x[flip] = x[flip, :, ::-1]
         order = rng.permutation(len(x))[:min(steps_per_epoch, total_steps - done) * batch_size]
         t0 = time.time()
-        hist = model.fit(x[order], y1[order], batch_size=batch_size, epochs=1, shuffle=False, verbose=0)
+        hist = model.fit(x[order], y1[order], batch_size=batch_size, epochs=1, shuffle=False, verbose=0,
+                         callbacks=[on_step])
         done += math.ceil(len(order) / batch_size)
         lr_now = float(schedule(optimizer.iterations))
         progress(epoch, {k: v[-1] for k, v in hist.history.items()}, time.time() - t0, lr_now)
+    progress.close()
 
 
 def _init_weights(model, path):
@@ -182,7 +196,7 @@ def resolve_config(args) -> dict:
                                    ("channels", args.channels),
                                    ("identity_multiplier", args.identity_multiplier)) if v is not None}
     overrides["classes"] = num_classes(args.data)
-    from keras_model.registry import model_config  # imports TensorFlow: after the cheap checks
+    from keras_model.factory import model_config  # imports TensorFlow: after the cheap checks
 
     try:
         config = model_config(args.preset or args.arch, **overrides)
@@ -221,7 +235,7 @@ def train(args, config, out: Path, train_data, test_data) -> int:
     import tf_keras as keras
 
     from keras_model import evaluate as ev, export, qat
-    from keras_model.registry import create_model
+    from keras_model.factory import create_model
 
     (x_train, y_train), (x_test, y_test) = train_data, test_data
     t_start = time.time()

@@ -3,8 +3,8 @@
     python scripts/codegen_hashes.py [--models m1,m2] [--targets t1,t2] > hashes.txt
 
 * every CPU target (host, rpi3, rpi4, rpi5): the scheduled TIR of every kernel (after fusion and
-  the default schedules, before TVM's lowering), the LLVM IR of the built kernels, and the C of
-  the static entry point;
+  the default schedules, before TVM's lowering), the LLVM IR of the built kernels (addresses
+  masked), and the C of the static entry point without its comments;
 * every Cortex-M board: each generated file of its firmware project (``model.c``, ``model.h``,
   the linker script, the Makefile, ...) without its comments, the sample inputs excepted.
 
@@ -31,13 +31,17 @@ CORTEXM_TARGETS = ("mps2-an386", "mps2-an500", "mps3-an547", "stm32f746g-disco",
 SKIPPED_FILES = {"inputs.c"}   # the samples, not generated code
 
 
+def _without_comments(c_text: str) -> str:
+    text = re.sub(r"/\*.*?\*/", "", c_text, flags=re.S)
+    return re.sub(r"//[^\n]*", "", text)
+
+
 def _code(path: Path) -> str:
-    """The text of a firmware file without its comments (they name source files, which a
+    """The text of a generated file without its comments (they name source files, which a
     refactoring may move), so that the hash changes only with the code."""
     text = path.read_text()
     if path.suffix in (".c", ".h", ".ld"):
-        text = re.sub(r"/\*.*?\*/", "", text, flags=re.S)
-        text = re.sub(r"//[^\n]*", "", text)
+        text = _without_comments(text)
     elif path.name == "Makefile":
         text = re.sub(r"(^|\s)#[^\n]*", r"\1", text)
     return text
@@ -50,22 +54,23 @@ def _sha(text: str | bytes) -> str:
 def cpu_hashes(mod, target_name: str) -> dict[str, str]:
     import tvm
 
-    from compile import static_main
-    from compile.schedules import default_schedule
+    from compile.llvm_cpu import static_main
+    from compile.llvm_cpu.schedules import default_schedule
     from compile.targets import get_target, resolve_native
-    from compile.tuning import BUILD_CONFIG, _fuse_passes, compile_relax_module
+    from compile.llvm_cpu.pipeline import BUILD_CONFIG, compile_relax_module, fusion_passes
 
     target = tvm.target.Target(resolve_native(get_target(target_name).tvm))
     with target, tvm.transform.PassContext(opt_level=3, config=BUILD_CONFIG):
-        scheduled = tvm.transform.Sequential([*_fuse_passes(target), default_schedule()])(mod)
-    planned: list = []
-    executable = compile_relax_module(mod, target, planned=planned)
-    llvm_ir = "\n".join(m.inspect_source("ll") for m in executable.mod.imports)
+        scheduled = tvm.transform.Sequential([*fusion_passes(target), default_schedule()])(mod)
+    built = compile_relax_module(mod, target)
+    # TVM names LLVM's alias-analysis (TBAA) nodes after buffer addresses in memory: masked
+    llvm_ir = re.sub(r"0x[0-9a-f]+", "0x?", "\n".join(
+        m.inspect_source("ll") for m in built.executable.mod.imports))
     try:
-        plan = static_main.plan(planned[0])
+        plan = static_main.plan(built.main)
         blob, offsets = static_main.const_blob(plan.consts)
-        entry = _sha(static_main.c_source(plan, "static_main_consts.bin", offsets)) + \
-            " consts " + _sha(blob)
+        entry = _sha(_without_comments(static_main.c_source(plan, "static_main_consts.bin",
+                                                             offsets))) + " consts " + _sha(blob)
     except static_main.StaticMainError:
         entry = "none"
     return {"scheduled-tir": _sha(scheduled.script()), "llvm-ir": _sha(llvm_ir),
@@ -75,8 +80,8 @@ def cpu_hashes(mod, target_name: str) -> dict[str, str]:
 def cortexm_hashes(mod, target_name: str) -> dict[str, str]:
     import numpy as np
 
-    from compile.cortexm import project
-    from compile.cortexm.lower import lower_model
+    from compile.backends.cortexm import project
+    from compile.backends.cortexm.graph import lower_model
     from compile.targets import get_target
 
     graph = lower_model(mod)

@@ -43,16 +43,24 @@ Interface every backend module implements::
                   "seconds_per_sample": ...}; name what was measured honestly).
         '''
 
-Raise ``BackendError`` for problems the user can fix (missing cross compiler or emulator,
+``build_bundle`` and ``run_bundle`` below are what the command-line tools call: a .tflite
+compiled into a bundle directory, a bundle run on samples.
+
+Raise ``BackendError`` (``compile.errors``) for problems the user can fix (missing cross compiler or emulator,
 model too large for the board's memory, ...): the CLIs print its message as ONE line
 ``error: ...`` and exit 2. Anything else is a bug and keeps its traceback.
 """
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 from types import ModuleType
 
-from compile.targets import Target
+from compile.bundle import create_bundle, read_manifest
+from compile.errors import BackendError
+from compile.paths import REPO
+from compile.pipeline import compile_model, float_ops
+from compile.targets import Target, get_target
 
 # Target.kind -> module name under compile/backends/
 MODULES = {
@@ -60,10 +68,6 @@ MODULES = {
     "linux-aarch64": "aarch64",
     "cortex-m": "cortexm",
 }
-
-
-class BackendError(RuntimeError):
-    """A backend problem the user can fix; reported as one line, exit code 2."""
 
 
 def load_backend(target: Target) -> ModuleType:
@@ -76,3 +80,25 @@ def load_backend(target: Target) -> ModuleType:
             raise
         raise BackendError(f"no backend for target kind '{target.kind}' "
                            f"(module {name} is not there yet)") from None
+
+
+def build_bundle(model: Path, target_name: str, out: Path | None, opts: dict,
+                 command: str) -> Path:
+    """Compile ``model`` for ``target_name`` into a bundle (default ``build/<model stem>-<target>``);
+    returns the bundle path. ``command``: how the build was asked for, kept in ``bundle.json``."""
+    target = get_target(target_name)
+    backend = load_backend(target)
+    if out is None:
+        out = REPO / "build" / f"{Path(model).stem}-{target.name}"
+    mod, info = compile_model(model)
+    create_bundle(out, target, info, float_ops(mod), command,
+                  lambda tmp: backend.build(mod, info, target, tmp, opts))
+    return out
+
+
+def run_bundle(bundle: Path, target_name: str, inputs, opts: dict | None = None):
+    """(outputs, metrics) of the bundle on ``inputs`` (checked against its model input)."""
+    target = get_target(target_name)
+    manifest = read_manifest(bundle, target)
+    backend = load_backend(target)
+    return backend.run(Path(bundle), manifest, target, inputs, opts or {})

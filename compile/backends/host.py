@@ -1,8 +1,8 @@
 """Host backend: this machine's CPU through LLVM, run in-process.
 
 The reference build for every other target: ``tvm.compile`` (with the MetaSchedule
-database of ``compile.tuning`` when there is one: ``build.py --tune-trials N``) ->
-``export_library`` (``model.so``) with the static entry point of ``compile.static_main``
+database of ``compile.llvm_cpu.tuning`` when there is one: ``build.py --tune-trials N``) ->
+``export_library`` (``model.so``) with the static entry point of ``compile.llvm_cpu.static_main``
 linked in: ``sandglass_main(input, output)`` runs the kernels on static storage. The Relax
 ``VirtualMachine``'s ``main`` is in the same library and gives the same output.
 Interface: see ``compile.backends``.
@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import tvm
 
-from compile import static_main
+from compile.llvm_cpu import static_main
 from compile.frontend import ModelInfo
 from compile.targets import Target, resolve_native
 
@@ -26,12 +26,11 @@ LIBRARY = "model.so"
 def build(mod: tvm.IRModule, model: ModelInfo, target: Target, out_dir: Path,
           opts: dict) -> dict:
     """Compile for LLVM on this machine and export ``model.so``."""
-    from compile.tuning import compile_for_target
+    from compile.llvm_cpu.build import compile_for_target
 
     resolved = dataclasses.replace(target, tvm=resolve_native(target.tvm))
-    planned: list = []
-    executable, tuned = compile_for_target(mod, model, resolved, opts, planned=planned)
-    static = static_main.export_library(executable, planned[0], Path(out_dir) / LIBRARY)
+    built, tuned = compile_for_target(mod, model, resolved, opts)
+    static = static_main.export_library(built, Path(out_dir) / LIBRARY)
     return {"files": [LIBRARY], "library": LIBRARY, "entry": static_main.ENTRY if static else None,
             "tvm_target_resolved": resolved.tvm, **tuned}
 

@@ -45,7 +45,8 @@ def convert_checked(spec: dict, path: Path) -> str:
     """Write the model; '' if the front end accepts it, else why not (not a target's fault:
     the generator made something outside the supported operators)."""
     from compile.difftest.convert import to_tflite
-    from compile.frontend import ModelError, read_model
+    from compile.errors import ModelError
+    from compile.frontend import read_model
 
     try:
         to_tflite(spec, path)
@@ -122,8 +123,16 @@ def _worker_shrink(spec: dict, target: str, status: str, n_inputs: int, budget: 
 
 def _quiet(log_dir: str) -> None:
     """Worker initializer: TensorFlow's and TVM's chatter goes to a log file of the worker's
-    own, not over the progress display."""
+    own, not over the progress display; and the worker ends with the campaign (a killed
+    campaign would otherwise leave its busy workers running)."""
+    import ctypes
     import os
+    import signal
+
+    try:   # Linux: PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
 
     path = Path(log_dir) / f"worker-{os.getpid()}.log"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
@@ -172,6 +181,29 @@ def _run_pool(jobs, logs, indices, models, targets, work, n_inputs, finished) ->
     return suspects
 
 
+def _per_target(index: int, models, targets, work: Path, n_inputs: int, logs: Path):
+    """A model that kills its checking process, checked one target at a time, each in a
+    process of its own: the targets that kill it are crashes, the others get their outcomes.
+    Returns ``finished``'s arguments after the index."""
+    spec = models[index]
+    result = ModelResult(spec["seed"], spec)
+    deferred, x, ref = {}, None, None
+    for target in targets:
+        got: dict = {}
+
+        def one(_index, r, d, x_, ref_):
+            got.update(result=r, deferred=d, x=x_, ref=ref_)
+
+        if _run_pool(1, logs, [index], models, [target], work, n_inputs, one):
+            result.outcomes.append(Outcome(target, "crash", PROCESS_DIED))
+            continue
+        result.skipped = got["result"].skipped
+        result.outcomes += got["result"].outcomes
+        deferred.update(got["deferred"])
+        x, ref = (got["x"], got["ref"]) if got["x"] is not None else (x, ref)
+    return result, deferred, x, ref
+
+
 def check_specs(models: list[dict], targets, n_inputs: int = 4, jobs: int = 2, progress=None,
                 log_dir: Path | None = None) -> list[ModelResult]:
     """Check every spec on every target.  ``progress(result, outcomes, done)``: after a
@@ -190,14 +222,11 @@ def check_specs(models: list[dict], targets, n_inputs: int = 4, jobs: int = 2, p
             progress(result, result.outcomes, True)
 
     try:
-        # a model that kills its worker again when checked alone is a crash on every target
         suspects = _run_pool(jobs, logs, range(len(models)), models, targets, work, n_inputs,
                              finished)
         for index in suspects:      # each alone: which of them kills its process?
             if _run_pool(1, logs, [index], models, targets, work, n_inputs, finished):
-                result = ModelResult(models[index]["seed"], models[index])
-                result.outcomes = [Outcome(t, "crash", PROCESS_DIED) for t in targets]
-                finished(index, result, {}, None, None)
+                finished(index, *_per_target(index, models, targets, work, n_inputs, logs))
         for target, items in pending.items():   # one emulator start per aarch64 target
             outs = run_aarch64_batch(target, [(b, x) for _, b, x, _ in items])
             for (result, _, _, ref), out in zip(items, outs):

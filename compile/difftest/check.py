@@ -1,8 +1,8 @@
 """Differential check of one ``.tflite`` on the targets: LiteRT's reference kernels vs each
 target's bundle, bit for bit.
 
-``check_model`` builds a bundle per target (``compile.build.build``) and runs it
-(``compile.run.run_bundle``); the aarch64 targets can be left for ``run_aarch64_batch``,
+``check_model`` builds a bundle per target (``compile.backends.build_bundle``) and runs it
+(``compile.backends.run_bundle``); the aarch64 targets can be left for ``run_aarch64_batch``,
 which runs many bundles in one emulated process.  Every target gets an ``Outcome``:
 
 * ``exact``     the outputs equal the reference's, bit for bit;
@@ -67,9 +67,9 @@ def compare(target: str, reference: np.ndarray, actual) -> Outcome:
 
 
 def failure(target: str, err: Exception) -> Outcome:
-    from compile.cli import _user_errors     # what the CLIs print as one error: line
+    from compile.errors import user_errors   # what the CLIs print as one error: line
 
-    if isinstance(err, _user_errors()):
+    if isinstance(err, user_errors()):
         return Outcome(target, "refused", " ".join(str(err).split())[:300])
     where = traceback.extract_tb(err.__traceback__)
     place = f" at {Path(where[-1].filename).name}:{where[-1].lineno}" if where else ""
@@ -77,12 +77,12 @@ def failure(target: str, err: Exception) -> Outcome:
     return Outcome(target, "crash", f"{type(err).__name__}{place}: {last}")
 
 
-def build_bundle(model: Path, target: str, out: Path):
+def try_build(model: Path, target: str, out: Path):
     """The bundle path, or the exception that stopped its build."""
-    from compile.build import build
+    from compile.backends import build_bundle
 
     try:
-        return build(model, target, out, {}, "compile.difftest")
+        return build_bundle(model, target, out, {}, "compile.difftest")
     except Exception as err:  # noqa: BLE001  (every failure is an outcome here)
         return err
 
@@ -91,14 +91,14 @@ def check_model(model: Path, targets, work_dir: Path, n_inputs: int = 4, seed: i
                 defer_aarch64: bool = False):
     """(inputs, reference outputs, outcomes of the targets checked, bundles left to run
     {aarch64 target: bundle or exception} when ``defer_aarch64``)."""
-    from compile.reference import run_litert
-    from compile.run import run_bundle
+    from compile.measure import run_litert
+    from compile.backends import run_bundle
 
     x = make_inputs(model, n_inputs, seed)
     reference = run_litert(model, x, reference=True)
     outcomes, deferred = [], {}
     for target in targets:
-        bundle = build_bundle(model, target, Path(work_dir) / f"bundle-{target}")
+        bundle = try_build(model, target, Path(work_dir) / f"bundle-{target}")
         if defer_aarch64 and is_aarch64(target):
             deferred[target] = bundle
             continue

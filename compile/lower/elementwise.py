@@ -24,7 +24,7 @@ from compile.lower.fixedpoint import (
     requantize_output,
 )
 from compile.lower.patterns import QuantizeTail, dequantize, is_int8, rewrite_pass
-from compile.quant import quantize_multiplier
+from compile.lower.quant import quantize_multiplier
 
 ADD_LEFT_SHIFT = 20  # int8 (15 for int16)
 

@@ -1,4 +1,4 @@
-"""Relax expression builders for TFLite's integer arithmetic (see compile/quant.py for the spec).
+"""Relax expression builders for TFLite's integer arithmetic (see compile/lower/quant.py for the spec).
 
 All builders take and return Relax expressions; every constant they create is an integer
 constant computed at compile time.
@@ -10,7 +10,7 @@ import numpy as np
 from tvm import relax
 from tvm.relax import op as R
 
-from compile.quant import quantize_multipliers, quantize_value
+from compile.lower.quant import quantize_multipliers, quantize_value
 
 INT8_MIN, INT8_MAX = -128, 127
 

@@ -19,7 +19,7 @@ from tvm.relax.dpl import is_op, wildcard
 
 from compile.lower.fixedpoint import finish, iconst, multiply_by_quantized_multiplier, qparams
 from compile.lower.patterns import QuantizeTail, dequantize, is_int8, rewrite_pass, static_shape
-from compile.quant import quantize_multiplier
+from compile.lower.quant import quantize_multiplier
 
 
 def _mean_patterns():

@@ -4,7 +4,7 @@ reference_ops::Softmax (tflite/kernels/internal/reference/softmax.h), output sca
 point -128, beta = 1 (the Relax importer drops beta):
     d = x - max(x) in [-255, 0]; exp(d) is gemmlowp's exp_on_negative_values of d rescaled to Q5.26,
     0 when d < diff_min. Since d takes 256 values, exp(d) and its Q12.19 accumulation term are
-    compile-time tables (compile/quant.py models them) looked up with `take`.
+    compile-time tables (compile/lower/quant.py models them) looked up with `take`.
     At run time: sum the terms, 1/sum with gemmlowp's one_over_one_plus_x_for_x_in_0_1
     (Newton-Raphson, three steps), then out = RoundingDivideByPOT(SRDHM(1/sum, exp), 35 - clz(sum))
     - 128, clamped. Every SRDHM is (a*b + 2**30) >> 31 in int64 (see fixedpoint.py).
@@ -18,7 +18,7 @@ from tvm.relax.dpl import is_const, is_op
 
 from compile.lower.fixedpoint import iconst, qparams
 from compile.lower.patterns import dequantize, is_int8, rewrite_pass
-from compile.quant import (
+from compile.lower.quant import (
     INT32_MAX,
     INT32_MIN,
     SOFTMAX_ACCUM_INT_BITS,

@@ -1,0 +1,130 @@
+"""Cortex-M backend: standalone C firmware, run on QEMU boards or flashed to real ones.
+
+TVM (0.27) has no microTVM, C runtime or AOT executor; this package is the Cortex-M path for
+int8 models on Relax, in parts:
+
+* ``graph``    Relax ``main`` -> a static step list (one kernel call per ``call_tir``) and
+               lowered, allocation-free TIR kernels;
+* ``intrin``   kernels that use the core: int8 dot products tensorized into SMLAD / Helium
+               helpers (``firmware/sg_kernels.h``);
+* ``cemit``    lowered TIR -> C functions with plain typed-pointer arguments;
+* ``memplan``  static memory plan: every activation in ONE arena, reused by lifetime,
+               outputs written in place or over the read part of a dying input (both checked
+               on the kernel's TIR); ``padfuse`` folds explicit padding into its consumer;
+* ``project``  writes the firmware project (model.c/h, main.c, startup, linker script
+               generated from the board file, Makefile), builds it and runs it in QEMU;
+* ``tflm``     TFLite Micro's arena for the same model, the figure to compare with.
+
+build (below): Relax -> ``graph`` -> ``cemit`` -> ``memplan`` -> a firmware project in the
+bundle, compiled once with ``make`` (-Wall -Werror) to prove it builds and to measure flash/RAM.
+The fit check against the board's memory happens before.
+
+run: copies the project, embeds the samples (``inputs.c``, in chunks of ``--opt batch=N``,
+default 8), rebuilds, runs QEMU (``--opt timeout=SECONDS``) and parses main.c's report.
+Metrics: instructions per inference (QEMU ``-icount shift=0``: instructions, not cycles),
+arena and its lower bound, flash code/weights, RAM, stack high-water mark, MACs.
+
+Options: ``timeout`` (s, default the board's ``run.timeout_s``), ``batch``.
+"""
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import tvm
+
+from compile.errors import BackendError
+from compile.backends.cortexm import project
+from compile.backends.cortexm.cemit import UnsupportedTIR
+from compile.backends.cortexm.graph import lower_model
+from compile.backends.cortexm.tflm import tflm_arena
+from compile.frontend import ModelInfo
+from compile.targets import Target
+
+PROJECT = "firmware"
+
+
+def build(mod: tvm.IRModule, model: ModelInfo, target: Target, out_dir: Path,
+          opts: dict) -> dict:
+    """Write and compile the firmware project under ``out_dir/firmware``."""
+    project.check_tool(target["toolchain"]["cc"], target["toolchain"]["package"])
+    try:
+        graph = lower_model(mod)
+    except UnsupportedTIR as err:
+        raise BackendError(f"cannot compile for {target.name}: unsupported {err}") from None
+    proj = Path(out_dir) / PROJECT
+    proj.mkdir()
+    zeros = np.zeros((1, *graph.tensors[graph.input].shape[1:]),
+                     graph.tensors[graph.input].dtype)
+    facts = project.write_project(graph, target, proj, zeros)
+    project.check_fit(graph, facts["arena_bytes"], target)
+    sizes = project.make_firmware(proj, target)
+    shutil.rmtree(proj / "build")
+    files = sorted(str(p.relative_to(out_dir)) for p in proj.rglob("*") if p.is_file())
+    float_kernels = sorted(k.name for k in graph.kernels.values() if k.uses_float)
+    return {
+        "files": files,
+        "project": PROJECT,
+        "arena_bytes": facts["arena_bytes"],
+        "arena_lower_bound": facts["arena_lower_bound"],
+        "arena_live_bound": facts["arena_live_bound"],
+        "io_bytes": graph.tensors[graph.input].nbytes + graph.tensors[graph.output].nbytes,
+        "macs": graph.macs,
+        "kernels": len(graph.kernels),
+        "steps": len(graph.steps),
+        "float_kernels": float_kernels,
+        "flash": sizes,
+        "tflm_arena": tflm_arena(model.path),     # None when TFLM cannot load the model
+    }
+
+
+def run(bundle_dir: Path, manifest: dict, target: Target, inputs: np.ndarray,
+        opts: dict) -> tuple[np.ndarray, dict]:
+    """Embed ``inputs`` in the firmware, run it in QEMU, return outputs + metrics."""
+    source = Path(bundle_dir) / manifest["project"]
+    out_info = manifest["model"]["output"]
+    out_shape, out_dtype = tuple(out_info["shape"][1:]), np.dtype(out_info["dtype"])
+    timeout = float(opts.get("timeout", target.get("run", {}).get("timeout_s", 300)))
+    batch = max(1, int(opts.get("batch", 8)))
+    nbytes = int(np.prod(inputs.shape[1:])) * inputs.dtype.itemsize
+    outputs, counts, summary = [], [], {}
+    with tempfile.TemporaryDirectory(prefix="sg-fw-") as tmp:
+        proj = Path(tmp) / PROJECT
+        shutil.copytree(source, proj)
+        for start in range(0, len(inputs), batch):
+            chunk = inputs[start:start + batch]
+            project.write_inputs(proj, chunk, nbytes)
+            project.make_firmware(proj, target)
+            records, summary = project.run_firmware(proj / "build" / "firmware.elf", target,
+                                                    timeout)
+            if len(records) != len(chunk):
+                raise BackendError(f"firmware printed {len(records)} results for "
+                                   f"{len(chunk)} inputs")
+            for rec in records:     # main.c prints the output's bytes as int8
+                outputs.append(np.array(rec["y"], dtype=np.int64).astype(np.int8)
+                               .view(out_dtype).reshape(out_shape))
+                counts.append(rec.get("instr", rec.get("cycles")))
+    macs = manifest.get("macs") or 0
+    metrics = {
+        "board": target.name,
+        "samples": len(outputs),
+        "instructions_per_inference": int(np.median(counts)),
+        "instructions_per_inference_min": int(np.min(counts)),
+        "instructions_note": "QEMU -icount shift=0: SysTick ticks x ns/tick = instructions, "
+                             "not cycles",
+        "macs": macs,
+        "instructions_per_mac": round(float(np.median(counts)) / macs, 3) if macs else None,
+        "arena_bytes": summary.get("arena"),
+        "arena_lower_bound": manifest.get("arena_lower_bound"),
+        "arena_live_bound": manifest.get("arena_live_bound"),
+        "arena_plus_io_bytes": summary.get("arena", 0) + manifest.get("io_bytes", 0),
+        "tflm_nonpersistent_arena_bytes": (manifest.get("tflm_arena") or {}).get("head_bytes"),
+        "stack_high_water_bytes": summary.get("stack"),
+        "flash_code_bytes": manifest["flash"]["code_bytes"],
+        "flash_weights_bytes": manifest["flash"]["weights_bytes"],
+        "flash_other_bytes": manifest["flash"]["other_flash_bytes"],
+        "ram_bytes_elf": manifest["flash"]["ram_bytes"],
+    }
+    return np.stack(outputs), metrics

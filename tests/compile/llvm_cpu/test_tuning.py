@@ -1,0 +1,196 @@
+"""MetaSchedule tuning: database per (model, target) reused and resumed, RPC tracker on loopback,
+bounded errors for unreachable trackers / unknown keys, corrupt databases ignored."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tvm
+
+from compile.llvm_cpu import tuning
+from compile.llvm_cpu.build import compile_for_target
+from compile.pipeline import compile_model
+from compile.measure import run_litert
+from compile.targets import get_target
+from tests.factory import build_tflite, random_int8_inputs
+
+
+@pytest.fixture(scope="module")
+def dense(tmp_path_factory):
+    path = build_tflite("dense", tmp_path_factory.mktemp("tunemodels"))
+    mod, info = compile_model(path)
+    return path, mod, info
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _run(built, x: np.ndarray) -> np.ndarray:
+    vm = tvm.relax.VirtualMachine(built.executable, tvm.cpu())
+    return np.stack([vm["main"](tvm.runtime.tensor(s[None])).numpy()[0] for s in x])
+
+
+def test_database_reused_and_resumed(dense, tmp_path):
+    path, mod, info = dense
+    target = get_target("host")
+    db = tmp_path / "db"
+    logs: list[str] = []
+
+    ex, entry = compile_for_target(mod, info, target,
+                                          {"tune_trials": 2, "tuning_db": str(db)}, logs.append)
+    first = tuning.searched_trials(db)
+    assert entry["tuned"] and first >= 2
+    assert any("tune: task 1/" in m and "best" in m for m in logs), logs
+    # every kernel's default schedule was measured first: the search starts from it
+    assert tuning.seeded_trials(db) >= 1 and tuning.count_trials(db) == first + tuning.seeded_trials(db)
+    assert any("measured the default schedules" in m for m in logs), logs
+    x = random_int8_inputs(path, 4, seed=1)
+    np.testing.assert_array_equal(_run(ex, x), run_litert(path, x))
+
+    logs.clear()   # more trials asked: tuning resumes on the same database
+    compile_for_target(mod, info, target, {"tune_trials": first + 2, "tuning_db": str(db)},
+                              logs.append)
+    assert any(f"resuming at {first}" in m for m in logs), logs
+    second = tuning.searched_trials(db)
+    assert second >= first + 2
+
+    logs.clear()   # same request again: reused, nothing measured
+    ex, entry = compile_for_target(mod, info, target,
+                                          {"tune_trials": second, "tuning_db": str(db)},
+                                          logs.append)
+    assert any("no re-tuning" in m for m in logs) and tuning.searched_trials(db) == second
+    assert not any("tune: task" in m for m in logs)
+    assert entry == {"tuned": True, "tuning_db": str(db), "tuning_trials": second}
+
+    logs.clear()   # a plain build finds the database and says so
+    ex, entry = compile_for_target(mod, info, target, {"tuning_db": str(db)}, logs.append)
+    assert entry["tuned"] and any("using tuning database" in m for m in logs)
+    np.testing.assert_array_equal(_run(ex, x), run_litert(path, x))
+
+
+def test_database_key_is_model_and_full_target(dense):
+    _, _, info = dense
+    rpi4, rpi5 = get_target("rpi4").tvm, get_target("rpi5").tvm
+    assert tuning.default_db_dir(info.sha256, rpi4) != tuning.default_db_dir(info.sha256, rpi5)
+    assert tuning.default_db_dir(info.sha256, rpi4) == tuning.default_db_dir(info.sha256,
+                                                                               dict(rpi4))
+    assert tuning.default_db_dir("0" * 64, rpi4) != tuning.default_db_dir(info.sha256, rpi4)
+
+
+def test_corrupt_database_is_ignored_with_warning(dense, tmp_path):
+    _, mod, info = dense
+    db = tmp_path / "db"
+    db.mkdir()
+    (db / tuning.WORKLOADS).write_text('["not a workload"\n')
+    (db / tuning.RECORDS).write_text("{truncated\n")
+    logs: list[str] = []
+    ex, entry = compile_for_target(mod, info, get_target("host"), {"tuning_db": str(db)},
+                                          logs.append)
+    assert entry == {"tuned": False}
+    assert any(m.startswith("warning: tuning database") for m in logs), logs
+
+
+@pytest.mark.parametrize("opts, message", [
+    ({"tune_trials": "many"}, "whole number"),
+    ({"tune_trials": -3}, ">= 0"),
+    ({"rpc_tracker": "no-port", "rpc_key": "k"}, "HOST:PORT"),
+    ({"rpc_tracker": "127.0.0.1:9190"}, "--rpc-key"),
+    ({"rpc_key": "rpi4"}, "rpc_tracker"),
+])
+def test_bad_tuning_options(opts, message):
+    with pytest.raises(tuning.TuningError, match=message):
+        tuning.options(opts, "0" * 64, {"kind": "llvm"})
+
+
+def test_unreachable_tracker_fails_fast():
+    start = time.monotonic()
+    with pytest.raises(tuning.TuningError, match="cannot reach the RPC tracker"):
+        tuning.check_tracker(tuning.RPCSpec("127.0.0.1", _free_port(), "rpi4"))
+    assert time.monotonic() - start < 2 * tuning.CONNECT_TIMEOUT_S
+
+
+def test_silent_port_is_not_taken_for_a_tracker():
+    """A listener that never answers: bounded by CONNECT_TIMEOUT_S, no hang."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        spec = tuning.RPCSpec("127.0.0.1", server.getsockname()[1], "rpi4")
+        start = time.monotonic()
+        with pytest.raises(tuning.TuningError, match="does not answer as a TVM RPC tracker"):
+            tuning.check_tracker(spec)
+        assert time.monotonic() - start < 3 * tuning.CONNECT_TIMEOUT_S
+
+
+@pytest.fixture
+def rpc_tracker():
+    """A TVM RPC tracker and one server with key host-test, both on 127.0.0.1."""
+    port, server_port = _free_port(), _free_port()
+    procs = [subprocess.Popen([sys.executable, "-m", "tvm.exec.rpc_tracker", "--host",
+                               "127.0.0.1", "--port", str(port), "--port-end", str(port + 1),
+                               "--silent"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)]
+    try:
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "tvm.exec.rpc_server", "--tracker", f"127.0.0.1:{port}",
+             "--key", "host-test", "--host", "127.0.0.1", "--port", str(server_port),
+             "--port-end", str(server_port + 10),
+             "--silent"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True))
+        spec = tuning.RPCSpec("127.0.0.1", port, "host-test")
+        deadline = time.monotonic() + 90
+        while True:   # the server needs a few seconds (import tvm) to register
+            try:
+                tuning.check_tracker(spec)
+                break
+            except tuning.TuningError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(1)
+        yield spec
+    finally:
+        for proc in procs:   # each is a session leader: its TVM popen workers go with it
+            os.killpg(proc.pid, signal.SIGTERM)
+        for proc in procs:
+            proc.wait(timeout=30)
+
+
+def test_rpc_tuning_on_loopback(dense, rpc_tracker, tmp_path):
+    _, mod, _ = dense
+    logs: list[str] = []
+    tuning.tune(mod, get_target("host").tvm, 2, tmp_path / "db", rpc=rpc_tracker, log=logs.append)
+    assert tuning.searched_trials(tmp_path / "db") >= 2
+    assert tuning.seeded_trials(tmp_path / "db") >= 1   # measured through the RPC server too
+    assert any("measuring on host-test via 127.0.0.1" in m for m in logs), logs
+    progress = [m for m in logs if m.startswith("tune: task")]
+    assert progress and all("failed" not in m for m in progress), progress
+
+    with pytest.raises(tuning.TuningError, match="no RPC server with key 'rpi4'"):
+        tuning.check_tracker(tuning.RPCSpec(rpc_tracker.host, rpc_tracker.port, "rpi4"))
+
+
+def test_bench_host_tunes_in_a_child_process(dense, tmp_path):
+    """compile/bench.py --target host --tune-trials N: tuning runs in a process of its own (timed
+    in the tuning process, the tuned build ran a third slower), then untuned and tuned are timed
+    here; an unreachable tracker is one line from the child."""
+    from compile.errors import BackendError
+    from compile.bench import bench_host
+
+    path, _, _ = dense
+    db = tmp_path / "db"
+    result = bench_host(path, get_target("host"), 1, 5, {"tune_trials": 2, "tuning_db": str(db)})
+    assert tuning.searched_trials(db) >= 2 and result["tuning_trials"] >= 2
+    assert result["tvm-untuned"] > 0 and result["tvm-tuned"] > 0 and result["litert-xnnpack"] > 0
+    with pytest.raises(BackendError, match="tracker") as err:
+        bench_host(path, get_target("host"), 1, 5,
+                   {"tune_trials": 2, "tuning_db": str(tmp_path / "db2"),
+                    "rpc_tracker": f"127.0.0.1:{_free_port()}", "rpc_key": "none"})
+    assert "\n" not in str(err.value)
