@@ -53,7 +53,7 @@ def validate(model: Path, target_name: str, bundle: Path | None, n: int) -> dict
         "float_ops": manifest["float_ops"],
         "inputs": data,
         "n": int(len(x)),
-        **compare(reference, actual, info),
+        **compare(reference, actual),
         "target_metrics": metrics,
     }
     if labels is not None:

@@ -119,10 +119,7 @@ def run_bundle(target: str, bundle: Path, inputs: np.ndarray, work: Path, comman
     _cli("compile/run.py", ["--target", target, "--bundle", repo_relative(bundle), "--input", repo_relative(x),
                             "--output", repo_relative(y), "--json", repo_relative(j), *opt_args],
          commands, RUN_TIMEOUT_S)
-    metrics = json.loads(j.read_text())
-    if "bundle" in metrics:   # compile/run.py records the bundle's absolute path
-        metrics["bundle"] = repo_relative(metrics["bundle"])
-    return np.load(y), metrics
+    return np.load(y), json.loads(j.read_text())   # run.py records the bundle as given
 
 
 def aarch64_instructions(target: str, bundle: Path, model: Path, repeat: int, work: Path,

@@ -355,13 +355,13 @@ def run_target(entry, target, inputs, args, commands: list[str], built: dict,
     return rec, outputs
 
 
-def judge_agreement(result: dict, targets, outputs: dict, expected: np.ndarray, info,
+def judge_agreement(result: dict, targets, outputs: dict, expected: np.ndarray,
                     failures: list[dict]) -> None:
     """Bit-exact gate: record each target's agreement; if any target differs, withhold every speed."""
     from compile.measure import compare
 
     per_target = result["targets"]
-    agreement = {t: compare(expected, out, info) for t, out in outputs.items()}
+    agreement = {t: compare(expected, out) for t, out in outputs.items()}
     all_bit_exact = bool(agreement) and all(a["bit_exact"] for a in agreement.values())
     result["agreement"] = {"reference": "LiteRT BUILTIN_REF (reference kernels)", "samples": len(expected),
                            "targets": agreement, "all_bit_exact": all_bit_exact,
@@ -419,7 +419,7 @@ def measure_models(entries, targets, args, commands: list[str], failures: list[d
             result["targets"][target.name] = rec
             if out is not None:
                 outputs[target.name] = out
-        judge_agreement(result, targets, outputs, expected, info, failures)
+        judge_agreement(result, targets, outputs, expected, failures)
     write_report(report, args.out, progress.log_path)
     todo = [(entry, target, result["targets"][target.name], inputs[0])
             for entry, result, _, inputs, _ in prepared for target in targets

@@ -53,17 +53,19 @@ def make_inputs(model: Path, n: int, seed: int) -> np.ndarray:
 
 
 def compare(target: str, reference: np.ndarray, actual) -> Outcome:
+    """``actual`` (outputs, or the exception that stopped the target) against the reference."""
+    from compile.measure import compare as agreement_of
+
     if isinstance(actual, Exception):
         return failure(target, actual)
-    actual = np.asarray(actual)
-    if actual.shape != reference.shape or actual.dtype != reference.dtype:
-        return Outcome(target, "mismatch", f"output {actual.dtype}{list(actual.shape)}, "
-                       f"reference {reference.dtype}{list(reference.shape)}")
-    if np.array_equal(reference, actual):
+    got = agreement_of(reference, np.asarray(actual))
+    if got["bit_exact"]:
         return Outcome(target, "exact")
-    diff = np.abs(reference.astype(np.float64) - actual.astype(np.float64))
-    return Outcome(target, "mismatch", f"{100.0 * np.mean(diff == 0):.1f} % of values equal, "
-                   f"max |diff| {diff.max():g}")
+    if "reason" in got:
+        return Outcome(target, "mismatch", got["reason"])
+    max_diff = next(v for k, v in got.items() if k.startswith("max_abs_diff"))
+    return Outcome(target, "mismatch", f"{got['equal_values_pct']:.1f} % of values equal, "
+                   f"max |diff| {max_diff:g}")
 
 
 def failure(target: str, err: Exception) -> Outcome:

@@ -16,7 +16,6 @@ import pytest
 
 from compile.measure import run_litert
 from compile.measure import compare
-from compile.frontend import load_model
 from tests.factory import build_tflite, random_int8_inputs
 from test_frontend import tanh_model
 from compile.paths import REPO
@@ -119,17 +118,16 @@ def test_validate_builds_when_no_bundle_random_inputs(models, tmp_path):
 
 def test_compare_metrics(models):
     """The numbers validate.py reports, on hand-made outputs (2 samples x 3 values)."""
-    info = load_model(models["small_cnn"])[1]
     ref = np.array([[1, 5, 2], [7, 0, 0]], np.int8)
     act = np.array([[1, 5, 2], [7, 0, 3]], np.int8)
-    got = compare(ref, act, info)
+    got = compare(ref, act)
     assert got["bit_exact"] is False and got["max_abs_diff_lsb"] == 3
     assert got["equal_values_pct"] == pytest.approx(100 * 5 / 6)
     assert got["rmse_lsb"] == pytest.approx(np.sqrt(9 / 6))
     assert got["top1_agreement_pct"] == 100.0
     act[1] = [0, 0, 9]
-    assert compare(ref, act, info)["top1_agreement_pct"] == 50.0
-    assert compare(ref, ref.copy(), info)["bit_exact"] is True
+    assert compare(ref, act)["top1_agreement_pct"] == 50.0
+    assert compare(ref, ref.copy())["bit_exact"] is True
 
 
 # --- bad input: one line, exit 2, nothing written ---------------------------------------------
