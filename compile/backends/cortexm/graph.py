@@ -38,7 +38,8 @@ from compile.lower.fixedpoint import fits_int32
 # InternalError or ValueError instead (seen on integer softmax chains, strided convs)
 _SCHEDULE_ERRORS = (s_tir.ScheduleError, tvm.error.InternalError, ValueError)
 # a producer read more than once is inlined only if its statement has at most this many
-# expression nodes (MobileNetV2's requantized adds, 227 and more, stay materialized)
+# expression nodes: the committed MobileNetV2's requantized adds stay materialized, the
+# committed models' smaller producers are inlined
 INLINE_MAX_NODES = 220
 # a schedule leaving an expression deeper than this takes the careful one: chained
 # requantizations (conv -> quantized SUB -> quantized ADD, depth 57) inlined into each other
