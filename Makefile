@@ -8,9 +8,9 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 setup:                      ## idempotent: Debian packages + .venv with the pinned Python packages
 	@bash scripts/setup.sh
 
-sysroot: setup              ## arm64 Debian userland for qemu-aarch64 + instruction-count plugin (cached)
+sysroot: setup              ## arm64 Debian userland for qemu-aarch64 + the QEMU trace plugin (cached)
 	$(PY) -m compile.backends.aarch64.sysroot
-	$(PY) -m compile.backends.aarch64.qemu_plugin
+	$(PY) -m compile.cyclemodel.plugin
 
 test: setup                 ## the whole test suite on both cores (-m "not slow": the quick loop)
 	.venv/bin/lint-imports

@@ -9,11 +9,12 @@
 
 ``python compile/bench.py --target rpi4 [--model M] [--repeat K]``
     Guest *instructions* per inference under ``qemu-aarch64 -cpu <board cpu>`` in the arm64
-    Debian userland (``compile.backends.aarch64.sysroot``), counted by our QEMU TCG plugin
-    (``compile.backends.aarch64.qemu_plugin``): each program runs the model K and 2K times, the difference / K
+    Debian userland (``compile.backends.aarch64.sysroot``), counted by our QEMU trace plugin
+    (``compile.cyclemodel.plugin``): each program runs the model K and 2K times, the difference / K
     is one inference (start-up, imports and loading cancel out). TVM bundle vs LiteRT's aarch64
-    wheel (XNNPACK and its built-in kernels). Instructions, not cycles or time: QEMU models no
-    timing.
+    wheel (XNNPACK and its built-in kernels). Beside them, the same inference's *estimated*
+    cycles and ms on the board's core and the bytes it loaded and stored (``compile.cyclemodel``:
+    LLVM's scheduling model per executed block; QEMU itself models no timing).
 
 Results are printed as a table and, with ``--json PATH``, written as JSON.
 """
@@ -160,8 +161,19 @@ def run(argv: Sequence[str] | None = None) -> int:
         raise cli.UserError(f"bench.py measures host and linux-aarch64 targets; "
                             f"{target.name} is {target.kind}")
     result = {"model": model.name, "target": target.name, **result}
+    estimates = result.get("estimates", {})
     for key, value in result.items():
-        print(f"{key:>28}  {value}")
+        if key != "estimates":
+            print(f"{key:>28}  {value}")
+    if estimates:
+        est = next(iter(estimates.values()))["estimate"]
+        print(f"\n{'per inference':>16} {'instructions':>13} {'cycles (est.)':>14} "
+              f"{'ms (est.)':>10} {'bytes moved':>12}   ({est['cpu']} @ "
+              f"{est['clock_hz'] / 1e6:g} MHz, compile/cyclemodel)")
+        for name, e in estimates.items():
+            moved = sum(t["load_bytes"] + t["store_bytes"] for t in e["traffic"].values())
+            print(f"{name:>16} {e['estimate']['instructions']:>13,} {e['cycles_estimate']:>14,} "
+                  f"{e['ms_estimate']:>10.3f} {moved:>12,}")
     if args.json:
         cli.save_json(args.json, result)
     return 0

@@ -1,6 +1,6 @@
-"""Per-kernel profile: ``python compile/profile.py --target rpi4 --bundle DIR [--repeat K] [--top N]
-[--json prof.json]`` (aarch64 bundle: instructions under qemu) or ``--target host --model M.tflite``
-(this machine: microseconds).
+"""Per-kernel profile: ``python compile/profile.py --target T --bundle DIR [--repeat K] [--top N]
+[--json prof.json]`` (a Raspberry Pi or Cortex-M bundle: instructions and estimated cycles under
+QEMU) or ``--target host --model M.tflite`` (this machine: microseconds).
 
 Host: every fused kernel of the model, with its default schedule (``compile.llvm_cpu.schedules``), is
 compiled alone and timed alone (TVM's ``time_evaluator``, median of repeats, random int8 inputs)
@@ -8,14 +8,20 @@ and multiplied by its calls per inference; the whole model's median (through its
 entry point, ``compile.llvm_cpu.static_main``) is printed below for comparison (the difference: calls,
 and caches colder than in a kernel's own loop).
 
-Runs the bundle's ``run.py`` with K and with 2K inferences under ``qemu-aarch64 -cpu <board
-cpu>`` in the arm64 userland with our counting plugin in per-block mode
-(``compile/backends/aarch64/qemu_plugin/insncount.c``, ``blocks=on``), maps every executed block to the symbol of
-``model.so`` it lies in (the guest's ``/proc/self/maps`` + ``nm``), and prints each kernel's
-instructions per inference, (2K run - K run) / K as in ``compile/bench.py`` (start-up and
-first-call costs cancel out), largest first. One kernel = one fused TIR function of the model;
-calls of the same kernel add up. Python and the TVM runtime are one line, ``(outside the model
-library)``. *Instructions*, not cycles: QEMU models no timing.
+Raspberry Pi: runs the bundle's ``run.py`` with K and with 2K inferences under ``qemu-aarch64 -cpu
+<board cpu>`` in the arm64 userland with the trace plugin (``compile/cyclemodel/plugin``), maps
+every executed block to the symbol of ``model.so`` it lies in (the guest's ``/proc/self/maps`` +
+``nm``); per inference = (2K run - K run) / K as in ``compile/bench.py`` (start-up and first-call
+costs cancel out). Python and the TVM runtime are one line, ``(outside the model library)``.
+
+Cortex-M: runs the firmware on one input on its QEMU board (a real board's on the QEMU board with
+the same core) with the trace plugin between the model's entry and its return, and maps every
+block to the ELF's function it lies in (kernels, and the helpers they call, by name).
+
+Per kernel: instructions, estimated core cycles on the board's CPU (``compile.cyclemodel``:
+llvm-mca per block plus taken branches; flash wait states are in ``run.py``'s estimate, not
+split per kernel) and bytes loaded + stored; largest first. One kernel = one fused TIR function
+of the model; calls of the same kernel add up.
 """
 from __future__ import annotations
 
@@ -35,6 +41,8 @@ from compile import cli  # noqa: E402
 from compile.errors import BackendError  # noqa: E402
 
 LIBRARY = "model.so"
+UNIT = ("per inference: guest instructions (QEMU trace plugin) and estimated core cycles "
+        "(compile.cyclemodel: llvm-mca + taken branches, flash stalls not included)")
 OUTSIDE = "(outside the model library)"
 
 # Runs run.py as __main__, then keeps the guest's address map (qemu-user shows guest addresses).
@@ -75,63 +83,147 @@ def _library_base(maps: str, library: Path) -> tuple[int, int, int]:
     return min(lo - off for lo, _, off in spans), min(s[0] for s in spans), max(s[1] for s in spans)
 
 
-def kernel_profile(blocks: list[tuple[int, int, int]], maps: str, library: Path,
-                   symbols: list[tuple[int, str]]) -> collections.Counter:
-    """Instructions per symbol of ``library`` (and ``OUTSIDE``) from (address, instructions,
-    executions) of the executed blocks."""
-    base, first, end = _library_base(maps, library)
-    starts = [a for a, _ in symbols]
-    counts: collections.Counter = collections.Counter()
-    for address, n_insns, executions in blocks:
-        if not first <= address < end:
-            counts[OUTSIDE] += n_insns * executions
+def attribute(trace, timing, name_of, per: int) -> dict[str, dict]:
+    """Per name (``name_of(block address)``): instructions, estimated core cycles and bytes
+    loaded/stored per inference, from a trace of ``per`` inferences; largest first."""
+    from compile.cyclemodel import block_cycles
+
+    cycles = block_cycles(trace, timing)
+    rows: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+    for key, b in trace.blocks.items():
+        if not b.executions:
             continue
+        row = rows[name_of(b.vaddr)]
+        row["instructions"] += b.executions * b.instructions
+        row["cycles_estimate"] += cycles[key]
+        for t in b.traffic.values():
+            row["load_bytes"] += t.load_bytes
+            row["store_bytes"] += t.store_bytes
+    table = {name: {k: round(v / per) for k, v in row.items()} for name, row in rows.items()}
+    return dict(sorted(table.items(), key=lambda item: -item[1]["cycles_estimate"]))
+
+
+def symbol_namer(symbols: list[tuple[int, str]], base: int = 0, span: tuple[int, int] | None = None):
+    """Address -> the function it lies in (``OUTSIDE`` when outside ``span``)."""
+    starts = [a for a, _ in symbols]
+
+    def name_of(address: int) -> str:
+        if span is not None and not span[0] <= address < span[1]:
+            return OUTSIDE
         i = bisect.bisect_right(starts, address - base) - 1
-        name = symbols[i][1] if i >= 0 else "?"
-        counts[name.removesuffix("_compute_")] += n_insns * executions
-    return counts
+        return symbols[i][1].removesuffix("_compute_") if i >= 0 else "?"
+    return name_of
 
 
-def _profile_run(target, bundle: Path, manifest: dict, repeat: int, plugin: Path,
-                 tmp: Path) -> collections.Counter:
-    """Instructions per symbol of the model library in one run of ``repeat`` inferences."""
+def _profile_run(target, bundle: Path, manifest: dict, repeat: int, tmp: Path):
+    """The trace and the guest's address map of one run of ``repeat`` inferences."""
     from compile.backends.aarch64.counting import counted_run
+    from compile.cyclemodel.trace import parse
 
     maps = tmp / "maps.txt"
     output = counted_run(target, [str(tmp / "wrap.py"), str(maps),
                                   str(bundle / manifest.get("runner", "run.py")),
                                   "--input", str(tmp / "x.npy"), "--repeat", str(repeat)],
-                         plugin, tmp, blocks=True)
-    blocks = []
-    for line in output.splitlines():
-        if line.startswith("tb "):
-            _, address, n_insns, executions = line.split()
-            blocks.append((int(address, 16), int(n_insns), int(executions)))
-    library = bundle / manifest.get("library", LIBRARY)
-    return kernel_profile(blocks, maps.read_text(), library, _symbols(library))
+                         tmp, blocks=True)
+    return parse(output), maps.read_text()
+
+
+def _summary(kernels: dict[str, dict], unit: str, **extra) -> dict:
+    inside = {n: r for n, r in kernels.items() if n != OUTSIDE}
+    total = {k: sum(r[k] for r in inside.values()) for k in ("instructions", "cycles_estimate")}
+    return {"unit": unit, **extra, "model": total, "outside": kernels.get(OUTSIDE),
+            "kernels": inside}
 
 
 def profile_bundle(target, bundle: Path, repeat: int) -> dict:
-    """Instructions per inference of every kernel: runs of ``repeat`` and ``2 * repeat``."""
+    """Per kernel and inference on a Raspberry Pi: instructions and estimated cycles from runs
+    of ``repeat`` and ``2 * repeat`` inferences (the difference is ``repeat`` inferences)."""
     import numpy as np
 
-    from compile.backends.aarch64.counting import counting_plugin, zero_sample
+    from compile.backends.aarch64.counting import zero_sample
+    from compile.cyclemodel import timing_of
+    from compile.cyclemodel.trace import Trace
 
-    plugin = counting_plugin()
+    timing = timing_of(target)
     bundle = Path(bundle).absolute()
     manifest = json.loads((bundle / "bundle.json").read_text())
     with tempfile.TemporaryDirectory(prefix="sandglass-prof-") as tmp:
         tmp = Path(tmp)
         np.save(tmp / "x.npy", zero_sample(bundle))
         (tmp / "wrap.py").write_text(WRAPPER)
-        once, twice = (_profile_run(target, bundle, manifest, k, plugin, tmp)
-                       for k in (repeat, 2 * repeat))
-    per = {name: round((twice[name] - once[name]) / repeat) for name in twice}
-    kernels = dict(sorted(((n, c) for n, c in per.items() if n != OUTSIDE),
-                          key=lambda item: -item[1]))
-    return {"unit": "guest instructions per inference (qemu TCG plugin, not cycles)",
-            "repeat": repeat, "model_library": sum(kernels.values()),
-            "outside": per.get(OUTSIDE, 0), "kernels": kernels}
+        (once, _), (twice, maps) = (_profile_run(target, bundle, manifest, k, tmp)
+                                    for k in (repeat, 2 * repeat))
+    difference = Trace()
+    difference.add(twice)
+    difference.add(once, -1)
+    library = bundle / manifest.get("library", LIBRARY)
+    base, first, end = _library_base(maps, library)
+    kernels = attribute(difference, timing, symbol_namer(_symbols(library), base, (first, end)),
+                        repeat)
+    return _summary(kernels, UNIT, repeat=repeat, board=target.name, cpu=timing.cpu.name)
+
+
+def _inlined_into(elf: Path, caller: str, addresses: set[int], addr2line: str) -> dict[int, str]:
+    """Address -> the function whose code it is, as called from ``caller``: the kernels are
+    static and inlined into ``sg_model_run``, so the name comes from the debug info's inlining
+    chain (innermost first): the entry just inside ``caller``, else the outermost function."""
+    ordered = sorted(addresses)
+    out = subprocess.run([addr2line, "-a", "-f", "-i", "-e", str(elf),
+                          *(f"{a:x}" for a in ordered)], capture_output=True, text=True,
+                         check=True).stdout.splitlines()
+    chains: list[list[str]] = []
+    position = 0
+    for line in out:                # "0xADDR", then (function, file:line) pairs
+        if line.startswith("0x"):
+            chains.append([])
+            position = 0
+        else:
+            if position % 2 == 0:
+                chains[-1].append(line.strip())
+            position += 1
+    names = {}
+    for address, chain in zip(ordered, chains):
+        if caller in chain and chain.index(caller) > 0:
+            names[address] = chain[chain.index(caller) - 1]
+        else:
+            names[address] = chain[-1] if chain else "?"
+    return names
+
+
+def profile_firmware(target, bundle: Path) -> dict:
+    """Per kernel of one inference of a Cortex-M bundle, on its QEMU board (a real board's on
+    the QEMU board with the same core): instructions, estimated cycles, bytes moved."""
+    import shutil
+
+    import numpy as np
+
+    from compile.backends.cortexm import PROJECT, emulator_of, project
+    from compile.cyclemodel import timing_of
+    from compile.cyclemodel.qemu import plugin_argument, read_trace
+
+    timing = timing_of(target)
+    emulator = emulator_of(target)
+    manifest = json.loads((Path(bundle) / "bundle.json").read_text())
+    spec = manifest["model"]["input"]
+    with tempfile.TemporaryDirectory(prefix="sandglass-prof-") as tmp:
+        proj = Path(tmp) / PROJECT
+        shutil.copytree(Path(bundle) / manifest["project"], proj)
+        if emulator is not target:
+            project.retarget(proj, target, emulator)
+        x = np.zeros((1, *spec["shape"][1:]), spec["dtype"])
+        project.write_inputs(proj, x, x.nbytes)
+        project.make_firmware(proj, emulator, extra_cflags="-g")   # -g: same code, + line info
+        elf = proj / "build" / "firmware.elf"
+        window, regions = project.trace_layout(elf, emulator)
+        out = Path(tmp) / "trace.txt"
+        project.run_firmware(elf, emulator, float(emulator["run"].get("timeout_s", 300)),
+                             plugin_argument(out, window=window, regions=regions))
+        trace = read_trace(out)
+        names = _inlined_into(elf, "sg_model_run", {b.vaddr for b in trace.blocks.values()},
+                              emulator["toolchain"]["size"].replace("size", "addr2line"))
+    kernels = attribute(trace, timing, names.__getitem__, max(trace.windows, 1))
+    return _summary(kernels, UNIT, board=target.name, cpu=timing.cpu.name,
+                    emulated_on=emulator.name)
 
 
 def profile_host(model: Path, repeat: int) -> dict:
@@ -219,8 +311,8 @@ def run(argv: Sequence[str] | None = None) -> int:
 
     parser = cli.ArgumentParser(__doc__)
     parser.add_argument("--target", required=True,
-                        help="a linux-aarch64 board (rpi3, rpi4, rpi5), or host")
-    parser.add_argument("--bundle", type=Path, help="aarch64: bundle from compile/build.py")
+                        help="a Raspberry Pi (rpi3/4/5), a Cortex-M board, or host")
+    parser.add_argument("--bundle", type=Path, help="Pi / Cortex-M: bundle from compile/build.py")
     parser.add_argument("--model", type=Path, help="host: the int8 .tflite")
     parser.add_argument("--repeat", type=int, default=10, help="inferences in the profiled run")
     parser.add_argument("--top", type=int, default=25, help="kernels to print")
@@ -246,19 +338,25 @@ def run(argv: Sequence[str] | None = None) -> int:
             cli.save_json(args.json, {"target": target.name,
                                       "model": str(args.model.absolute()), **result})
         return 0
-    if target.kind != "linux-aarch64":
-        raise cli.UserError(f"profile.py profiles host models and linux-aarch64 bundles; "
-                            f"{target.name} is {target.kind} (Cortex-M: make run "
-                            f"EXTRA_CFLAGS=-DSG_PROFILE)")
     if args.bundle is None or not (args.bundle / "bundle.json").is_file():
         raise cli.UserError(f"{args.bundle or '--bundle'} is no bundle (no bundle.json)")
-    result = profile_bundle(target, args.bundle, args.repeat)
-    total = result["model_library"]
-    print(f"{'instructions':>12} {'share':>6}  kernel ({target.name}, per inference)")
-    for name, n in list(result["kernels"].items())[:args.top]:
-        print(f"{n:>12,} {100 * n / total:>5.1f}%  {name}")
-    print(f"{total:>12,} 100.0%  all of {LIBRARY}")
-    print(f"{result['outside']:>12,}         {OUTSIDE}")
+    if target.kind == "linux-aarch64":
+        result = profile_bundle(target, args.bundle, args.repeat)
+    else:
+        result = profile_firmware(target, args.bundle)
+    total = result["model"]
+    print(f"{'cycles (est.)':>14} {'share':>6} {'instructions':>13} {'bytes moved':>12}  kernel "
+          f"({target.name}, {result['cpu']}, per inference)")
+    for name, row in list(result["kernels"].items())[:args.top]:
+        share = 100 * row["cycles_estimate"] / max(total["cycles_estimate"], 1)
+        print(f"{row['cycles_estimate']:>14,} {share:>5.1f}% {row['instructions']:>13,} "
+              f"{row['load_bytes'] + row['store_bytes']:>12,}  {name}")
+    print(f"{total['cycles_estimate']:>14,} 100.0% {total['instructions']:>13,} {'':>12}  "
+          "all kernels")
+    if result["outside"]:
+        out = result["outside"]
+        print(f"{out['cycles_estimate']:>14,} {'':>6} {out['instructions']:>13,} {'':>12}  "
+              f"{OUTSIDE}")
     if args.json:
         cli.save_json(args.json, {"target": target.name, "bundle": str(args.bundle.absolute()),
                                   **result})

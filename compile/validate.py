@@ -79,6 +79,14 @@ def _text(report: dict, atol: float) -> str:
     if "top1_accuracy_target_pct" in report:
         lines.append(f"top-1 accuracy    reference {report['top1_accuracy_reference_pct']:.2f} %, "
                      f"target {report['top1_accuracy_target_pct']:.2f} %")
+    m = report.get("target_metrics") or {}
+    if m.get("cycles_estimate"):
+        est = m["estimate"]
+        spread = (f" .. {m['cycles_estimate_max']:,} ({m['ms_estimate_max']:.3f} ms) if no flash "
+                  "access hits" if m["cycles_estimate_max"] != m["cycles_estimate"] else "")
+        lines.append(f"instructions      {m['instructions_per_inference']:,} per inference")
+        lines.append(f"estimated cycles  {m['cycles_estimate']:,} ({m['ms_estimate']:.3f} ms at "
+                     f"{est['clock_hz'] / 1e6:g} MHz, {est['cpu']}){spread}")
     verdict = "BIT-EXACT" if report["bit_exact"] else (
         "within --atol" if report["passed"] else f"FAILED (--atol {atol:g})")
     lines.append(verdict)

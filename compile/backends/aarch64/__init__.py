@@ -9,9 +9,10 @@ storage, no VM) linked in. The bundle gets ``model.so`` (weights embedded as con
 ``README.md`` with the commands for the Pi.
 
 Run here: ``run.py`` under ``qemu-aarch64 -cpu <board cpu>`` in the arm64 Debian userland of
-``compile.backends.aarch64.sysroot`` (prepared on first use). ``opts["instructions"]=1`` also counts the guest
-instructions of one inference with the QEMU plugin of ``compile.backends.aarch64.qemu_plugin`` (instructions,
-not cycles: QEMU models no timing).
+``compile.backends.aarch64.sysroot`` (prepared on first use). ``--opt estimate=1`` also counts the
+guest instructions of one inference with the trace plugin and estimates its cycles, ms at the
+board's clock and memory traffic (``compile.backends.aarch64.counting``, ``compile.cyclemodel``):
+two more emulated runs, minutes.
 """
 from __future__ import annotations
 
@@ -140,9 +141,11 @@ def run(bundle_dir: Path, manifest: dict, target: Target, inputs: np.ndarray,
         report = _last_json(proc.stdout)
     metrics = {"emulator": " ".join(emulator_command(target)), "userland": "Debian bookworm arm64",
                "samples": report["samples"], "threads": threads}
-    if opts.get("instructions"):
-        metrics["instructions_per_inference"] = instructions_per_inference(
-            target, bundle_dir, runner=manifest.get("runner", RUNNER))
+    if str(opts.get("estimate", "0")) not in ("0", "off"):
+        counted = instructions_per_inference(target, bundle_dir, runner=manifest.get("runner", RUNNER),
+                                             repeat=int(opts.get("repeat", 5)))
+        metrics["instructions_per_inference"] = counted["tvm"]
+        metrics.update(counted["estimates"]["tvm"])
     return outputs, metrics
 
 

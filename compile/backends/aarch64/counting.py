@@ -1,8 +1,10 @@
-"""Instructions per inference under qemu-aarch64, counted by our QEMU TCG plugin
-(``compile.backends.aarch64.qemu_plugin``): each program runs the model K and 2K times in the
-emulated userland and the difference / K is one inference (start-up, imports and loading cancel
-out). Used for the TVM bundle and for LiteRT's aarch64 wheel (XNNPACK and its built-in kernels).
-Instructions, not cycles or time: QEMU models no timing.
+"""Instructions and estimated cycles per inference under qemu-aarch64, from our QEMU trace plugin
+(``compile.cyclemodel.plugin``): each program runs the model K and 2K times in the emulated
+userland and the difference / K is one inference (start-up, imports and loading cancel out).
+With the board's ``[timing]`` the executed blocks of that difference are costed on the board's
+core (``compile.cyclemodel``): estimated cycles, ms at the board's clock, bytes loaded and stored.
+Used for the TVM bundle and for LiteRT's aarch64 wheel (XNNPACK and its built-in kernels).
+QEMU itself models no timing: instructions are counted, cycles are estimated.
 """
 from __future__ import annotations
 
@@ -13,6 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from compile.backends.aarch64.userland import run_in_userland
+from compile.cyclemodel import estimate, timing_of
+from compile.cyclemodel.qemu import plugin, plugin_options
+from compile.cyclemodel.trace import Trace, parse
 from compile.errors import BackendError
 
 # LiteRT inside the emulated userland: K invokes of one sample (argv: model, K, resolver).
@@ -32,24 +37,17 @@ LITERT_RESOLVERS = {"litert-xnnpack": "AUTO",
                     "litert-builtin": "BUILTIN_WITHOUT_DEFAULT_DELEGATES"}
 
 
-def counting_plugin() -> Path:
-    """Our instruction-counting QEMU plugin (``compile.backends.aarch64.qemu_plugin``), built on first use."""
-    from compile.backends.aarch64.qemu_plugin import PluginError, build as build_plugin
-
-    try:
-        return build_plugin()
-    except PluginError as err:
-        raise BackendError(f"instruction-count plugin: {err}") from None
+EVERYWHERE = {"memory": (0, 2**64 - 1)}     # traffic: one region, the whole address space
 
 
-def counted_run(target, script: list[str], plugin: Path, workdir: Path,
-                blocks: bool = False) -> str:
-    """Run ``python3.11 <script...>`` in the userland under the counting plugin; its output
-    (``instructions N``, and with ``blocks`` one ``tb`` line per executed block)."""
+def counted_run(target, script: list[str], workdir: Path, blocks: bool = False) -> str:
+    """Run ``python3.11 <script...>`` in the userland under the trace plugin; what it wrote
+    (``instructions N``, and with ``blocks`` the executed blocks and their memory traffic)."""
     out = workdir / "count.txt"
     out.unlink(missing_ok=True)
     proc = run_in_userland(target, script, threads=1, plugin=[
-        str(plugin), f"outfile={out}", *(["blocks=on"] if blocks else [])])
+        str(plugin()), *plugin_options(out, blocks=blocks, mem=blocks,
+                                       regions=EVERYWHERE if blocks else None)])
     if proc.returncode != 0:
         tail = " | ".join(proc.stderr.strip().splitlines()[-2:])
         raise BackendError(f"emulated run failed (exit {proc.returncode}): {tail}")
@@ -64,9 +62,10 @@ def zero_sample(bundle_dir: Path) -> np.ndarray:
 
 def instructions_per_inference(target, bundle_dir: Path, runner: str = "run.py",
                                repeat: int = 20, model: Path | None = None,
-                               sample: np.ndarray | None = None) -> dict:
-    """Instructions per inference for the TVM bundle (and LiteRT when ``model`` is given)."""
-    plugin = counting_plugin()
+                               sample: np.ndarray | None = None, cycles: bool = True) -> dict:
+    """Instructions per inference for the TVM bundle (and LiteRT when ``model`` is given); with
+    ``cycles``, also each program's estimate (``estimates``: cycles, ms, traffic)."""
+    timing = timing_of(target) if cycles else None
     bundle_dir = Path(bundle_dir).absolute()
     result = {"unit": "guest instructions per inference (qemu TCG plugin, not cycles)",
               "repeat": repeat}
@@ -83,8 +82,13 @@ def instructions_per_inference(target, bundle_dir: Path, runner: str = "run.py",
                                                        str(Path(model).absolute()), str(k), r,
                                                        str(x)])(resolver)
         for name, argv in programs.items():
-            once, twice = (int(counted_run(target, argv(k), plugin, tmp).split()[1])
+            once, twice = (parse(counted_run(target, argv(k), tmp, blocks=timing is not None))
                            for k in (repeat, 2 * repeat))
-            result[name] = (twice - once) // repeat
-            result[f"{name}_total_{2 * repeat}"] = twice
+            result[name] = (twice.instructions - once.instructions) // repeat
+            result[f"{name}_total_{2 * repeat}"] = twice.instructions
+            if timing is not None:
+                difference = Trace()
+                difference.add(twice)
+                difference.add(once, -1)
+                result.setdefault("estimates", {})[name] = estimate(difference, timing, repeat)
     return result

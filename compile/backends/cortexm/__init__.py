@@ -22,9 +22,14 @@ The fit check against the board's memory happens before.
 run: copies the project, embeds the samples (``inputs.c``, in chunks of ``--opt batch=N``,
 default 8), rebuilds, runs QEMU (``--opt timeout=SECONDS``) and parses main.c's report.
 Metrics: instructions per inference (QEMU ``-icount shift=0``: instructions, not cycles),
-arena and its lower bound, flash code/weights, RAM, stack high-water mark, MACs.
+estimated cycles and ms at the board's clock with the memory traffic per region
+(``compile.cyclemodel``, from the trace plugin's record of the same run), arena and its lower
+bound, flash code/weights, RAM, stack high-water mark, MACs. A real board's firmware runs on
+the QEMU board with the same core (``[timing] emulate_on``): same model code and compiler
+flags, that board's memory map; the estimate then applies the real board's clock and flash.
 
-Options: ``timeout`` (s, default the board's ``run.timeout_s``), ``batch``.
+Options: ``timeout`` (s, default the board's ``run.timeout_s``), ``batch``, ``estimate=0``
+(no trace plugin, no estimate: instructions only).
 """
 from __future__ import annotations
 
@@ -40,8 +45,11 @@ from compile.backends.cortexm import project
 from compile.backends.cortexm.cemit import UnsupportedTIR
 from compile.backends.cortexm.graph import lower_model
 from compile.backends.cortexm.tflm import tflm_arena
+from compile.cyclemodel import estimate, timing_of
+from compile.cyclemodel.qemu import plugin_argument, read_trace
+from compile.cyclemodel.trace import Trace
 from compile.frontend import ModelInfo
-from compile.targets import Target
+from compile.targets import Target, get_target
 
 PROJECT = "firmware"
 
@@ -80,28 +88,52 @@ def build(mod: tvm.IRModule, model: ModelInfo, target: Target, out_dir: Path,
     }
 
 
+def emulator_of(target: Target) -> Target:
+    """The QEMU board that runs ``target``'s firmware: itself, or for a real board the QEMU
+    board with the same core (``[timing] emulate_on`` in its board file)."""
+    if target.get("run"):
+        return target
+    emulate_on = (target.get("timing") or {}).get("emulate_on")
+    if not emulate_on:
+        raise BackendError(f"{target.name} is a real board: flash it with `make flash` "
+                           f"({target.get('flash', {}).get('tool', 'pyOCD/OpenOCD')})")
+    return get_target(emulate_on)
+
+
 def run(bundle_dir: Path, manifest: dict, target: Target, inputs: np.ndarray,
         opts: dict) -> tuple[np.ndarray, dict]:
     """Embed ``inputs`` in the firmware, run it in QEMU, return outputs + metrics."""
     source = Path(bundle_dir) / manifest["project"]
     out_info = manifest["model"]["output"]
     out_shape, out_dtype = tuple(out_info["shape"][1:]), np.dtype(out_info["dtype"])
-    timeout = float(opts.get("timeout", target.get("run", {}).get("timeout_s", 300)))
+    emulator = emulator_of(target)
+    timeout = float(opts.get("timeout", emulator.get("run", {}).get("timeout_s", 300)))
     batch = max(1, int(opts.get("batch", 8)))
+    timing = timing_of(target) if str(opts.get("estimate", "1")) not in ("0", "off") else None
     nbytes = int(np.prod(inputs.shape[1:])) * inputs.dtype.itemsize
     outputs, counts, summary = [], [], {}
+    trace = Trace()
     with tempfile.TemporaryDirectory(prefix="sg-fw-") as tmp:
         proj = Path(tmp) / PROJECT
         shutil.copytree(source, proj)
+        if emulator is not target:
+            project.retarget(proj, target, emulator)
+        trace_file = Path(tmp) / "trace.txt"
         for start in range(0, len(inputs), batch):
             chunk = inputs[start:start + batch]
             project.write_inputs(proj, chunk, nbytes)
-            project.make_firmware(proj, target)
-            records, summary = project.run_firmware(proj / "build" / "firmware.elf", target,
-                                                    timeout)
+            project.make_firmware(proj, emulator)
+            elf = proj / "build" / "firmware.elf"
+            qemu_args = []
+            if timing is not None:
+                window, regions = project.trace_layout(elf, emulator)
+                qemu_args = plugin_argument(trace_file, window=window, regions=regions)
+            records, summary = project.run_firmware(elf, emulator, timeout, qemu_args)
             if len(records) != len(chunk):
                 raise BackendError(f"firmware printed {len(records)} results for "
                                    f"{len(chunk)} inputs")
+            if timing is not None:
+                trace.add(read_trace(trace_file))
             for rec in records:     # main.c prints the output's bytes as int8
                 outputs.append(np.array(rec["y"], dtype=np.int64).astype(np.int8)
                                .view(out_dtype).reshape(out_shape))
@@ -109,6 +141,7 @@ def run(bundle_dir: Path, manifest: dict, target: Target, inputs: np.ndarray,
     macs = manifest.get("macs") or 0
     metrics = {
         "board": target.name,
+        "emulated_on": emulator.name,
         "samples": len(outputs),
         "instructions_per_inference": int(np.median(counts)),
         "instructions_per_inference_min": int(np.min(counts)),
@@ -127,4 +160,12 @@ def run(bundle_dir: Path, manifest: dict, target: Target, inputs: np.ndarray,
         "flash_other_bytes": manifest["flash"]["other_flash_bytes"],
         "ram_bytes_elf": manifest["flash"]["ram_bytes"],
     }
+    if timing is not None:
+        if trace.windows != len(outputs):
+            raise BackendError(f"the trace saw {trace.windows} inferences, the firmware "
+                               f"printed {len(outputs)}")
+        # weights in the board's flash wait like code; a WEIGHTS region of its own is SRAM
+        in_flash = ("flash",) if "weights" in target["memory"] else ("flash", "weights")
+        metrics.update(estimate(trace, timing, trace.windows, code_regions=("flash",),
+                                flash_regions=in_flash))
     return np.stack(outputs), metrics

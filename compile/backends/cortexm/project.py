@@ -202,6 +202,35 @@ def linker_script(target: Target) -> str:
                    weights_assert=weights_assert, stack_bytes=memory_of(target)["stack"])
 
 
+def write_makefile(out_dir: Path, target: Target, cpu: Target | None = None) -> None:
+    """The project's Makefile for ``target``, compiling for ``cpu``'s core (default: the
+    target's own)."""
+    run = target.get("run", {})
+    flash = target.get("flash", {})
+    defines = []
+    if run:
+        defines.append(f"-DSG_CLOCK_HZ={int(target['clock_hz'])}u")
+    (Path(out_dir) / "Makefile").write_text(_render(
+        "Makefile.in", board=target.name, cc=target["toolchain"]["cc"],
+        size=target["toolchain"]["size"], cpu_flags=" ".join((cpu or target)["cpu"]["flags"]),
+        defines=" ".join(defines), board_source=board_source(target),
+        timeout=run.get("timeout_s", 300),
+        qemu=shlex.join(run["command"]) if run else "false  # not an emulated board",
+        flash_tool=flash.get("tool", "QEMU board: nothing to flash"),
+        flash_command=flash.get("command", "@echo 'nothing to flash: QEMU board' && false")))
+
+
+def retarget(project: Path, board: Target, emulator: Target) -> None:
+    """Turn ``board``'s project into one for the QEMU board ``emulator`` with the same core:
+    its memory map, board seam and QEMU command, ``board``'s compiler flags. The model, main.c
+    and the kernels stay as they are."""
+    project = Path(project)
+    (project / board_source(board)).unlink(missing_ok=True)
+    shutil.copyfile(FIRMWARE / board_source(emulator), project / board_source(emulator))
+    (project / "link.ld").write_text(linker_script(emulator))
+    write_makefile(project, emulator, cpu=board)
+
+
 def write_project(graph: Graph, target: Target, out_dir: Path, inputs: np.ndarray) -> dict:
     """Write every file of the firmware project; returns the plan facts for bundle.json."""
     out_dir = Path(out_dir)
@@ -213,19 +242,7 @@ def write_project(graph: Graph, target: Target, out_dir: Path, inputs: np.ndarra
     for name in COMMON_FILES + (board_source(target),):
         shutil.copyfile(FIRMWARE / name, out_dir / name)
     (out_dir / "link.ld").write_text(linker_script(target))
-    run = target.get("run", {})
-    flash = target.get("flash", {})
-    defines = []
-    if run:
-        defines.append(f"-DSG_CLOCK_HZ={int(target['clock_hz'])}u")
-    (out_dir / "Makefile").write_text(_render(
-        "Makefile.in", board=target.name, cc=target["toolchain"]["cc"],
-        size=target["toolchain"]["size"], cpu_flags=" ".join(target["cpu"]["flags"]),
-        defines=" ".join(defines), board_source=board_source(target),
-        timeout=run.get("timeout_s", 300),
-        qemu=shlex.join(run["command"]) if run else "false  # not an emulated board",
-        flash_tool=flash.get("tool", "QEMU board: nothing to flash"),
-        flash_command=flash.get("command", "@echo 'nothing to flash: QEMU board' && false")))
+    write_makefile(out_dir, target)
     return {"arena_bytes": p.arena_bytes, "arena_lower_bound": p.lower_bound,
             "arena_live_bound": p.live_bound,
             "arena_offsets": p.offsets, "arena_aliases": p.aliases, "arena_order": p.order,
@@ -254,11 +271,12 @@ def check_tool(name: str, package: str) -> None:
                            "(scripts/setup.sh)")
 
 
-def make_firmware(project: Path, target: Target) -> dict:
+def make_firmware(project: Path, target: Target, extra_cflags: str = "") -> dict:
     """``make`` in ``project``; returns the size report {code, weights, other, ram} in bytes."""
     check_tool(target["toolchain"]["cc"], target["toolchain"]["package"])
     check_tool("make", "make")
-    proc = subprocess.run(["make", "-s", "-C", str(project)], capture_output=True, text=True)
+    proc = subprocess.run(["make", "-s", "-C", str(project), f"EXTRA_CFLAGS={extra_cflags}"],
+                          capture_output=True, text=True)
     if proc.returncode != 0:
         text = proc.stdout + proc.stderr
         assert_line = re.search(r"sandglass: [^\n\"]*", text)
@@ -276,15 +294,46 @@ def make_firmware(project: Path, target: Target) -> dict:
                     map(int, size.groups())))
 
 
-def run_firmware(elf: Path, target: Target, timeout: float) -> tuple[list[dict], dict]:
-    """Run ``elf`` in QEMU; returns (one dict per inference, summary dict)."""
+def trace_layout(elf: Path, target: Target) -> tuple[tuple[int, int], dict[str, tuple[int, int]]]:
+    """What the trace plugin needs from the ELF on ``target``: the window of one inference
+    (from ``sg_model_run`` to ``board_cycles``, the call main.c makes right after it returns) and
+    the memory regions to count traffic in, most specific first (the plugin takes the first that
+    holds an address): weights, arena, stack, then the board's flash and RAM."""
+    nm = target["toolchain"]["size"].replace("size", "nm")
+    out = subprocess.run([nm, "-S", str(elf)], capture_output=True, text=True, check=True).stdout
+    symbols: dict[str, tuple[int, int]] = {}
+    for parts in map(str.split, out.splitlines()):
+        if len(parts) >= 3:
+            size = int(parts[1], 16) if len(parts) == 4 else 0
+            symbols[parts[-1]] = (int(parts[0], 16), size)
+    sections = subprocess.run([target["toolchain"]["size"], "-A", str(elf)], capture_output=True,
+                              text=True, check=True).stdout
+    regions: dict[str, tuple[int, int]] = {}
+    found = re.search(r"^\.weights\s+(\d+)\s+(\d+)", sections, re.M)
+    if found and int(found.group(1)):
+        start = int(found.group(2))
+        regions["weights"] = (start, start + int(found.group(1)))
+    if "sg_arena" in symbols:
+        start, size = symbols["sg_arena"]
+        regions["arena"] = (start, start + size)
+    regions["stack"] = (symbols["__stack_limit"][0], symbols["__stack_top"][0])
+    for name in ("flash", "ram"):
+        region = target["memory"][name]
+        regions[name] = (int(region["origin"]), int(region["origin"]) + int(region["length"]))
+    return (symbols["sg_model_run"][0], symbols["board_cycles"][0]), regions
+
+
+def run_firmware(elf: Path, target: Target, timeout: float,
+                 qemu_args: list[str] = ()) -> tuple[list[dict], dict]:
+    """Run ``elf`` in QEMU (with ``qemu_args``, e.g. a plugin); returns (one dict per
+    inference, summary dict)."""
     run = target.get("run")
     if not run:
         raise BackendError(f"{target.name} is a real board: flash it with `make flash` "
                            f"({target.get('flash', {}).get('tool', 'pyOCD/OpenOCD')})")
     check_tool(run["command"][0], run.get("package", run["command"][0]))
     try:
-        proc = subprocess.run([*run["command"], "-kernel", str(elf)], capture_output=True,
+        proc = subprocess.run([*run["command"], *qemu_args, "-kernel", str(elf)], capture_output=True,
                               text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         raise BackendError(f"firmware on {target.name} did not finish within {timeout:g} s "

@@ -120,6 +120,103 @@ def test_cli_build_and_run_on_m4(models, tmp_path):
     assert metrics["arena_bytes"] >= metrics["arena_lower_bound"] > 0
 
 
+def test_run_estimates_cycles_and_traffic(models, tmp_path):
+    """run.py on a QEMU board: estimated cycles and ms at its clock beside the instructions, and
+    the bytes moved per memory region; the trace saw exactly the inferences the firmware ran."""
+    out = tmp_path / "bundle"
+    assert cli(BUILD, "--target", "mps2-an386", "--model", models["small_cnn"],
+               "--out", out).returncode == 0
+    np.save(tmp_path / "x.npy", random_int8_inputs(models["small_cnn"], 3, seed=1))
+    result = cli(RUN, "--target", "mps2-an386", "--bundle", out, "--input", tmp_path / "x.npy",
+                 "--output", tmp_path / "y.npy", "--json", tmp_path / "m.json",
+                 "--opt", "batch=2")
+    assert result.returncode == 0, result.stderr
+    m = json.loads((tmp_path / "m.json").read_text())
+    # the plugin's window (model entry .. its return) and SysTick count the same instructions
+    assert m["estimate"]["instructions"] == pytest.approx(m["instructions_per_inference"], rel=1e-3)
+    # a single-issue core: at least one cycle per instruction; zero-wait SSRAM: min = max
+    assert m["cycles_estimate"] == m["cycles_estimate_max"] >= m["instructions_per_inference"]
+    assert m["ms_estimate"] == pytest.approx(m["cycles_estimate"] / 25e3, rel=1e-3)
+    assert m["estimate"]["cpu"] == "cortex-m4" and m["estimate"]["unmodeled_instructions"] == 0
+    # every weight byte is read at least once per inference, the arena is written
+    assert m["traffic"]["weights"]["load_bytes"] >= m["flash_weights_bytes"] > 0
+    assert m["traffic"]["arena"]["store_bytes"] > 0
+
+
+def test_real_board_runs_on_its_qemu_twin(models, tmp_path):
+    """A real board's firmware runs on the QEMU board with its core; the estimate uses the real
+    board's clock and flash: a range, since its flash accelerator may hide the wait states."""
+    out = tmp_path / "bundle"
+    assert cli(BUILD, "--target", "nucleo-l4r5zi", "--model", models["small_cnn"],
+               "--out", out).returncode == 0
+    x = random_int8_inputs(models["small_cnn"], 2, seed=2)
+    np.save(tmp_path / "x.npy", x)
+    result = cli(RUN, "--target", "nucleo-l4r5zi", "--bundle", out, "--input", tmp_path / "x.npy",
+                 "--output", tmp_path / "y.npy", "--json", tmp_path / "m.json")
+    assert result.returncode == 0, result.stderr
+    np.testing.assert_array_equal(np.load(tmp_path / "y.npy"),
+                                  run_litert(models["small_cnn"], x, reference=True))
+    m = json.loads((tmp_path / "m.json").read_text())
+    assert m["board"] == "nucleo-l4r5zi" and m["emulated_on"] == "mps2-an386"
+    assert m["cycles_estimate_max"] > m["cycles_estimate"] > 0
+    assert m["ms_estimate"] == pytest.approx(m["cycles_estimate"] / 120e3, rel=1e-3)
+    low, high = m["estimate"]["flash_stall_cycles"]
+    assert low == 0 < high
+
+
+def test_kernel_profile_on_firmware(models, tmp_path):
+    """profile.py on a Cortex-M bundle: per kernel instructions and estimated cycles, adding up
+    to the whole inference the run reports."""
+    from compile import profile
+
+    out = tmp_path / "bundle"
+    assert cli(BUILD, "--target", "mps2-an500", "--model", models["small_cnn"],
+               "--out", out).returncode == 0
+    result = profile.profile_firmware(get_target("mps2-an500"), out)
+    kernels = result["kernels"]
+    assert result["cpu"] == "cortex-m7"
+    assert any("conv2d" in name for name in kernels), kernels
+    cycles = [r["cycles_estimate"] for r in kernels.values()]
+    assert cycles == sorted(cycles, reverse=True) and sum(cycles) == result["model"]["cycles_estimate"]
+
+
+@pytest.mark.parametrize("edit, words", [
+    (lambda d: {**d, "timing": {**d["timing"], "cpu": "cortex-m99"}}, ("cortex-m99", "cycle model")),
+    (lambda d: {k: v for k, v in d.items() if k != "timing"}, ("[timing]",)),
+    (lambda d: {k: v for k, v in d.items() if k != "clock_hz"}, ("clock_hz",)),
+    (lambda d: {**d, "timing": {**d["timing"], "flash_wait_states": "many"}}, ("numbers",)),
+])
+def test_board_file_without_timing_data_is_a_user_error(edit, words):
+    """The cycle model's board data missing or wrong: a UserError (one error line, exit 2)."""
+    import dataclasses
+
+    from compile.cyclemodel import timing_of
+    from compile.errors import UserError
+
+    board = get_target("nucleo-l4r5zi")
+    broken = dataclasses.replace(board, data=edit(dict(board.data)))
+    with pytest.raises(UserError) as err:
+        timing_of(broken)
+    assert all(w in str(err.value) for w in words), err.value
+
+
+def test_missing_llvm_mca_is_a_user_error(models, tmp_path):
+    out = tmp_path / "bundle"
+    assert cli(BUILD, "--target", "mps2-an386", "--model", models["small_cnn"],
+               "--out", out).returncode == 0
+    np.save(tmp_path / "x.npy", random_int8_inputs(models["small_cnn"], 1, seed=0))
+    bare = tmp_path / "bin"     # /usr/bin without LLVM 19's llvm-mca
+    bare.mkdir()
+    for tool in Path("/usr/bin").iterdir():
+        if not tool.name.startswith("llvm-mca"):
+            (bare / tool.name).symlink_to(tool)
+    result = cli(RUN, "--target", "mps2-an386", "--bundle", out, "--input", tmp_path / "x.npy",
+                 "--output", tmp_path / "y.npy", "--json", tmp_path / "m.json",
+                 env={"PATH": f"{Path(sys.executable).parent}:{bare}"})
+    assert_user_error(result, "llvm-mca-19 not found", "llvm-19")
+    assert not (tmp_path / "y.npy").exists() and not (tmp_path / "m.json").exists()
+
+
 def test_integer_model_has_no_float_in_kernels(graphs, tmp_path):
     """identity_block is conv/depthwise/add/concat only: the firmware must not touch the FPU."""
     target = get_target("mps2-an386")

@@ -1,12 +1,12 @@
-"""Instruction-counting QEMU TCG plugin (``insncount.c``, ours) built against Debian's QEMU header.
+"""The trace QEMU TCG plugin (``sgtrace.c``, ours) built against Debian's QEMU header.
 
 Debian ships no ``qemu-plugin.h`` in a binary package, so the header comes from the source
 package of the installed QEMU (``apt-get source --download-only qemu`` with a private apt state
 whose sources list is the host's, turned into ``deb-src``; nothing changes on the host). Only
 ``include/qemu/qemu-plugin.h`` is kept; the plugin is then ``gcc -shared`` of one C file.
 
-Cached in ``~/.cache/sandglass/qemu-plugin/<qemu version>/libinsncount.so``;
-``python -m compile.backends.aarch64.qemu_plugin`` builds it and prints the path.
+Cached in ``~/.cache/sandglass/qemu-plugin/<qemu version>/libsgtrace.so``;
+``python -m compile.cyclemodel.plugin`` builds it and prints the path.
 """
 from __future__ import annotations
 
@@ -22,9 +22,9 @@ from pathlib import Path
 
 from compile.paths import cache_root
 
-SOURCE = Path(__file__).with_name("insncount.c")
+SOURCE = Path(__file__).with_name("sgtrace.c")
 HEADER = "include/qemu/qemu-plugin.h"
-LIBRARY = "libinsncount.so"
+LIBRARY = "libsgtrace.so"
 
 
 class PluginError(RuntimeError):
@@ -86,7 +86,7 @@ def _fetch_header(work: Path, dest: Path) -> None:
 
 
 def build(log=lambda m: print(m, file=sys.stderr)) -> Path:
-    """Path of ``libinsncount.so`` for the installed QEMU, building it on first use."""
+    """Path of ``libsgtrace.so`` for the installed QEMU, building it on first use."""
     cache = cache_root() / "qemu-plugin" / re.sub(r"[^A-Za-z0-9.+-]", "_", qemu_version())
     lib = cache / LIBRARY
     if lib.exists() and lib.stat().st_mtime >= SOURCE.stat().st_mtime:

@@ -1,0 +1,103 @@
+"""compile.cyclemodel without QEMU: the trace file's reading, the difference of two runs, block
+costs from llvm-mca and the estimate's arithmetic on a hand-written trace."""
+from __future__ import annotations
+
+import pytest
+
+from compile.cyclemodel import Timing, block_cycles, estimate, mca
+from compile.cyclemodel.cpus import CPUS, get_cpu
+from compile.cyclemodel.qemu import plugin_options
+from compile.cyclemodel.trace import Trace, parse
+from compile.errors import UserError
+
+# two Thumb blocks: `smlad r0, r1, r2, r0` x2 then `subs r3, #1; bne` (a loop),
+# and `ldr r0, [r1]; bx lr`
+LOOP = "21fb0200:21fb0200:013b:fcd1"
+TAIL = "0868:7047"
+TRACE = f"""instructions 4003
+windows 1
+region 0 weights 1000 2000
+region 1 flash 0 400000
+tb 7 100 4 1000 999 {LOOP}
+mem 7 0 10 40 0 0
+tb 9 200 2 1 1 {TAIL}
+mem 9 1 1 4 0 0
+mem 9 -1 0 0 2 8
+tb 12 100 4 0 0 {LOOP}
+"""
+
+
+def test_parse_reads_blocks_traffic_and_regions():
+    trace = parse(TRACE)
+    assert trace.instructions == 4003 and trace.windows == 1
+    assert trace.regions == {"weights": (0x1000, 0x2000), "flash": (0, 0x400000)}
+    loop = trace.blocks[(0x100, LOOP)]
+    assert (loop.executions, loop.taken, loop.instructions, loop.size) == (1000, 999, 4, 12)
+    assert loop.traffic["weights"].load_bytes == 40
+    assert trace.traffic()["other"].store_bytes == 8
+    assert trace.region_of(0x1800) == "weights" and trace.region_of(0x20000000) == "other"
+
+
+def test_difference_of_two_runs_keeps_what_the_second_did_more():
+    once, twice = parse(TRACE), parse(TRACE)
+    twice.add(parse(TRACE))
+    difference = Trace()
+    difference.add(twice)
+    difference.add(once, -1)
+    assert difference.instructions == 4003
+    assert difference.blocks[(0x100, LOOP)].executions == 1000
+    assert difference.traffic()["weights"].load_bytes == 40
+
+
+@pytest.mark.parametrize("line", ["tb 1 zz 1 1 1 00", "mem 99 0 1 1 0 0", "tb 1"])
+def test_unreadable_trace_is_an_error(line):
+    from compile.errors import BackendError
+
+    with pytest.raises(BackendError, match="unreadable trace line"):
+        parse(line)
+
+
+def test_block_costs_follow_the_cortex_m4_manual():
+    """SMLAD 1 cycle, SUBS 1, the branch's own issue 1 (its refill is the penalty, added per
+    taken exit); LDR 2, BX 1."""
+    costs = mca.block_costs(get_cpu("cortex-m4"), [LOOP, TAIL])
+    assert costs[LOOP].cycles == pytest.approx(4, abs=0.1) and costs[LOOP].unmodeled == 0
+    assert 2 <= costs[TAIL].cycles <= 4
+
+
+def test_estimate_adds_branch_penalty_and_flash_waits():
+    trace = parse(TRACE)
+    core = block_cycles(trace, Timing("b", get_cpu("cortex-m4"), 100_000_000))
+    loop_cycles = core[(0x100, LOOP)]
+    # 1000 executions x ~4 cycles + 999 taken exits x 2
+    assert loop_cycles == pytest.approx(1000 * 4 + 999 * 2, rel=0.03)
+    fast = estimate(trace, Timing("b", get_cpu("cortex-m4"), 100_000_000), 1)
+    assert fast["cycles_estimate"] == fast["cycles_estimate_max"] == round(sum(core.values()))
+    assert fast["ms_estimate"] == pytest.approx(fast["cycles_estimate"] / 1e5, rel=1e-3)
+    slow = estimate(trace, Timing("b", get_cpu("cortex-m4"), 100_000_000, flash_wait_states=3,
+                                  flash_line_bytes=8, flash_accelerator=True), 1,
+                    flash_regions=("flash", "weights"))
+    fetched = 1000 * 12 + 1 * 4                         # bytes of code run from flash
+    lines = fetched / 8 + 1000                           # + one new line per taken exit
+    stalls = 3 * (lines + 10 + 1)                        # + the loads from weights and flash
+    assert slow["estimate"]["flash_stall_cycles"] == [0, round(stalls)]
+    assert slow["cycles_estimate"] == fast["cycles_estimate"]
+    assert slow["cycles_estimate_max"] == pytest.approx(fast["cycles_estimate"] + stalls, abs=1)
+    assert slow["traffic"]["weights"] == {"loads": 10, "load_bytes": 40, "stores": 0,
+                                          "store_bytes": 0}
+
+
+def test_every_cpu_is_known_to_llvm_mca():
+    """Each CPU of the table decodes and schedules a trivial block (a missing model would make
+    llvm-mca fall back to a generic one silently)."""
+    for cpu in CPUS.values():
+        code = "0844" if cpu.instruction_bytes == 2 else "2000028b"     # add r0, r1 / add x0
+        assert mca.block_costs(cpu, [code])[code].cycles > 0
+    with pytest.raises(UserError, match="no cycle model for CPU 'cortex-m0'"):
+        get_cpu("cortex-m0")
+
+
+def test_plugin_options():
+    opts = plugin_options("/t/out.txt", window=(0x8011, 0x4), regions={"arena": (0x10, 0x20)})
+    assert opts == ["outfile=/t/out.txt", "blocks=on", "mem=on", "on=8010", "off=4",
+                    "region=arena:10:20"]
