@@ -19,12 +19,12 @@ test: setup                 ## the whole test suite on both cores (-m "not slow"
 demo: setup                 ## the main job: model -> int8 -> compile -> run on (emulated) boards -> report
 	@bash scripts/demo.sh
 
-# The four committed default models (models/README.md): long CPU training, one run after the other.
+# The six committed default models (models/README.md): long CPU training, one run after the other.
 # Stage 1 trains from scratch; stage 2 continues from a float model at its own identity multiplier.
 TRAIN := nice $(PY) keras_model/train.py
 STAGE1 := --epochs 3 --qat-epochs 0.3
 STAGE2 := --epochs 2 --lr 1e-3 --qat-epochs 0.3
-models: setup               ## retrain models/{mobilenext_mcu_m100,_m050,_m025,mobilenetv2_mcu}
+models: setup               ## retrain models/{mobilenext_mcu_m100,_m050,_m033,_m025,_m017,mobilenetv2_mcu}
 	$(TRAIN) $(STAGE1) --preset mobilenetv2-mcu --out models/mobilenetv2_mcu
 	$(TRAIN) $(STAGE2) --preset mobilenetv2-mcu --init-from models/mobilenetv2_mcu.keras --out models/mobilenetv2_mcu
 	$(TRAIN) $(STAGE1) --preset mobilenext-mcu --identity-multiplier 1 --out models/mobilenext_mcu_m100
@@ -32,6 +32,10 @@ models: setup               ## retrain models/{mobilenext_mcu_m100,_m050,_m025,m
 	    --init-from models/mobilenext_mcu_m100.keras --out models/mobilenext_mcu_m100
 	$(TRAIN) $(STAGE2) --preset mobilenext-mcu --identity-multiplier 0.5 \
 	    --init-from models/mobilenext_mcu_m100.keras --out models/mobilenext_mcu_m050
+	$(TRAIN) $(STAGE2) --preset mobilenext-mcu --identity-multiplier 0.3333333333333333 \
+	    --init-from models/mobilenext_mcu_m100.keras --out models/mobilenext_mcu_m033
+	$(TRAIN) $(STAGE2) --preset mobilenext-mcu --identity-multiplier 0.16666666666666666 \
+	    --init-from models/mobilenext_mcu_m100.keras --out models/mobilenext_mcu_m017
 	$(TRAIN) --epochs 4 --lr 1e-3 --qat-epochs 0.3 --preset mobilenext-mcu --identity-multiplier 0.25 \
 	    --init-from models/mobilenext_mcu_m100.keras --out models/mobilenext_mcu_m025
 	$(TRAIN) --epochs 1 --lr 3e-4 --qat-epochs 1 --preset mobilenext-mcu --identity-multiplier 0.25 \
