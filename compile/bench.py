@@ -10,8 +10,8 @@
 ``python compile/bench.py --target rpi4 [--model M] [--repeat K]``
     Guest *instructions* per inference under ``qemu-aarch64 -cpu <board cpu>`` in the arm64
     Debian userland (``compile.backends.aarch64.sysroot``), counted by our QEMU trace plugin
-    (``compile.cyclemodel.plugin``): each program runs the model K and 2K times, the difference / K
-    is one inference (start-up, imports and loading cancel out). TVM bundle vs LiteRT's aarch64
+    (``compile.cyclemodel.plugin``): each program loads the model, runs it once, then K times
+    between two marks the plugin counts between; the count / K is one inference. TVM bundle vs LiteRT's aarch64
     wheel (XNNPACK and its built-in kernels). Beside them, the same inference's *estimated*
     cycles and ms on the board's core and the bytes it loaded and stored (``compile.cyclemodel``:
     LLVM's scheduling model per executed block; QEMU itself models no timing).
@@ -138,7 +138,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--model", help=f"int8 .tflite (default {cli.DEFAULT_MODEL.name})")
     parser.add_argument("--bundle", type=Path, help="aarch64: use this bundle, do not build")
     parser.add_argument("--repeat", type=int, default=20,
-                        help="aarch64: K (runs K and 2K inferences per program)")
+                        help="aarch64: K, the inferences counted per program")
     parser.add_argument("--threads", type=int, default=1, help="host: threads for both")
     parser.add_argument("--runs", type=int, default=50, help="host: timed runs per variant")
     parser.add_argument("--tune-trials", type=int, default=0, help="tune first (MetaSchedule)")

@@ -8,11 +8,11 @@ and multiplied by its calls per inference; the whole model's median (through its
 entry point, ``compile.llvm_cpu.static_main``) is printed below for comparison (the difference: calls,
 and caches colder than in a kernel's own loop).
 
-Raspberry Pi: runs the bundle's ``run.py`` with K and with 2K inferences under ``qemu-aarch64 -cpu
-<board cpu>`` in the arm64 userland with the trace plugin (``compile/cyclemodel/plugin``), maps
-every executed block to the symbol of ``model.so`` it lies in (the guest's ``/proc/self/maps`` +
-``nm``); per inference = (2K run - K run) / K as in ``compile/bench.py`` (start-up and first-call
-costs cancel out). Python and the TVM runtime are one line, ``(outside the model library)``.
+Raspberry Pi: loads the bundle with its ``run.py`` under ``qemu-aarch64 -cpu <board cpu>`` in the
+arm64 userland and runs K inferences between the trace plugin's marks (``compile/cyclemodel/plugin``,
+as ``compile/bench.py`` does), maps every executed block to the symbol of ``model.so`` it lies in
+(the guest's ``/proc/self/maps`` + ``nm``), and divides by K. Python and the TVM runtime are one
+line, ``(outside the model library)``.
 
 Cortex-M: runs the firmware on one input on its QEMU board (a real board's on the QEMU board with
 the same core) with the trace plugin between the model's entry and its return, and maps every
@@ -44,15 +44,6 @@ LIBRARY = "model.so"
 UNIT = ("per inference: guest instructions (QEMU trace plugin) and estimated core cycles "
         "(compile.cyclemodel: llvm-mca + taken branches, flash stalls not included)")
 OUTSIDE = "(outside the model library)"
-
-# Runs run.py as __main__, then keeps the guest's address map (qemu-user shows guest addresses).
-WRAPPER = """import runpy, sys
-maps, sys.argv = sys.argv[1], sys.argv[2:]
-try:
-    runpy.run_path(sys.argv[0], run_name="__main__")
-finally:
-    open(maps, "w").write(open("/proc/self/maps").read())
-"""
 
 
 def _symbols(library: Path, nm: str = "aarch64-linux-gnu-nm") -> list[tuple[int, str]]:
@@ -103,7 +94,8 @@ def attribute(trace, timing, name_of, per: int) -> dict[str, dict]:
     return dict(sorted(table.items(), key=lambda item: -item[1]["cycles_estimate"]))
 
 
-def symbol_namer(symbols: list[tuple[int, str]], base: int = 0, span: tuple[int, int] | None = None):
+def symbol_namer(symbols: list[tuple[int, str]], base: int = 0,
+                 span: tuple[int, int] | None = None):
     """Address -> the function it lies in (``OUTSIDE`` when outside ``span``)."""
     starts = [a for a, _ in symbols]
 
@@ -115,19 +107,6 @@ def symbol_namer(symbols: list[tuple[int, str]], base: int = 0, span: tuple[int,
     return name_of
 
 
-def _profile_run(target, bundle: Path, manifest: dict, repeat: int, tmp: Path):
-    """The trace and the guest's address map of one run of ``repeat`` inferences."""
-    from compile.backends.aarch64.counting import counted_run
-    from compile.cyclemodel.trace import parse
-
-    maps = tmp / "maps.txt"
-    output = counted_run(target, [str(tmp / "wrap.py"), str(maps),
-                                  str(bundle / manifest.get("runner", "run.py")),
-                                  "--input", str(tmp / "x.npy"), "--repeat", str(repeat)],
-                         tmp, blocks=True)
-    return parse(output), maps.read_text()
-
-
 def _summary(kernels: dict[str, dict], unit: str, **extra) -> dict:
     inside = {n: r for n, r in kernels.items() if n != OUTSIDE}
     total = {k: sum(r[k] for r in inside.values()) for k in ("instructions", "cycles_estimate")}
@@ -136,13 +115,13 @@ def _summary(kernels: dict[str, dict], unit: str, **extra) -> dict:
 
 
 def profile_bundle(target, bundle: Path, repeat: int) -> dict:
-    """Per kernel and inference on a Raspberry Pi: instructions and estimated cycles from runs
-    of ``repeat`` and ``2 * repeat`` inferences (the difference is ``repeat`` inferences)."""
+    """Per kernel and inference on a Raspberry Pi: instructions, estimated cycles and bytes
+    moved, from ``repeat`` inferences counted between the trace plugin's marks."""
     import numpy as np
 
-    from compile.backends.aarch64.counting import zero_sample
+    from compile.backends.aarch64.counting import counted_run, tvm_program, zero_sample
     from compile.cyclemodel import timing_of
-    from compile.cyclemodel.trace import Trace
+    from compile.cyclemodel.trace import parse
 
     timing = timing_of(target)
     bundle = Path(bundle).absolute()
@@ -150,15 +129,13 @@ def profile_bundle(target, bundle: Path, repeat: int) -> dict:
     with tempfile.TemporaryDirectory(prefix="sandglass-prof-") as tmp:
         tmp = Path(tmp)
         np.save(tmp / "x.npy", zero_sample(bundle))
-        (tmp / "wrap.py").write_text(WRAPPER)
-        (once, _), (twice, maps) = (_profile_run(target, bundle, manifest, k, tmp)
-                                    for k in (repeat, 2 * repeat))
-    difference = Trace()
-    difference.add(twice)
-    difference.add(once, -1)
+        maps = tmp / "maps.txt"
+        trace = parse(counted_run(target, tvm_program(tmp, bundle, manifest.get("runner", "run.py"),
+                                                      repeat, tmp / "x.npy", maps), tmp, mem=True))
+        maps_text = maps.read_text()
     library = bundle / manifest.get("library", LIBRARY)
-    base, first, end = _library_base(maps, library)
-    kernels = attribute(difference, timing, symbol_namer(_symbols(library), base, (first, end)),
+    base, first, end = _library_base(maps_text, library)
+    kernels = attribute(trace, timing, symbol_namer(_symbols(library), base, (first, end)),
                         repeat)
     return _summary(kernels, UNIT, repeat=repeat, board=target.name, cpu=timing.cpu.name)
 

@@ -24,11 +24,12 @@ $PY compile/validate.py --target host --model "$MODEL" --bundle "$OUT/host" --n 
 step "4/6 Raspberry Pi 4 bundle (aarch64), run under qemu-aarch64 -cpu cortex-a72"
 $PY compile/build.py --target rpi4 --model "$MODEL" --out "$OUT/rpi4"
 $PY compile/validate.py --target rpi4 --model "$MODEL" --bundle "$OUT/rpi4" --n 10
-$PY compile/profile.py --target rpi4 --bundle "$OUT/rpi4" --top 10   # instructions per kernel
+$PY compile/profile.py --target rpi4 --bundle "$OUT/rpi4" --top 10   # instructions and estimated cycles per kernel
 
 step "5/6 Cortex-M4 firmware (mps2-an386), run in qemu-system-arm"
 $PY compile/build.py --target mps2-an386 --model "$MODEL" --out "$OUT/mps2-an386"
-$PY compile/validate.py --target mps2-an386 --model "$MODEL" --bundle "$OUT/mps2-an386" --n 10
+$PY compile/validate.py --target mps2-an386 --model "$MODEL" --bundle "$OUT/mps2-an386" --n 10   # + estimated cycles
+$PY compile/profile.py --target mps2-an386 --bundle "$OUT/mps2-an386" --top 10
 
 step "6/6 quick report: what the identity multiplier saves, trained models x the three kinds of target"
 # The committed trained models as files: nothing is trained or exported here. The bundles of steps 3-5 are

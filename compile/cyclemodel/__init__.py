@@ -1,4 +1,5 @@
-"""Estimated cycles and milliseconds on a board, from what QEMU executed and LLVM's scheduling models.
+"""Estimated cycles and milliseconds on a board, from what QEMU executed and LLVM's scheduling
+models.
 
 QEMU counts instructions, never cycles. The trace plugin (``plugin/sgtrace.c``) records every
 executed translation block: its bytes, how often it ran, how often it was left by a jump, and

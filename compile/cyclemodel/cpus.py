@@ -1,4 +1,5 @@
-"""The Arm CPUs the cycle model knows: how LLVM names them, and what its scheduling model leaves out.
+"""The Arm CPUs the cycle model knows: how LLVM names them, and what its scheduling model leaves
+out.
 
 ``llvm-mca`` (LLVM 19, Debian ``llvm-19``: it models Helium; LLVM 14 rejects MVE) gives each
 executed block's cycles on the CPU's scheduling model. It does not model what happens between

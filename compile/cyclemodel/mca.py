@@ -1,4 +1,5 @@
-"""Cycles per execution of each executed block on a CPU, from LLVM's scheduling model (``llvm-mca``).
+"""Cycles per execution of each executed block on a CPU, from LLVM's scheduling model
+(``llvm-mca``).
 
 A block's bytes are decoded with ``llvm-mc --disassemble`` (one bracketed instruction per line,
 so an undecodable one is skipped alone, never shifting the rest), every block becomes one

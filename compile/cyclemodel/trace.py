@@ -1,4 +1,5 @@
-"""What the trace plugin (``plugin/sgtrace.c``) wrote: executed blocks, their exits and memory traffic."""
+"""What the trace plugin (``plugin/sgtrace.c``) wrote: executed blocks, their exits and memory
+traffic."""
 from __future__ import annotations
 
 import collections

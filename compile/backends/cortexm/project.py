@@ -333,8 +333,8 @@ def run_firmware(elf: Path, target: Target, timeout: float,
                            f"({target.get('flash', {}).get('tool', 'pyOCD/OpenOCD')})")
     check_tool(run["command"][0], run.get("package", run["command"][0]))
     try:
-        proc = subprocess.run([*run["command"], *qemu_args, "-kernel", str(elf)], capture_output=True,
-                              text=True, timeout=timeout)
+        proc = subprocess.run([*run["command"], *qemu_args, "-kernel", str(elf)],
+                              capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         raise BackendError(f"firmware on {target.name} did not finish within {timeout:g} s "
                            "(QEMU stopped); raise it with --opt timeout=SECONDS") from None

@@ -15,10 +15,17 @@
  *                           accesses); implies blocks=on
  *   region=NAME:START:END   a memory region [START, END) in hex for mem=on (up to 8; accesses
  *                           outside every region count as region -1, "other")
+ *   marks=on                qemu-user: count only between two marks the program makes with a
+ *                           system call no program makes otherwise, sched_get_priority_max with
+ *                           policy MARK_ON / MARK_OFF (Python: os.sched_get_priority_max(...),
+ *                           which fails with EINVAL).  Outside the marks nothing is instrumented,
+ *                           so start-up (Python importing TVM: billions of instructions) runs at
+ *                           full speed; at each mark the plugin re-registers its callbacks, which
+ *                           makes QEMU flush and retranslate the code.  Implies blocks=on.
  *
  * Output:
  *   instructions <total>                   (in the windows, in window mode)
- *   windows <n>                            (window mode: how many windows were opened)
+ *   windows <n>                            (window or marks mode: how many were opened)
  *   region <index> <name> <start> <end>
  *   tb <id> <vaddr> <instructions> <executions> <taken> <bytes>
  *        bytes: the instructions' bytes in hex as stored in memory, one word per
@@ -78,6 +85,13 @@ static struct block *blocks, *last;
 static uint64_t next_id;
 static struct region regions[MAX_REGIONS];
 static int n_regions;
+
+#define MARK_SYSCALL 125                /* sched_get_priority_max on aarch64 (and arm64 Linux) */
+#define MARK_ON 0x53474f4eu             /* "SGON" */
+#define MARK_OFF 0x53474f46u            /* "SGOF" */
+static bool marks;
+static bool instrumented;               /* marks=on: callbacks are registered (inside the marks) */
+static void install(qemu_plugin_id_t id);
 
 static void on_exec(unsigned int vcpu, void *userdata)
 {
@@ -169,6 +183,9 @@ static void on_translate(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
 {
     (void)id;
     size_t n = qemu_plugin_tb_n_insns(tb);
+    if (marks && !instrumented) {
+        return;
+    }
     if (!per_block) {
         qemu_plugin_register_vcpu_tb_exec_inline(tb, QEMU_PLUGIN_INLINE_ADD_U64, &instructions, n);
         return;
@@ -198,6 +215,20 @@ static void on_translate(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
     }
 }
 
+static void on_syscall(qemu_plugin_id_t id, unsigned int vcpu, int64_t num, uint64_t a1,
+                       uint64_t a2, uint64_t a3, uint64_t a4, uint64_t a5, uint64_t a6,
+                       uint64_t a7, uint64_t a8)
+{
+    (void)vcpu; (void)a2; (void)a3; (void)a4; (void)a5; (void)a6; (void)a7; (void)a8;
+    if (num != MARK_SYSCALL || (a1 != MARK_ON && a1 != MARK_OFF) || (a1 == MARK_ON) == counting) {
+        return;
+    }
+    counting = instrumented = a1 == MARK_ON;
+    windows += counting;
+    last = NULL;
+    qemu_plugin_reset(id, install);     /* unregisters, flushes the translations, calls install */
+}
+
 static void at_exit(qemu_plugin_id_t id, void *userdata)
 {
     (void)id;
@@ -207,7 +238,7 @@ static void at_exit(qemu_plugin_id_t id, void *userdata)
         return;
     }
     fprintf(f, "instructions %" PRIu64 "\n", instructions);
-    if (window) {
+    if (window || marks) {
         fprintf(f, "windows %" PRIu64 "\n", windows);
     }
     for (int r = 0; r < n_regions; r++) {
@@ -258,6 +289,8 @@ QEMU_PLUGIN_EXPORT int qemu_plugin_install(qemu_plugin_id_t id, const qemu_info_
             outfile = strdup(a + 8);
         } else if (strcmp(a, "blocks=on") == 0) {
             per_block = true;
+        } else if (strcmp(a, "marks=on") == 0) {
+            marks = true;
         } else if (strcmp(a, "mem=on") == 0) {
             count_mem = per_block = true;
         } else if (strncmp(a, "on=", 3) == 0) {
@@ -273,7 +306,7 @@ QEMU_PLUGIN_EXPORT int qemu_plugin_install(qemu_plugin_id_t id, const qemu_info_
         }
         if (!ok) {
             fprintf(stderr, "sgtrace: bad argument '%s' (use outfile=PATH, blocks=on, mem=on, "
-                            "on=HEX, off=HEX, region=NAME:START:END)\n", a);
+                            "on=HEX, off=HEX, marks=on, region=NAME:START:END)\n", a);
             return -1;
         }
     }
@@ -285,7 +318,19 @@ QEMU_PLUGIN_EXPORT int qemu_plugin_install(qemu_plugin_id_t id, const qemu_info_
         window = per_block = true;
         counting = false;
     }
+    if (marks) {
+        per_block = true;
+        counting = false;
+    }
+    install(id);
+    return 0;
+}
+
+static void install(qemu_plugin_id_t id)
+{
     qemu_plugin_register_vcpu_tb_trans_cb(id, on_translate);
     qemu_plugin_register_atexit_cb(id, at_exit, NULL);
-    return 0;
+    if (marks) {
+        qemu_plugin_register_vcpu_syscall_cb(id, on_syscall);
+    }
 }
