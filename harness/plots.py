@@ -72,6 +72,17 @@ def speed_plot(report: dict, path: Path) -> bool:
             threads = report["settings"]["threads"]
             ax.set_ylabel(f"ms per inference ({threads} thread{'s' * (threads > 1)})")
             ax.set_title(f"{name}: {report['machine']['cpu'][:40]}", fontsize=9)
+        elif any(_ok(m, name).get("ms_estimate") is not None for m in models):
+            for key, label in (("ms_estimate", "TVM"), ("ms_estimate_max", "TVM, every flash access waits"),
+                               ("litert_ms_estimate", "LiteRT (XNNPACK)")):
+                get = lambda m, k=key: _ok(m, name).get(k)  # noqa: E731
+                if key == "ms_estimate_max" and all(get(m) == _ok(m, name).get("ms_estimate") for m in models):
+                    continue
+                drawn |= _line(ax, models, get, label, **({"linestyle": "--"} if key.endswith("max") else {}))
+                _hline(ax, base, get, label)
+            clock = report["targets"][name].get("clock_hz") or 0
+            ax.set_ylabel(f"ms per inference, estimated at {clock / 1e6:g} MHz")
+            ax.set_title(f"{name}: estimated (QEMU + LLVM scheduling model)", fontsize=9)
         else:
             for key, label in (("tvm_instructions", "TVM"), ("litert_instructions", "LiteRT (XNNPACK)"),
                                ("litert_builtin_instructions", "LiteRT (built-in kernels)")):

