@@ -144,6 +144,12 @@ def test_report_on_host_and_cortex_m4(tiny_models, tmp_path):
             else:
                 assert rec["tvm_instructions"] > 0 and rec["flash_bytes"] > 0
                 assert rec["arena_bytes"] >= rec["arena_lower_bound"] > 0
+                # estimated cycles beside the instructions, and the bytes each region moved
+                assert rec["cycles_estimate"] >= rec["tvm_instructions"]
+                assert rec["ms_estimate"] == pytest.approx(rec["cycles_estimate"] / 25e3, rel=1e-3)
+                assert rec["traffic"]["weights"]["load_bytes"] >= rec["flash_weights_bytes"]
+    assert "## Memory traffic: measured against analytical" in markdown
+    assert "mps2-an386 TVM ms (est.)" in markdown
 
     # --bundle: a bundle made before is used as it is for its model and target, not built again
     bundle = Path(report["models"][0]["targets"]["host"]["bundle"])
