@@ -28,6 +28,8 @@ from compile.errors import UserError
 from compile.paths import cache_root
 
 ITERATIONS = 100
+ROUNDS = 5          # of turning rejected lines into nops
+PREDICATION = re.compile(r"^(it|vpst|vpt)[a-z.0-9]*(\s|$)")
 CHUNK = 4000        # blocks per llvm-mca run: bounds the size of one input and output
 WARN_RE = re.compile(r"^<stdin>:(\d+):\d+: (?:warning|error)", re.M)
 SKIPPED_RE = re.compile(r"^note: instruction:\s*(.*)$", re.M)
@@ -80,6 +82,19 @@ def _assemble_errors(cpu: Cpu, text: str) -> set[int]:
     return {int(n) - 1 for n in WARN_RE.findall(proc.stderr)}
 
 
+def _opener(lines: list[str], n: int) -> int | None:
+    """The IT/VPT instruction whose block line ``n`` may be in: among the 4 instructions before it,
+    across region markers (the assembler's state crosses them)."""
+    k, seen = n - 1, 0
+    while k >= 0 and seen < 4:
+        if not lines[k].startswith("#"):
+            if PREDICATION.match(lines[k]):
+                return k
+            seen += 1
+        k -= 1
+    return None
+
+
 def _measure(cpu: Cpu, codes: list[str]) -> list[Cost]:
     insns = _decode(cpu, codes)
     lines: list[str] = []
@@ -88,21 +103,29 @@ def _measure(cpu: Cpu, codes: list[str]) -> list[Cost]:
         lines += [ins if ins is not None else "nop" for ins in block]
         lines.append("# LLVM-MCA-END")
     unmodeled = [sum(ins is None for ins in block) for block in insns]
-    rejected = _assemble_errors(cpu, "\n".join(lines) + "\n")
-    if rejected:
-        owner, index = -1, {}
-        for n, line in enumerate(lines):
-            if line.startswith("# LLVM-MCA-BEGIN"):
-                owner += 1
-            index[n] = owner
+    owner, index = -1, {}
+    for n, line in enumerate(lines):
+        if line.startswith("# LLVM-MCA-BEGIN"):
+            owner += 1
+        index[n] = owner
+    # A block may end inside an IT or VPT block (QEMU ends a translation there) or start inside one:
+    # the assembler then rejects the predicated instructions. Those, and the IT/VPT that opened their
+    # block, become nops, until it accepts every line.
+    for _ in range(ROUNDS):
+        rejected = [n for n in _assemble_errors(cpu, "\n".join(lines) + "\n")
+                    if not lines[n].startswith("#")]
+        if not rejected:
+            break
         for n in rejected:
-            if not lines[n].startswith("#"):
-                lines[n] = "nop"
-                unmodeled[index[n]] += 1
-    # instructions the CPU's model has no data for (the M7 model lacks IT) are left out
+            for k in (n, _opener(lines, n)):
+                if k is not None and lines[k] != "nop":
+                    lines[k] = "nop"
+                    unmodeled[index[k]] += 1
+    # instructions the CPU's model has no data for (the M7 model lacks IT) are left out, and so is
+    # a line the assembler still rejects after the rounds above
     proc = subprocess.run([tool(LLVM_MCA), f"-mtriple={cpu.triple}", f"-mcpu={cpu.mcpu}",
                            f"-iterations={ITERATIONS}", "-resource-pressure=false",
-                           "-instruction-info=false", "-skip-unsupported-instructions=lack-sched"],
+                           "-instruction-info=false", "-skip-unsupported-instructions=any"],
                           input="\n".join(lines) + "\n", capture_output=True, text=True)
     if "is not a recognized processor" in proc.stderr:
         raise UserError(f"{LLVM_MCA} has no scheduling model for {cpu.name}")

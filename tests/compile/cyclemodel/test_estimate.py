@@ -101,3 +101,19 @@ def test_plugin_options():
     opts = plugin_options("/t/out.txt", window=(0x8011, 0x4), regions={"arena": (0x10, 0x20)})
     assert opts == ["outfile=/t/out.txt", "blocks=on", "mem=on", "on=8010", "off=4",
                     "region=arena:10:20"]
+
+
+def test_predication_split_across_blocks_is_modelled_as_nops(tmp_path, monkeypatch):
+    """QEMU may end a block right after a Helium VPST, so the next block starts with the
+    instruction it predicates. Costed one after another, a block then lands inside another's VPT
+    block, or a predicated instruction outside any: the assembler rejects them, and llvm-mca must
+    still cost every block, the lost instructions counted as unmodeled."""
+    monkeypatch.setenv("SANDGLASS_CACHE", str(tmp_path))      # measured here, not from the cache
+    ends_in_vpst = "4018:71fe4d0f"                   # adds r0, r1; vpst
+    plain = "4118"                                   # adds r1, r0, r1: lands in that VPT block
+    starts_predicated = "91ed003e:4018"              # vldrbt.u8 q1, [r1]; adds r0, r1
+    codes = [ends_in_vpst, plain, starts_predicated]
+    assert sorted(codes) == codes                    # the order they are measured in
+    costs = mca.block_costs(get_cpu("cortex-m55"), codes)
+    assert all(c.cycles > 0 for c in costs.values())
+    assert sum(c.unmodeled for c in costs.values()) >= 2
