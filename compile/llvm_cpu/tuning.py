@@ -6,8 +6,11 @@ One JSON database per (model sha256, full TVM target JSON), by default under
 * a build finds it and compiles with it (``MetaScheduleApplyDatabase``), no re-tuning, and says so;
 * ``--tune-trials N`` tunes until the database holds N measured trials: every measurement is
   appended to the database as it happens, so an interrupted run resumes where it stopped;
-* a database that does not parse is reported with a warning and ignored (the build goes on
-  untuned, and a new tuning run starts it afresh).
+* nothing in a database is thrown away: a run killed while appending leaves a cut last line, which
+  is dropped with a warning naming how many records were kept; a database damaged otherwise is set
+  aside (renamed ``DIR.damaged-<time>-<pid>``, the user told where) and a new one starts;
+* one tuning run per database at a time (a lock file beside it): a second is refused with one
+  line; a build reads a database another process is tuning into as it is, never repairs it.
 
 Measurements run on this machine (host targets) or, through TVM's RPC tracker, on the device:
 ``python -m tvm.exec.rpc_tracker --host 0.0.0.0 --port 9190`` somewhere, and on the Pi
@@ -21,15 +24,17 @@ MetaSchedule: https://arxiv.org/abs/2205.13603 ; TVM RPC: https://tvm.apache.org
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import functools
 import hashlib
 import json
 import logging
 import os
-import shutil
 import socket
 import tempfile
 import threading
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,22 +123,116 @@ def searched_trials(db_dir: Path) -> int:
     return max(0, count_trials(db_dir) - seeded_trials(db_dir))
 
 
+def _set_aside(db_dir: Path, why: str, log: Log) -> None:
+    """Move a damaged database out of the way (renamed, never deleted) and say where."""
+    aside = db_dir.with_name(f"{db_dir.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
+    os.replace(db_dir, aside)
+    log(f"warning: tuning database {db_dir} is damaged ({why}); set aside as {aside}, "
+        "starting a new one")
+
+
+def repair_database(db_dir: Path, log: Log) -> None:
+    """Make ``db_dir`` readable without losing a complete record. Both files are append-only logs of
+    one JSON value per line: a run killed while appending leaves its last line cut, and that line
+    is dropped (said so, with the records kept). A bad line anywhere else means the files were
+    damaged otherwise: the database is set aside (renamed) and a new one starts."""
+    db_dir = Path(db_dir)
+    for name in (WORKLOADS, RECORDS):
+        path = db_dir / name
+        try:
+            lines = path.read_text().splitlines()
+        except FileNotFoundError:
+            continue
+        except (OSError, UnicodeDecodeError) as err:
+            return _set_aside(db_dir, f"{name}: {type(err).__name__}", log)
+        kept = [ln for ln in lines if ln.strip()]
+        bad = []
+        for i, line in enumerate(kept):
+            try:
+                json.loads(line)
+            except ValueError:
+                bad.append(i)
+        if not bad:
+            continue
+        if bad != [len(kept) - 1]:
+            return _set_aside(db_dir, f"line {bad[0] + 1} of {name} is not JSON", log)
+        tmp = path.with_name(f".{name}.tmp{os.getpid()}")
+        tmp.write_text("".join(ln + "\n" for ln in kept[:-1]))
+        os.replace(tmp, path)
+        log(f"warning: tuning database {db_dir}: dropped the cut last line of {name} (a run "
+            f"stopped while writing it); kept {len(kept) - 1} "
+            f"{'records' if name == RECORDS else 'workloads'}")
+
+
 def open_database(db_dir: Path, log: Log) -> ms.database.JSONDatabase | None:
-    """The database in ``db_dir`` if it holds records; None if absent; warns + None if corrupt."""
+    """The database in ``db_dir`` if it holds records (a cut last line dropped first); None if
+    absent or damaged (then set aside, with a warning). While another process tunes into it, it
+    is read as it is, never repaired under that process's feet."""
     db_dir = Path(db_dir)
     if count_trials(db_dir) == 0:
         return None
+    with _lock(db_dir, wait=False) as owned:
+        if owned:
+            repair_database(db_dir, log)    # TVM's loader aborts on bad JSON with a C++ error
+        elif not _all_json(db_dir):
+            log(f"warning: tuning database {db_dir} is being written by a tuning run; "
+                "building without it")
+            return None
+        if count_trials(db_dir) == 0:
+            return None
+        try:
+            return ms.database.JSONDatabase(str(db_dir / WORKLOADS), str(db_dir / RECORDS),
+                                            allow_missing=False)
+        except (OSError, ValueError, RuntimeError) as err:   # RuntimeError: TVM FFI errors
+            if owned:
+                _set_aside(db_dir, f"TVM cannot load it: {type(err).__name__}", log)
+            return None
+
+
+def _all_json(db_dir: Path) -> bool:
     try:
-        for name in (WORKLOADS, RECORDS):   # TVM's loader aborts on bad JSON with a C++ error
-            with open(db_dir / name) as f:
-                for line in f:
-                    if line.strip():
-                        json.loads(line)
-        return ms.database.JSONDatabase(str(db_dir / WORKLOADS), str(db_dir / RECORDS),
-                                        allow_missing=False)
-    except (OSError, ValueError, RuntimeError) as err:   # RuntimeError: TVM FFI errors
-        log(f"warning: tuning database {db_dir} is unreadable ({type(err).__name__}); ignoring it")
-        return None
+        for name in (WORKLOADS, RECORDS):
+            for line in (db_dir / name).read_text().splitlines():
+                if line.strip():
+                    json.loads(line)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+_HELD: set[Path] = set()
+
+
+@contextlib.contextmanager
+def _lock(db_dir: Path, wait: bool):
+    """Yields whether this process holds the database's lock (a file beside it, so that setting
+    the database aside keeps it); a tuning run holds it from start to end."""
+    lock_path = Path(db_dir).absolute().with_name(f".{Path(db_dir).name}.lock")
+    if lock_path in _HELD:          # flock does not nest across two opens in one process
+        yield True
+        return
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        _HELD.add(lock_path)
+        try:
+            yield True
+        finally:
+            _HELD.discard(lock_path)
+
+
+@contextlib.contextmanager
+def locked(db_dir: Path):
+    """One tuning run per database at a time: a second one is refused, not interleaved."""
+    with _lock(db_dir, wait=False) as owned:
+        if not owned:
+            raise TuningError(f"another run is tuning into {db_dir}: wait for it to finish, or give "
+                              "this one its own --tuning-db")
+        yield
 
 
 def check_tracker(rpc: RPCSpec) -> dict:
@@ -236,8 +335,13 @@ def tune(mod: tvm.IRModule, target: dict, trials: int, db_dir: Path, *,
     has the trials asked; resumes when it has fewer.
     """
     db_dir = Path(db_dir)
-    if count_trials(db_dir) and open_database(db_dir, log) is None:   # corrupt: start again
-        shutil.rmtree(db_dir, ignore_errors=True)
+    with locked(db_dir):
+        return _tune(mod, target, trials, db_dir, rpc=rpc, cross_aarch64=cross_aarch64, log=log,
+                     per_iter=per_iter, seed=seed)
+
+
+def _tune(mod, target, trials, db_dir, *, rpc, cross_aarch64, log, per_iter, seed):
+    open_database(db_dir, log)     # a cut last line dropped, a damaged database set aside
     done = searched_trials(db_dir)
     if done >= trials:
         log(f"tune: reusing tuning database {db_dir} ({done} trials >= {trials} asked): "

@@ -194,3 +194,75 @@ def test_bench_host_tunes_in_a_child_process(dense, tmp_path):
                    {"tune_trials": 2, "tuning_db": str(tmp_path / "db2"),
                     "rpc_tracker": f"127.0.0.1:{_free_port()}", "rpc_key": "none"})
     assert "\n" not in str(err.value)
+
+
+def test_cut_last_line_is_dropped_and_the_records_kept(tmp_path):
+    """A run killed mid-append leaves a cut last line: only that line goes, with a warning."""
+    db = tmp_path / "db"
+    db.mkdir()
+    (db / tuning.WORKLOADS).write_text('["w0"]\n["w1"]\n')
+    (db / tuning.RECORDS).write_text('[0, {"r": 1}]\n[1, {"r": 2}]\n[1, {"r"')
+    logs: list[str] = []
+    tuning.repair_database(db, logs.append)
+    assert (db / tuning.RECORDS).read_text() == '[0, {"r": 1}]\n[1, {"r": 2}]\n'
+    assert (db / tuning.WORKLOADS).read_text() == '["w0"]\n["w1"]\n'
+    assert logs == [f"warning: tuning database {db}: dropped the cut last line of "
+                    f"{tuning.RECORDS} (a run stopped while writing it); kept 2 records"]
+
+
+def test_damaged_database_is_set_aside_not_deleted(tmp_path):
+    db = tmp_path / "db"
+    db.mkdir()
+    records = '[0, {"r": 1}]\n{garbage\n[0, {"r": 3}]\n'
+    (db / tuning.WORKLOADS).write_text('["w0"]\n')
+    (db / tuning.RECORDS).write_text(records)
+    logs: list[str] = []
+    tuning.repair_database(db, logs.append)
+    assert not db.exists()
+    [aside] = tmp_path.glob("db.damaged-*")
+    assert (aside / tuning.RECORDS).read_text() == records
+    assert str(aside) in logs[0] and "line 2" in logs[0]
+
+
+def test_second_tuning_run_on_one_database_is_refused(tmp_path):
+    db = tmp_path / "db"
+    with tuning.locked(db):
+        child = subprocess.run(
+            [sys.executable, "-c", "import sys; from compile.llvm_cpu import tuning\n"
+             "try:\n    tuning.locked(sys.argv[1]).__enter__()\n"
+             "except tuning.TuningError as e:\n    print(e); sys.exit(3)", str(db)],
+            capture_output=True, text=True, timeout=120)
+    assert child.returncode == 3 and "another run is tuning into" in child.stdout, child.stderr
+
+
+def test_killed_tuning_run_keeps_its_records_and_resumes(dense, tmp_path):
+    """kill -9 a tuning run mid-search: every record it wrote is still there when the next run
+    resumes, and the resumed run adds to them."""
+    path, _, _ = dense
+    db = tmp_path / "db"
+    script = ("import sys\nfrom compile.llvm_cpu.build import compile_for_target\n"
+              "from compile.pipeline import compile_model\nfrom compile.targets import get_target\n"
+              "mod, info = compile_model(sys.argv[1])\n"
+              "compile_for_target(mod, info, get_target('host'), "
+              "{'tune_trials': 200, 'tuning_db': sys.argv[2]}, print)\n")
+    child = subprocess.Popen([sys.executable, "-c", script, str(path), str(db)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 600
+        while tuning.searched_trials(db) < 3 and child.poll() is None and time.time() < deadline:
+            time.sleep(0.5)
+        assert child.poll() is None, "the tuning run ended before it could be killed"
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    written = [ln for ln in (db / tuning.RECORDS).read_text().splitlines(keepends=True)]
+    complete = [ln for ln in written if ln.endswith("\n")]
+    assert len(complete) >= 3
+    _, mod, info = dense
+    logs: list[str] = []
+    compile_for_target(mod, info, get_target("host"),
+                       {"tune_trials": tuning.searched_trials(db) + 2, "tuning_db": str(db)},
+                       logs.append)
+    after = (db / tuning.RECORDS).read_text()
+    assert after.startswith("".join(complete)) and after.count("\n") > len(complete), logs
+    assert any("resuming at" in m for m in logs), logs
