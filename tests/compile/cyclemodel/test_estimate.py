@@ -117,3 +117,14 @@ def test_predication_split_across_blocks_is_modelled_as_nops(tmp_path, monkeypat
     costs = mca.block_costs(get_cpu("cortex-m55"), codes)
     assert all(c.cycles > 0 for c in costs.values())
     assert sum(c.unmodeled for c in costs.values()) >= 2
+
+
+def test_block_llvm_mca_leaves_out_entirely_still_costs(tmp_path, monkeypatch):
+    """A block of one Helium LE (loop end), which the M55 model has no data for: one cycle per
+    instruction, counted as unmodeled, and the blocks around it keep their own costs."""
+    monkeypatch.setenv("SANDGLASS_CACHE", str(tmp_path))
+    le = "0ff02fc8"                                  # le lr, #-94
+    add = "4018"
+    costs = mca.block_costs(get_cpu("cortex-m55"), [le, add])
+    assert costs[le].unmodeled == 1 and costs[le].cycles == 1.0
+    assert costs[add].cycles > 0 and costs[add].unmodeled == 0
