@@ -317,8 +317,10 @@ CORTEXM_BATCH = 8   # samples per firmware image that compile/backends/cortexm e
 
 
 def _run_opts(target, manifest: dict, inputs: np.ndarray) -> dict:
-    """``run.py --opt``s for this bundle: a Cortex-M firmware carries its samples in flash, so large inputs
+    """``run.py --opt``s for this bundle. A Cortex-M firmware carries its samples in flash, so large inputs
     (96x96x3 float32 is 108 KiB) go in fewer per image, as many as fit beside the firmware as built."""
+    if target.kind == "linux-aarch64":
+        return {"estimate": 0}      # compile/bench.py counts and estimates TVM beside LiteRT
     if target.kind != "cortex-m" or not len(inputs):
         return {}
     memory, flash = target.get("memory", {}), manifest.get("flash", {})

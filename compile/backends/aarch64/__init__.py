@@ -9,10 +9,10 @@ storage, no VM) linked in. The bundle gets ``model.so`` (weights embedded as con
 ``README.md`` with the commands for the Pi.
 
 Run here: ``run.py`` under ``qemu-aarch64 -cpu <board cpu>`` in the arm64 Debian userland of
-``compile.backends.aarch64.sysroot`` (prepared on first use). ``--opt estimate=1`` also counts the
-guest instructions of one inference with the trace plugin and estimates its cycles, ms at the
-board's clock and memory traffic (``compile.backends.aarch64.counting``, ``compile.cyclemodel``):
-two more emulated runs, minutes.
+``compile.backends.aarch64.sysroot`` (prepared on first use). Then, unless ``--opt estimate=0``, one
+more emulated run counts the guest instructions of ``--opt repeat=K`` (default 5) inferences on the
+first sample with the trace plugin and estimates their cycles, ms at the board's clock and memory
+traffic (``compile.backends.aarch64.counting``, ``compile.cyclemodel``).
 """
 from __future__ import annotations
 
@@ -141,9 +141,9 @@ def run(bundle_dir: Path, manifest: dict, target: Target, inputs: np.ndarray,
         report = _last_json(proc.stdout)
     metrics = {"emulator": " ".join(emulator_command(target)), "userland": "Debian bookworm arm64",
                "samples": report["samples"], "threads": threads}
-    if str(opts.get("estimate", "0")) not in ("0", "off"):
+    if str(opts.get("estimate", "1")) not in ("0", "off"):
         counted = instructions_per_inference(target, bundle_dir, runner=manifest.get("runner", RUNNER),
-                                             repeat=int(opts.get("repeat", 5)))
+                                             repeat=int(opts.get("repeat", 5)), sample=inputs[:1])
         metrics["instructions_per_inference"] = counted["tvm"]
         metrics.update(counted["estimates"]["tvm"])
     return outputs, metrics

@@ -6,6 +6,7 @@ cached in ~/.cache/sandglass/arm64-sysroot).
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 import subprocess
 import sys
@@ -70,12 +71,17 @@ def test_rpi4_cli_build_and_run_equal_litert(model, tmp_path):
     np.save(tmp_path / "x.npy", x)
     run = subprocess.run([sys.executable, "compile/run.py", "--target", "rpi4", "--bundle",
                           str(bundle), "--input", str(tmp_path / "x.npy"), "--output",
-                          str(tmp_path / "y.npy")], cwd=REPO, capture_output=True, text=True,
-                         timeout=600)
+                          str(tmp_path / "y.npy"), "--json", str(tmp_path / "m.json")],
+                         cwd=REPO, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr
     y = np.load(tmp_path / "y.npy")
     assert y.dtype == np.int8 and y.shape[0] == 6
     np.testing.assert_array_equal(y, run_litert(model, x))
+    # and what one inference costs on the Pi: instructions, estimated cycles and ms, bytes moved
+    m = json.loads((tmp_path / "m.json").read_text())
+    assert m["cycles_estimate"] > 0 and m["instructions_per_inference"] > 0
+    assert m["ms_estimate"] == pytest.approx(m["cycles_estimate"] / 1.5e6, rel=1e-3)
+    assert m["estimate"]["cpu"] == "cortex-a72" and m["traffic"]["memory"]["load_bytes"] > 0
 
 
 @pytest.mark.parametrize("name", ["identity_block", "identity_block_48"])
