@@ -246,5 +246,5 @@ def test_large_inputs_go_fewer_per_firmware_image():
     assert _run_opts(get_target("mps3-an547"), manifest, vww) == {"batch": 3}
     assert _run_opts(get_target("mps2-an386"), manifest, vww) == {}   # 4 MiB flash: the default 8
     assert _run_opts(get_target("mps3-an547"), manifest, vww[:, :8, :8]) == {}
-    assert _run_opts(get_target("rpi4"), manifest, vww) == {}
+    assert _run_opts(get_target("rpi4"), manifest, vww) == {"estimate": 0}   # bench.py estimates
     assert CORTEXM_BATCH == 8
