@@ -121,7 +121,6 @@ def profile_bundle(target, bundle: Path, repeat: int) -> dict:
 
     from compile.backends.aarch64.counting import counted_run, tvm_program, zero_sample
     from compile.cyclemodel import timing_of
-    from compile.cyclemodel.trace import parse
 
     timing = timing_of(target)
     bundle = Path(bundle).absolute()
@@ -130,8 +129,8 @@ def profile_bundle(target, bundle: Path, repeat: int) -> dict:
         tmp = Path(tmp)
         np.save(tmp / "x.npy", zero_sample(bundle))
         maps = tmp / "maps.txt"
-        trace = parse(counted_run(target, tvm_program(tmp, bundle, manifest.get("runner", "run.py"),
-                                                      repeat, tmp / "x.npy", maps), tmp, mem=True))
+        trace = counted_run(target, tvm_program(tmp, bundle, manifest.get("runner", "run.py"),
+                                                repeat, tmp / "x.npy", maps), tmp, mem=True)
         maps_text = maps.read_text()
     library = bundle / manifest.get("library", LIBRARY)
     base, first, end = _library_base(maps_text, library)
@@ -170,34 +169,21 @@ def _inlined_into(elf: Path, caller: str, addresses: set[int], addr2line: str) -
 def profile_firmware(target, bundle: Path) -> dict:
     """Per kernel of one inference of a Cortex-M bundle, on its QEMU board (a real board's on
     the QEMU board with the same core): instructions, estimated cycles, bytes moved."""
-    import shutil
-
     import numpy as np
 
-    from compile.backends.cortexm import PROJECT, emulator_of, project
+    from compile.backends.cortexm import emulated_project, project, run_project
     from compile.cyclemodel import timing_of
-    from compile.cyclemodel.qemu import plugin_argument, read_trace
 
     timing = timing_of(target)
-    emulator = emulator_of(target)
     manifest = json.loads((Path(bundle) / "bundle.json").read_text())
     spec = manifest["model"]["input"]
-    with tempfile.TemporaryDirectory(prefix="sandglass-prof-") as tmp:
-        proj = Path(tmp) / PROJECT
-        shutil.copytree(Path(bundle) / manifest["project"], proj)
-        if emulator is not target:
-            project.retarget(proj, target, emulator)
+    with emulated_project(bundle, manifest, target) as (proj, emulator):
         x = np.zeros((1, *spec["shape"][1:]), spec["dtype"])
-        project.write_inputs(proj, x, x.nbytes)
-        project.make_firmware(proj, emulator, extra_cflags="-g")   # -g: same code, + line info
-        elf = proj / "build" / "firmware.elf"
-        window, regions = project.trace_layout(elf, emulator)
-        out = Path(tmp) / "trace.txt"
-        project.run_firmware(elf, emulator, float(emulator["run"].get("timeout_s", 300)),
-                             plugin_argument(out, window=window, regions=regions))
-        trace = read_trace(out)
-        names = _inlined_into(elf, "sg_model_run", {b.vaddr for b in trace.blocks.values()},
-                              emulator["toolchain"]["size"].replace("size", "addr2line"))
+        _, _, trace = run_project(proj, emulator, x, float(emulator["run"].get("timeout_s", 300)),
+                                  traced=True, extra_cflags="-g")   # -g: same code, + line info
+        names = _inlined_into(proj / "build" / "firmware.elf", "sg_model_run",
+                              {b.vaddr for b in trace.blocks.values()},
+                              project.binutil(emulator, "addr2line"))
     kernels = attribute(trace, timing, names.__getitem__, max(trace.windows, 1))
     return _summary(kernels, UNIT, board=target.name, cpu=timing.cpu.name,
                     emulated_on=emulator.name)

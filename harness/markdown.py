@@ -286,16 +286,6 @@ def _mhz(hz) -> str:
     return "–" if not hz else f"{hz / 1e6:g} MHz"
 
 
-def _range(rec: dict, key: str, fmt: str) -> str:
-    """``key`` .. ``key_max`` of a target record (one value when they are equal or the max is absent)."""
-    low, high = rec.get(key), rec.get(f"{key}_max")
-    if low is None:
-        return "–"
-    if high is None or high == low:
-        return fmt.format(low)
-    return f"{fmt.format(low)} .. {fmt.format(high)}"
-
-
 def _why_none(rec: dict) -> str:
     """Why a target record has no estimate: its failure, or the backend did not give one."""
     if rec.get("status") == "ok":
@@ -336,8 +326,8 @@ def _ours_table(report: dict) -> list[str]:
                 status += " (no estimate in the run metrics yet)"
             rows.append(f"| {m['name']} | {where} | {_mhz(info.get('clock_hz'))} "
                         f"| {_n(ok.get('tvm_instructions'))} | {'–' if per_mac is None else f'{per_mac:.2f}'} "
-                        f"| {_range(ok, 'cycles_estimate', '{:,}')} "
-                        f"| {_range(ok, 'ms_estimate', '{:.1f}')} | {status} |")
+                        f"| {_span(ok, 'cycles_estimate', '{:,}')} "
+                        f"| {_span(ok, 'ms_estimate', '{:.1f}')} | {status} |")
     return rows
 
 
@@ -370,7 +360,7 @@ def _published_tables(report: dict) -> list[str]:
         ours = []
         for k in keys:
             rec = by_key[k]["targets"].get(name, {})
-            cell = _range(rec, "ms_estimate", "{:.1f}") if rec.get("status") == "ok" else "–"
+            cell = _span(rec, "ms_estimate", "{:.1f}") if rec.get("status") == "ok" else "–"
             ours.append(cell if cell != "–" else f"– ({_why_none(rec)})")
         tvm = report["versions"].get("apache-tvm")
         lines.append(f"| **sandglass (Apache TVM, this report)** | – | TVM, `{tvm}` "

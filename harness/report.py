@@ -175,19 +175,8 @@ def check_suite_models(spec: str | None) -> list[str]:
         keys.append(key)
     if not keys:
         raise UserError("--models is empty")
-    return [str(_in_build(p)) for p in mlperf_tiny.require(list(dict.fromkeys(keys))).values()]
+    return [str(mlperf_tiny.in_build(p)) for p in mlperf_tiny.require(list(dict.fromkeys(keys))).values()]
 
-
-def _in_build(model: Path) -> Path:
-    """A copy of a fetched model under the repository's ``build/`` (ignored by git), so that the report
-    names it relative to the repository, the same in every checkout, and its commands rerun from there."""
-    local = REPO / "build" / "mlperf-tiny" / Path(model).name
-    if not local.exists() or local.read_bytes() != Path(model).read_bytes():
-        local.parent.mkdir(parents=True, exist_ok=True)
-        tmp = local.with_name(f".{local.name}.tmp{os.getpid()}")
-        shutil.copyfile(model, tmp)
-        os.replace(tmp, local)
-    return local
 
 
 def suite_entries(model_specs: list[str]) -> list:

@@ -107,7 +107,6 @@ def estimate(trace: Trace, timing: Timing, inferences: int,
     taken = sum(b.taken for b in blocks)
     branch = taken * timing.cpu.taken_branch_penalty
     unmodeled = sum(b.executions * costs[b.code].unmodeled for b in blocks)
-    
     traffic = trace.traffic()
     fetch_bytes = sum(b.executions * b.size for b in blocks
                       if trace.region_of(b.vaddr) in code_regions)

@@ -15,6 +15,7 @@ Costs depend only on (LLVM version, CPU, bytes), so they are cached in
 from __future__ import annotations
 
 import fcntl
+import functools
 import json
 import os
 import re
@@ -50,6 +51,7 @@ def tool(name: str) -> str:
     return path
 
 
+@functools.lru_cache(maxsize=None)
 def version() -> str:
     out = subprocess.run([tool(LLVM_MCA), "--version"], capture_output=True, text=True).stdout
     found = re.search(r"LLVM version (\S+)", out)

@@ -17,8 +17,8 @@ import numpy as np
 
 from compile.backends.aarch64.userland import run_in_userland
 from compile.cyclemodel import estimate, timing_of
-from compile.cyclemodel.qemu import plugin, plugin_options
-from compile.cyclemodel.trace import parse
+from compile.cyclemodel.qemu import plugin, plugin_options, read_trace
+from compile.cyclemodel.trace import Trace
 from compile.errors import BackendError
 
 # The plugin's marks (sgtrace.c, marks=on): a system call with a policy no kernel knows.
@@ -70,9 +70,9 @@ open(sys.argv[5], "w").write(open("/proc/self/maps").read())
 EVERYWHERE = {"memory": (0, 2**64 - 1)}     # traffic: one region, the whole address space
 
 
-def counted_run(target, script: list[str], workdir: Path, mem: bool = False) -> str:
+def counted_run(target, script: list[str], workdir: Path, mem: bool = False) -> Trace:
     """Run ``python3.11 <script...>`` in the userland under the trace plugin, counting between
-    the script's marks; what the plugin wrote (blocks, and with ``mem`` their traffic)."""
+    the script's marks; what the plugin recorded (blocks, and with ``mem`` their traffic)."""
     out = workdir / "count.txt"
     out.unlink(missing_ok=True)
     proc = run_in_userland(target, script, threads=1, plugin=[
@@ -81,7 +81,7 @@ def counted_run(target, script: list[str], workdir: Path, mem: bool = False) -> 
     if proc.returncode != 0:
         tail = " | ".join(proc.stderr.strip().splitlines()[-2:])
         raise BackendError(f"emulated run failed (exit {proc.returncode}): {tail}")
-    return out.read_text()
+    return read_trace(out)
 
 
 def tvm_program(workdir: Path, bundle_dir: Path, runner: str, k: int, sample: Path,
@@ -120,7 +120,7 @@ def instructions_per_inference(target, bundle_dir: Path, runner: str = "run.py",
                 programs[name] = [str(tmp / "count_litert.py"), str(Path(model).absolute()),
                                   str(repeat), resolver, str(x)]
         for name, argv in programs.items():
-            trace = parse(counted_run(target, argv, tmp, mem=timing is not None))
+            trace = counted_run(target, argv, tmp, mem=timing is not None)
             if trace.windows != 1:
                 raise BackendError(f"{name}: the trace plugin saw {trace.windows} marked runs, "
                                    "not 1")

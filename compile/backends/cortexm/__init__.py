@@ -33,6 +33,7 @@ Options: ``timeout`` (s, default the board's ``run.timeout_s``), ``batch``, ``es
 """
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
 from pathlib import Path
@@ -100,40 +101,54 @@ def emulator_of(target: Target) -> Target:
     return get_target(emulate_on)
 
 
+@contextlib.contextmanager
+def emulated_project(bundle_dir: Path, manifest: dict, target: Target):
+    """A scratch copy of the bundle's firmware project, set up for the QEMU board that runs it
+    (``emulator_of``); yields (project dir, that board)."""
+    emulator = emulator_of(target)
+    with tempfile.TemporaryDirectory(prefix="sg-fw-") as tmp:
+        proj = Path(tmp) / PROJECT
+        shutil.copytree(Path(bundle_dir) / manifest["project"], proj)
+        if emulator is not target:
+            project.retarget(proj, target, emulator)
+        yield proj, emulator
+
+
+def run_project(proj: Path, emulator: Target, inputs: np.ndarray, timeout: float,
+                traced: bool, extra_cflags: str = "") -> tuple[list[dict], dict, Trace | None]:
+    """Embed ``inputs``, build, run on ``emulator``: main.c's records and summary, and with
+    ``traced`` the trace plugin's record of the inferences."""
+    project.write_inputs(proj, inputs, int(np.prod(inputs.shape[1:])) * inputs.dtype.itemsize)
+    project.make_firmware(proj, emulator, extra_cflags)
+    elf = proj / "build" / "firmware.elf"
+    trace_file = proj.parent / "trace.txt"
+    qemu_args = []
+    if traced:
+        window, regions = project.trace_layout(elf, emulator)
+        qemu_args = plugin_argument(trace_file, window=window, regions=regions)
+    records, summary = project.run_firmware(elf, emulator, timeout, qemu_args)
+    if len(records) != len(inputs):
+        raise BackendError(f"firmware printed {len(records)} results for {len(inputs)} inputs")
+    return records, summary, read_trace(trace_file) if traced else None
+
+
 def run(bundle_dir: Path, manifest: dict, target: Target, inputs: np.ndarray,
         opts: dict) -> tuple[np.ndarray, dict]:
     """Embed ``inputs`` in the firmware, run it in QEMU, return outputs + metrics."""
-    source = Path(bundle_dir) / manifest["project"]
     out_info = manifest["model"]["output"]
     out_shape, out_dtype = tuple(out_info["shape"][1:]), np.dtype(out_info["dtype"])
-    emulator = emulator_of(target)
-    timeout = float(opts.get("timeout", emulator.get("run", {}).get("timeout_s", 300)))
     batch = max(1, int(opts.get("batch", 8)))
     timing = timing_of(target) if str(opts.get("estimate", "1")) not in ("0", "off") else None
-    nbytes = int(np.prod(inputs.shape[1:])) * inputs.dtype.itemsize
     outputs, counts, summary = [], [], {}
     trace = Trace()
-    with tempfile.TemporaryDirectory(prefix="sg-fw-") as tmp:
-        proj = Path(tmp) / PROJECT
-        shutil.copytree(source, proj)
-        if emulator is not target:
-            project.retarget(proj, target, emulator)
-        trace_file = Path(tmp) / "trace.txt"
+    with emulated_project(bundle_dir, manifest, target) as (proj, emulator):
+        timeout = float(opts.get("timeout", emulator.get("run", {}).get("timeout_s", 300)))
         for start in range(0, len(inputs), batch):
-            chunk = inputs[start:start + batch]
-            project.write_inputs(proj, chunk, nbytes)
-            project.make_firmware(proj, emulator)
-            elf = proj / "build" / "firmware.elf"
-            qemu_args = []
-            if timing is not None:
-                window, regions = project.trace_layout(elf, emulator)
-                qemu_args = plugin_argument(trace_file, window=window, regions=regions)
-            records, summary = project.run_firmware(elf, emulator, timeout, qemu_args)
-            if len(records) != len(chunk):
-                raise BackendError(f"firmware printed {len(records)} results for "
-                                   f"{len(chunk)} inputs")
-            if timing is not None:
-                trace.add(read_trace(trace_file))
+            records, summary, chunk_trace = run_project(proj, emulator,
+                                                        inputs[start:start + batch], timeout,
+                                                        traced=timing is not None)
+            if chunk_trace is not None:
+                trace.add(chunk_trace)
             for rec in records:     # main.c prints the output's bytes as int8
                 outputs.append(np.array(rec["y"], dtype=np.int64).astype(np.int8)
                                .view(out_dtype).reshape(out_shape))

@@ -294,13 +294,17 @@ def make_firmware(project: Path, target: Target, extra_cflags: str = "") -> dict
                     map(int, size.groups())))
 
 
+def binutil(target: Target, name: str) -> str:
+    """The board toolchain's binutils program ``name`` (nm, addr2line, ...), named like its size."""
+    return target["toolchain"]["size"].replace("size", name)
+
+
 def trace_layout(elf: Path, target: Target) -> tuple[tuple[int, int], dict[str, tuple[int, int]]]:
     """What the trace plugin needs from the ELF on ``target``: the window of one inference
     (from ``sg_model_run`` to ``board_cycles``, the call main.c makes right after it returns) and
     the memory regions to count traffic in, most specific first (the plugin takes the first that
     holds an address): weights, arena, stack, then the board's flash and RAM."""
-    nm = target["toolchain"]["size"].replace("size", "nm")
-    out = subprocess.run([nm, "-S", str(elf)], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run([binutil(target, "nm"), "-S", str(elf)], capture_output=True, text=True, check=True).stdout
     symbols: dict[str, tuple[int, int]] = {}
     for parts in map(str.split, out.splitlines()):
         if len(parts) >= 3:
