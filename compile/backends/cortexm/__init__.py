@@ -5,7 +5,9 @@ int8 models on Relax, in parts:
 
 * ``graph``    Relax ``main`` -> a static step list (one kernel call per ``call_tir``) and
                lowered, allocation-free TIR kernels;
-* ``intrin``   kernels that use the core: int8 dot products tensorized into SMLAD / Helium
+* ``nnlib``    quantized convolutions as calls of the firmware's kernel library
+               (``firmware/sg_nn.h``: SMLAD / SMMULR on M4/M7, Helium dot products on M55);
+* ``intrin``   the other kernels' int8 dot products tensorized into SMLAD / Helium
                helpers (``firmware/sg_kernels.h``);
 * ``cemit``    lowered TIR -> C functions with plain typed-pointer arguments;
 * ``memplan``  static memory plan: every activation in ONE arena, reused by lifetime,

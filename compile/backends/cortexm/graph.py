@@ -1,6 +1,9 @@
 """Relax ``main`` -> static step list + lowered TIR kernels (the AOT part of microTVM, redone).
 
-1. Relax: ``ReduceLastWeights`` (conv weights OHWI) -> ``LegalizeOps`` ->
+1. Relax: ``OffloadConvolutions`` (``nnlib``: each quantized convolution, requantization
+   included, becomes one call of a kernel of ``firmware/sg_nn.h``; its PrimFunc is the same
+   computation in TE, for the memory plan and the MAC count) -> ``ReduceLastWeights``
+   (weights of the convolutions left to TVM, OHWI) -> ``LegalizeOps`` ->
    ``AnnotateTIROpPattern`` -> ``FoldConstant`` -> ``FuseOps`` -> ``FoldPadIntoConsumer``
    (``padfuse``) -> ``FuseTIR`` -> ``DeadCodeElimination``: ``main`` becomes a straight
    line of ``call_tir``.
@@ -8,7 +11,8 @@
    element-wise producer is inlined into its consumer (``compute_inline``) and the
    epilogue is computed right after each output element of the reduction that feeds it
    (``reverse_compute_at``), so a convolution's int32 accumulator compacts to one element.
-   Kernels that use the core: ``tile_channels`` computes 4 channels of a depthwise
+   The kernels left to TVM (convolutions ``nnlib`` does not take: left-shift multipliers,
+   dilation, channel multipliers) use the core: ``tile_channels`` computes 4 channels of a depthwise
    convolution together (register accumulators) and 2 pixels x 2 output channels of a 1x1
    one, whose int8 dot products ``intrin.tensorize_dots`` hands to SMLAD / Helium C helpers.
 3. The s_tir lowering passes (without ``MakePackedAPI``) flatten buffers; ``cemit`` prints
@@ -29,6 +33,7 @@ from compile.backends.cortexm.cemit import KernelC, UnsupportedTIR, emit_kernel
 from compile.backends.cortexm.intrin import (DOT_PIXELS, DOT_ROWS, MIN_DOT, ReduceLastWeights,
                                     all_blocks, reduction_blocks, tensorize_dots)
 from compile.backends.cortexm.memplan import access_times, elementwise_inputs, overlap_offsets
+from compile.backends.cortexm.nnlib import OffloadConvolutions, emit, is_library_call
 from compile.backends.cortexm.padfuse import FoldPadIntoConsumer
 from compile.lower import tir_query
 from compile.lower.fixedpoint import fits_int32
@@ -109,9 +114,11 @@ def UniqueVarNames(func, mod, ctx):  # noqa: ARG001  (pass signature)
     return _Renamer(mod).visit_expr(func)
 
 
-def relax_passes() -> tvm.transform.Pass:
+def relax_passes(library: bool = True) -> tvm.transform.Pass:
+    """``library=False`` leaves the convolutions to TVM's kernels too (tests compare)."""
     return tvm.transform.Sequential([
         UniqueVarNames,
+        *([OffloadConvolutions] if library else []),
         ReduceLastWeights,
         relax.transform.LegalizeOps(),
         relax.transform.AnnotateTIROpPattern(),
@@ -324,10 +331,11 @@ def _sinfo(var) -> tuple[tuple[int, ...], str]:
     return shape, str(ty.dtype)
 
 
-def lower_model(mod: tvm.IRModule) -> Graph:
-    """Turn the Relax module into a static graph; UnsupportedTIR names what is not handled."""
+def lower_model(mod: tvm.IRModule, library: bool = True) -> Graph:
+    """Turn the Relax module into a static graph; UnsupportedTIR names what is not handled.
+    ``library``: quantized convolutions call ``firmware/sg_nn.h`` (``nnlib``)."""
     with tvm.transform.PassContext(opt_level=3):
-        mod = relax_passes()(mod)
+        mod = relax_passes(library)(mod)
     main = mod["main"]
     if len(main.params) != 1:
         raise UnsupportedTIR(f"main takes {len(main.params)} inputs (one is supported)")
@@ -375,9 +383,14 @@ def lower_model(mod: tvm.IRModule) -> Graph:
             gv, args = value.args[0], list(value.args[1].fields)
             prim = mod[gv]
             if gv.name_hint not in kernel_of:
-                scheduled, lowered = lower_kernel(prim)
                 cname = f"sg_k{len(kernels)}_{gv.name_hint}"[:60]
-                kernels[cname] = emit_kernel(cname, lowered)
+                if is_library_call(prim):      # firmware/sg_nn.h; the TIR is its reference
+                    scheduled = prim
+                    lowered = tir_passes()(tvm.IRModule({"main": prim}))["main"]
+                    kernels[cname] = emit(cname, prim)
+                else:
+                    scheduled, lowered = lower_kernel(prim)
+                    kernels[cname] = emit_kernel(cname, lowered)
                 kernel_macs[cname] = _count_macs(scheduled)
                 kernel_of[gv.name_hint] = cname
                 kernel_inplace[cname] = elementwise_inputs(prim)
