@@ -7,11 +7,14 @@
  *
  *   sg_conv_s8     any window and stride: OHWI weights, each output pixel's window gathered
  *                  into a scratch row (pad taps hold the input zero point) unless it is one
- *                  contiguous pixel (1x1, no padding); 2 pixels x 2 output channels per
- *                  sg_dot22_s8 call (SMLAD / Helium / C, sg_kernels.h).
+ *                  contiguous pixel (1x1, no padding); 2 pixels x 2 output channels at a
+ *                  time.  M4/M7, rows of at least nnlib.WIDEN_MIN values: the two pixels'
+ *                  rows widened to int16 once (SXTB16 order), then per 4 values 2 weight
+ *                  words unpacked and 8 SMLAD; shorter rows, and Helium on M55: the dot
+ *                  products of sg_kernels.h over the int8 rows (sg_dot22_s8).
  *   sg_dwconv_s8   depthwise, channel multiplier 1, weights [C][KH][KW].  3x3 windows with
- *                  stride 1 or 2 read the input as planes of ``cb`` channels at a time,
- *                  widened to int16 with the padding in place, so that two neighbouring
+ *                  stride 1 or 2 read the input as planes (``cb`` channels, ``rows`` rows at
+ *                  a time), widened to int16 with the padding in place, so that two neighbouring
  *                  taps of one channel are one 32-bit word: 2 taps per SMLAD, two output
  *                  pixels per pass sharing the loads, each channel's weights packed once.
  *                  Other windows take a plain loop.
@@ -20,7 +23,8 @@
  * the order of the reference TIR nnlib.py builds for each call): sg_conv_s8 goes through the
  * output pixels in pairs, in raster order, all output channels of a pair before the next;
  * sg_dwconv_s8 channel by channel, each channel's output rows top to bottom, pixels left to
- * right.  Inputs may be read earlier than that, never later.
+ * right.  Inputs may be read earlier than that, never later; x and y are not ``restrict``,
+ * so the compiler keeps that order where they overlap.
  *
  * Requantization as the integer lowering (compile/lower/fixedpoint.py) and LiteRT's
  * reference: h = (acc * m + 2^30) >> 31 in 64 bits (SaturatingRoundingDoublingHighMul for a
@@ -45,11 +49,18 @@ typedef struct {
   int32_t kh, kw, sh, sw, pt, pl;  /* window, strides, top and left padding */
   int32_t zx;                      /* value of a padded tap: the input zero point */
   int32_t zy, lo, hi;              /* output zero point, clamp */
-  int32_t cb;                      /* sg_dwconv_s8: channels per block */
-  int32_t fast;                    /* the requantization's fast form holds (sg_rq_out) */
+  int32_t cb, rows;                /* sg_dwconv_s8: channels and rows converted at a time */
+  int32_t fast;                    /* every channel's requantization has the fast form */
+  int32_t widen;                   /* sg_conv_s8 on M4/M7: widen the pixels' rows to int16 */
 } sg_conv_shape;
 
-#define SG_NN_FN static __attribute__((noinline, unused))
+/* compiled once and called as they are: no clone specialised to a call site's constants
+ * (GCC 12 cloned sg_dwconv_s8 for a model with one depthwise layer, computed in place over
+ * its input, and the call to the clone was dropped: outputs left as the inputs) */
+#define SG_NN_FN static __attribute__((noipa, unused))
+
+/* the stores before it are done before any volatile asm after it reads their memory */
+#define SG_NN_BARRIER() __asm__ volatile("" ::: "memory")
 
 /* a kernel: its body compiled twice, with the fast requantization and without (the flag is
  * a constant in each copy, so no test is left in the loops) */
@@ -76,17 +87,19 @@ SG_INLINE int32_t sg_rq(int32_t acc, int32_t m, int32_t rs) {
   return (h >> rs) + (((uint32_t)h & mask) > threshold);
 }
 
-/* A layer's requantization, per output channel.  ``fast`` layers (nnlib.py checks at
- * compile time) have |acc| < 2^30 for every input, 1 <= rs <= 22 on every channel: then
- * (acc * m + 2^30) >> 31 = SMMULR(2 acc, m), and with add = 2^(rs-1) + (zy << rs) (no
- * overflow: |h| < 2^30) the rounding shift and the zero point are
- * (h + (h >> 31) + add) >> rs. */
+/* A layer's requantization, per output channel.  A channel is fast (nnlib.py checks at
+ * compile time) when |acc| < 2^30 for every input and 1 <= rs <= 22: then
+ * (acc * m + 2^30) >> 31 = SMMULR(2 acc, m), |h| < 2^30, and with add = 2^(rs-1) + (zy << rs)
+ * the rounding shift and the zero point are (h + (h >> 31) + add) >> rs, no overflow.
+ * ``rsh`` holds rs, + 256 for a channel that is not fast.  A layer whose channels are all
+ * fast runs the kernel's fast copy; the other copy tests each channel. */
 typedef struct {
-  int32_t m, rs, add;
+  int32_t m, rs, add, slow;
 } sg_rqc;
 
-SG_INLINE sg_rqc sg_rq_channel(int32_t m, int32_t rs, int32_t zy, int fast) {
-  sg_rqc c = {m, rs, fast ? (int32_t)((uint32_t)(2 * zy + 1) << (rs - 1)) : zy};
+SG_INLINE sg_rqc sg_rq_channel(int32_t m, int32_t rsv, int32_t zy, int fast) {
+  const int32_t rs = rsv & 255, slow = !fast && rsv >> 8;
+  sg_rqc c = {m, rs, slow ? zy : (int32_t)((uint32_t)(2 * zy + 1) << (rs - 1)), slow};
   return c;
 }
 
@@ -102,7 +115,7 @@ SG_INLINE int32_t sg_smmulr(int32_t a, int32_t b) {
 
 /* the requantized value before the clamp */
 SG_INLINE int32_t sg_rq_val(int32_t acc, sg_rqc c, int fast) {
-  if (fast) {
+  if (fast || !c.slow) {
     int32_t h = sg_smmulr(acc * 2, c.m);
     return (h + (h >> 31) + c.add) >> c.rs;
   }
@@ -170,22 +183,124 @@ SG_INLINE const int8_t *sg_window(const sg_conv_shape *s, const int8_t *x, int32
   return col;
 }
 
-SG_INLINE void sg_conv_body(const sg_conv_shape *s, const int8_t *restrict x,
+#if defined(__ARM_FEATURE_DSP) && !(defined(__ARM_FEATURE_MVE) && (__ARM_FEATURE_MVE & 1))
+/* M4/M7: the two pixels' rows widened to int16 once, for all output channels */
+#define SG_NN_WIDEN 1
+
+/* xw: per 4 values, pixel 0's [x0, x2] [x1, x3] then pixel 1's (the order SXTB16 gives the
+ * weights), then the k % 4 last values of pixel 0, of pixel 1 */
+SG_INLINE void sg_widen2(const int8_t *x0, const int8_t *x1, int32_t k, int16_t *xw) {
+  uint8_t *d = (uint8_t *)xw;
+  for (int32_t g = k >> 2; g; --g, x0 += 4, x1 += 4, d += 16) {
+    uint32_t a, b, v[4];
+    memcpy(&a, x0, 4);
+    memcpy(&b, x1, 4);
+    v[0] = __sxtb16(a);
+    v[1] = sg_sxtb16_ror8(a);
+    v[2] = __sxtb16(b);
+    v[3] = sg_sxtb16_ror8(b);
+    memcpy(d, v, 16);
+  }
+  int16_t *t = (int16_t *)(void *)d;
+  const int32_t r = k & 3;
+  for (int32_t i = 0; i < r; ++i) {
+    t[i] = x0[i];
+    t[r + i] = x1[i];
+  }
+}
+
+/* acc[0..3] += pixel 0 . w0, pixel 0 . w1, pixel 1 . w0, pixel 1 . w1 (rows of xw) */
+SG_INLINE void sg_mm22_w(const int16_t *xw, const int8_t *w0, const int8_t *w1, int32_t k,
+                         int32_t *acc) {
+  int32_t a00 = acc[0], a01 = acc[1], a10 = acc[2], a11 = acc[3];
+  const uint8_t *xp = (const uint8_t *)xw;
+  const int32_t d = (int32_t)(w1 - w0);
+  const int8_t *end = w0 + (k & ~3);
+  if (w0 != end) {
+    /* per 4 values: 2 weight words (the second row d bytes on), each unpacked once for both
+     * pixels, 8 SMLAD; 14 registers, written out because GCC 12 spills an accumulator.
+     * It reads xw and the weights without telling GCC: volatile, after SG_NN_BARRIER. */
+    uint32_t wa, wb, xa, xb, t, u;
+    __asm__ volatile(
+        "1:\n\t"
+        "ldr %[wb], [%[w0], %[d]]\n\t"
+        "ldr %[wa], [%[w0]], #4\n\t"
+        "ldrd %[xa], %[xb], [%[xp]], #8\n\t"
+        "sxtb16 %[t], %[wa]\n\t"
+        "sxtb16 %[wa], %[wa], ror #8\n\t"
+        "smlad %[a00], %[xa], %[t], %[a00]\n\t"
+        "smlad %[a00], %[xb], %[wa], %[a00]\n\t"
+        "sxtb16 %[u], %[wb]\n\t"
+        "sxtb16 %[wb], %[wb], ror #8\n\t"
+        "smlad %[a01], %[xa], %[u], %[a01]\n\t"
+        "smlad %[a01], %[xb], %[wb], %[a01]\n\t"
+        "ldrd %[xa], %[xb], [%[xp]], #8\n\t"
+        "smlad %[a10], %[xa], %[t], %[a10]\n\t"
+        "smlad %[a10], %[xb], %[wa], %[a10]\n\t"
+        "smlad %[a11], %[xa], %[u], %[a11]\n\t"
+        "smlad %[a11], %[xb], %[wb], %[a11]\n\t"
+        "cmp %[w0], %[end]\n\t"
+        "bne 1b"
+        : [a00] "+r"(a00), [a01] "+r"(a01), [a10] "+r"(a10), [a11] "+r"(a11),
+          [w0] "+r"(w0), [xp] "+r"(xp), [wa] "=&r"(wa), [wb] "=&r"(wb), [xa] "=&r"(xa),
+          [xb] "=&r"(xb), [t] "=&r"(t), [u] "=&r"(u)
+        : [d] "r"(d), [end] "r"(end)
+        : "cc");
+  }
+  w1 = w0 + d;
+  const int16_t *t = (const int16_t *)(const void *)xp;
+  const int32_t r = k & 3;
+  for (int32_t i = 0; i < r; ++i) {
+    a00 += t[i] * w0[i];
+    a01 += t[i] * w1[i];
+    a10 += t[r + i] * w0[i];
+    a11 += t[r + i] * w1[i];
+  }
+  acc[0] = a00;
+  acc[1] = a01;
+  acc[2] = a10;
+  acc[3] = a11;
+}
+#else
+#define SG_NN_WIDEN 0
+#endif
+
+/* scratch: the gathered windows (2 k bytes, when the window is not read in place), then
+ * with ``widen`` the widened rows (4 k bytes, 4-aligned); sizes as
+ * nnlib.ConvLayer.scratch_bytes */
+SG_INLINE void sg_conv_body(const sg_conv_shape *s, const int8_t *x,
                             const int8_t *restrict w, const int32_t *restrict bias,
                             const int32_t *restrict mult, const int32_t *restrict rsh,
-                            int8_t *restrict y, int8_t *restrict col, const int fast) {
+                            int8_t *y, int8_t *restrict scratch, const int fast) {
   const int32_t k = s->kh * s->kw * s->c, n = s->oh * s->ow, no = s->o;
   const int32_t zy = s->zy, lo = s->lo, hi = s->hi;
   const uint32_t lo2 = sg_pack16(lo, lo), hi2 = sg_pack16(hi, hi);
+  const int32_t gather = !(s->kh == 1 && s->kw == 1 && s->pt == 0 && s->pl == 0);
+  int8_t *col = gather ? scratch : 0;
+#if SG_NN_WIDEN
+  const int32_t widen = s->widen;
+  int16_t *xw = (int16_t *)(void *)(scratch + (gather ? (2 * k + 3) & ~3 : 0));
+#endif
   for (int32_t p = 0; p < n; p += 2) {
     const int32_t two = p + 1 < n;
     const int8_t *x0 = sg_window(s, x, p, col);
     const int8_t *x1 = two ? sg_window(s, x, p + 1, col ? col + k : col) : x0;
     int8_t *y0 = y + p * no, *y1 = y0 + no;
+#if SG_NN_WIDEN
+    if (widen) {
+      sg_widen2(x0, x1, k, xw);
+      SG_NN_BARRIER();
+    }
+#endif
     int32_t o = 0;
     for (; o + 2 <= no; o += 2) {
       const int8_t *wo = w + o * k;
       int32_t acc[4] = {bias[o], bias[o + 1], bias[o], bias[o + 1]};
+#if SG_NN_WIDEN
+      if (widen)
+        sg_mm22_w(xw, wo, wo + k, k, acc);
+      else
+#endif
       if (two)
         sg_dot22_s8(x0, (int32_t)(x1 - x0), wo, k, k, acc, 2);
       else
@@ -201,13 +316,22 @@ SG_INLINE void sg_conv_body(const sg_conv_shape *s, const int8_t *restrict x,
     if (o < no) {
       const int8_t *wo = w + o * k;
       const sg_rqc c0 = sg_rq_channel(mult[o], rsh[o], zy, fast);
-      y0[o] = sg_rq_out(sg_dot_s8(x0, wo, k, bias[o]), c0, lo, hi, fast);
-      if (two) y1[o] = sg_rq_out(sg_dot_s8(x1, wo, k, bias[o]), c0, lo, hi, fast);
+      int32_t acc[4] = {bias[o], bias[o], bias[o], bias[o]};
+#if SG_NN_WIDEN
+      if (widen)
+        sg_mm22_w(xw, wo, wo, k, acc);
+      else
+#endif
+      {
+        acc[0] = sg_dot_s8(x0, wo, k, acc[0]);
+        acc[2] = sg_dot_s8(x1, wo, k, acc[2]);
+      }
+      y0[o] = sg_rq_out(acc[0], c0, lo, hi, fast);
+      if (two) y1[o] = sg_rq_out(acc[2], c0, lo, hi, fast);
     }
   }
 }
 
-/* col: scratch of 2 * kh * kw * c bytes, NULL for a 1x1 window without padding */
 SG_NN_KERNEL(sg_conv_s8, sg_conv_body, int8_t)
 
 /* -- depthwise convolution ----------------------------------------------------------------- */
@@ -236,26 +360,26 @@ SG_INLINE uint32_t sg_ld32(const int16_t *p) {
   return v;
 }
 
-/* channels [c0, c0 + cb) of the input, widened to int16, one plane per channel:
- * plane[c][r][j] = x[r - pt][j - pl][c0 + c], zx outside the input */
-SG_INLINE void sg_planes(const sg_conv_shape *s, const int8_t *restrict x, int32_t c0,
-                         int32_t cb, int16_t *restrict plane, int32_t rows, int32_t width) {
+/* rows [r0, r0 + rows) (padded: row 0 is pt rows above the input) of channels
+ * [c0, c0 + cb), widened to int16, one plane per channel, ``stride`` int16 apart:
+ * plane[c][r][j] = x[r0 + r - pt][j - pl][c0 + c], zx outside the input */
+SG_INLINE void sg_planes(const sg_conv_shape *s, const int8_t *x, int32_t c0, int32_t cb,
+                         int32_t r0, int32_t rows, int16_t *restrict plane, int32_t stride,
+                         int32_t width) {
   const int32_t ih = s->ih, iw = s->iw, c = s->c, pt = s->pt, pl = s->pl;
   const int32_t cols = iw < width - pl ? iw : width - pl;   /* input columns kept */
   const int16_t zx = (int16_t)s->zx;
   for (int32_t ci = 0; ci < cb; ++ci) {
-    int16_t *dst = plane + ci * rows * width;
     const int8_t *src = x + c0 + ci;
-    for (int32_t r = 0; r < rows; ++r, dst += width) {
+    int16_t *dst = plane + ci * stride;
+    for (int32_t r = r0; r < r0 + rows; ++r, dst += width) {
       const int32_t iy = r - pt;
-      if (iy < 0 || iy >= ih) {
-        for (int32_t j = 0; j < width; ++j) dst[j] = zx;
-        continue;
-      }
-      const int8_t *in = src + iy * iw * c;
       int32_t j = 0;
-      for (; j < pl; ++j) dst[j] = zx;
-      for (int32_t ix = 0; ix < cols; ++ix, in += c) dst[j++] = *in;
+      if (iy >= 0 && iy < ih) {
+        const int8_t *in = src + iy * iw * c;
+        for (; j < pl; ++j) dst[j] = zx;
+        for (int32_t ix = 0; ix < cols; ++ix, in += c) dst[j++] = *in;
+      }
       for (; j < width; ++j) dst[j] = zx;
     }
   }
@@ -279,49 +403,98 @@ SG_INLINE sg_w3x3 sg_pack3x3(const int8_t *wc) {
   return k;
 }
 
-SG_INLINE void sg_dw3x3_row(const int16_t *r0, const int16_t *r1, const int16_t *r2,
-                            sg_w3x3 k, int32_t b, sg_rqc c, int8_t *restrict y,
+/* the taps of output pixels ox, ox+1 of one 3x3 window row pair-loaded from r (the row
+ * below is wb bytes on): p, q += sums over the 3 rows.  Stride 1 reads columns ox..ox+3,
+ * A = [x0, x1], B = [x2, x3]: ox = A.[w0,w1] + B.lo * w2, ox+1 = A.hi * w0 + B.[w1,w2];
+ * stride 2 reads 2ox..2ox+5 and the second pixel starts at B.  Written out on M4/M7, each
+ * row's two weight words loaded next to their use: GCC 12 keeps all six in registers in
+ * the C loop and spills everything else.  The asm reads the plane without telling GCC:
+ * volatile, it stays after the barrier that follows the plane's stores (SG_NN_BARRIER). */
+#if defined(__ARM_FEATURE_DSP)
+#define SG_DW_W(i)                                                                           \
+  "ldr %[wa], [%[k], #" #i "*8]\n\t"                                                          \
+  "ldr %[wz], [%[k], #" #i "*8+4]\n\t"
+#define SG_DW_S1                                                                             \
+  "ldr %[A], [%[r]]\n\t"                                                                      \
+  "ldr %[B], [%[r], #4]\n\t"                                                                  \
+  "smlad %[p], %[A], %[wa], %[p]\n\t"                                                         \
+  "smlatb %[q], %[A], %[wa], %[q]\n\t"                                                        \
+  "smlabt %[p], %[B], %[wz], %[p]\n\t"                                                        \
+  "smlad %[q], %[B], %[wz], %[q]\n\t"
+#define SG_DW_S2                                                                             \
+  "ldr %[A], [%[r]]\n\t"                                                                      \
+  "ldr %[B], [%[r], #4]\n\t"                                                                  \
+  "ldr %[C], [%[r], #8]\n\t"                                                                  \
+  "smlad %[p], %[A], %[wa], %[p]\n\t"                                                         \
+  "smlabt %[p], %[B], %[wz], %[p]\n\t"                                                        \
+  "smlad %[q], %[B], %[wa], %[q]\n\t"                                                         \
+  "smlabt %[q], %[C], %[wz], %[q]\n\t"
+#define SG_DW_NEXT "add %[r], %[r], %[wb]\n\t"
+SG_INLINE void sg_dw_pair_s1(const int16_t *r, int32_t wb, const sg_w3x3 *k, int32_t *pp,
+                             int32_t *qq) {
+  int32_t p = *pp, q = *qq;
+  uint32_t A, B, wa, wz;
+  __asm__ volatile(SG_DW_W(0) SG_DW_S1 SG_DW_NEXT SG_DW_W(1) SG_DW_S1 SG_DW_NEXT SG_DW_W(2)
+                   SG_DW_S1
+                   : [p] "+r"(p), [q] "+r"(q), [A] "=&r"(A), [B] "=&r"(B), [wa] "=&r"(wa),
+                     [wz] "=&r"(wz), [r] "+r"(r)
+                   : [wb] "r"(wb), [k] "r"(k), "m"(*k));
+  *pp = p;
+  *qq = q;
+}
+SG_INLINE void sg_dw_pair_s2(const int16_t *r, int32_t wb, const sg_w3x3 *k, int32_t *pp,
+                             int32_t *qq) {
+  int32_t p = *pp, q = *qq;
+  uint32_t A, B, C, wa, wz;
+  __asm__ volatile(SG_DW_W(0) SG_DW_S2 SG_DW_NEXT SG_DW_W(1) SG_DW_S2 SG_DW_NEXT SG_DW_W(2)
+                   SG_DW_S2
+                   : [p] "+r"(p), [q] "+r"(q), [A] "=&r"(A), [B] "=&r"(B), [C] "=&r"(C),
+                     [wa] "=&r"(wa), [wz] "=&r"(wz), [r] "+r"(r)
+                   : [wb] "r"(wb), [k] "r"(k), "m"(*k));
+  *pp = p;
+  *qq = q;
+}
+#else
+SG_INLINE void sg_dw_pair_s1(const int16_t *r, int32_t wb, const sg_w3x3 *k, int32_t *pp,
+                             int32_t *qq) {
+  const uint32_t a[3] = {k->a0, k->a1, k->a2}, b[3] = {k->b0, k->b1, k->b2};
+  for (int32_t i = 0; i < 3; ++i, r += wb / 2) {
+    const uint32_t A = sg_ld32(r), B = sg_ld32(r + 2);
+    *pp = sg_smlabt(B, b[i], sg_smlad(A, a[i], *pp));
+    *qq = sg_smlad(B, b[i], sg_smlatb(A, a[i], *qq));
+  }
+}
+SG_INLINE void sg_dw_pair_s2(const int16_t *r, int32_t wb, const sg_w3x3 *k, int32_t *pp,
+                             int32_t *qq) {
+  const uint32_t a[3] = {k->a0, k->a1, k->a2}, b[3] = {k->b0, k->b1, k->b2};
+  for (int32_t i = 0; i < 3; ++i, r += wb / 2) {
+    const uint32_t A = sg_ld32(r), B = sg_ld32(r + 2), C = sg_ld32(r + 4);
+    *pp = sg_smlabt(B, b[i], sg_smlad(A, a[i], *pp));
+    *qq = sg_smlabt(C, b[i], sg_smlad(B, a[i], *qq));
+  }
+}
+#endif
+
+SG_INLINE void sg_dw3x3_row(const int16_t *r0, int32_t wb, sg_w3x3 k, int32_t b, sg_rqc c,
+                            int8_t *y,
                             int32_t ow, int32_t sw, int32_t step, int32_t lo, int32_t hi,
                             uint32_t lo2, uint32_t hi2, const int fast) {
   const uint32_t a0 = k.a0, b0 = k.b0, a1 = k.a1, b1 = k.b1, a2 = k.a2, b2 = k.b2;
   int32_t ox = 0;
   if (sw == 1) {
-    /* pixels ox, ox+1 read columns ox..ox+3: words A = [x0, x1], B = [x2, x3];
-     * ox: A.[w0,w1] + B.lo * w2, ox+1: A.hi * w0 + B.[w1,w2] */
-    for (; ox + 2 <= ow; ox += 2, r0 += 2, r1 += 2, r2 += 2, y += 2 * step) {
-      uint32_t A = sg_ld32(r0), B = sg_ld32(r0 + 2);
-      int32_t p = sg_smlabt(B, b0, sg_smlad(A, a0, b));
-      int32_t q = sg_smlad(B, b0, sg_smlatb(A, a0, b));
-      A = sg_ld32(r1);
-      B = sg_ld32(r1 + 2);
-      p = sg_smlabt(B, b1, sg_smlad(A, a1, p));
-      q = sg_smlad(B, b1, sg_smlatb(A, a1, q));
-      A = sg_ld32(r2);
-      B = sg_ld32(r2 + 2);
-      p = sg_smlabt(B, b2, sg_smlad(A, a2, p));
-      q = sg_smlad(B, b2, sg_smlatb(A, a2, q));
+    for (; ox + 2 <= ow; ox += 2, r0 += 2, y += 2 * step) {
+      int32_t p = b, q = b;
+      sg_dw_pair_s1(r0, wb, &k, &p, &q);
       sg_store2(y, y + step, sg_rq_val(p, c, fast), sg_rq_val(q, c, fast), lo, hi, lo2, hi2);
     }
   } else {
-    /* stride 2: pixel ox reads columns 2ox..2ox+2, A = [x0, x1], B = [x2, x3];
-     * the next pixel starts at B */
-    for (; ox + 2 <= ow; ox += 2, r0 += 4, r1 += 4, r2 += 4, y += 2 * step) {
-      uint32_t A = sg_ld32(r0), B = sg_ld32(r0 + 2), C = sg_ld32(r0 + 4);
-      int32_t p = sg_smlabt(B, b0, sg_smlad(A, a0, b));
-      int32_t q = sg_smlabt(C, b0, sg_smlad(B, a0, b));
-      A = sg_ld32(r1);
-      B = sg_ld32(r1 + 2);
-      C = sg_ld32(r1 + 4);
-      p = sg_smlabt(B, b1, sg_smlad(A, a1, p));
-      q = sg_smlabt(C, b1, sg_smlad(B, a1, q));
-      A = sg_ld32(r2);
-      B = sg_ld32(r2 + 2);
-      C = sg_ld32(r2 + 4);
-      p = sg_smlabt(B, b2, sg_smlad(A, a2, p));
-      q = sg_smlabt(C, b2, sg_smlad(B, a2, q));
+    for (; ox + 2 <= ow; ox += 2, r0 += 4, y += 2 * step) {
+      int32_t p = b, q = b;
+      sg_dw_pair_s2(r0, wb, &k, &p, &q);
       sg_store2(y, y + step, sg_rq_val(p, c, fast), sg_rq_val(q, c, fast), lo, hi, lo2, hi2);
     }
   }
+  const int16_t *r1 = r0 + wb / 2, *r2 = r1 + wb / 2;
   if (ox < ow) {
     int32_t p = sg_smlabt(sg_ld32(r0 + 2), b0, sg_smlad(sg_ld32(r0), a0, b));
     p = sg_smlabt(sg_ld32(r1 + 2), b1, sg_smlad(sg_ld32(r1), a1, p));
@@ -330,28 +503,33 @@ SG_INLINE void sg_dw3x3_row(const int16_t *r0, const int16_t *r1, const int16_t 
   }
 }
 
-SG_INLINE void sg_dwconv_body(const sg_conv_shape *s, const int8_t *restrict x,
+SG_INLINE void sg_dwconv_body(const sg_conv_shape *s, const int8_t *x,
                               const int8_t *restrict w, const int32_t *restrict bias,
                               const int32_t *restrict mult, const int32_t *restrict rsh,
-                              int8_t *restrict y, int16_t *restrict band, const int fast) {
+                              int8_t *y, int16_t *restrict band, const int fast) {
   const int32_t c = s->c, kh = s->kh, kw = s->kw, kk = kh * kw, oh = s->oh, ow = s->ow;
-  const int32_t sh = s->sh, sw = s->sw, zy = s->zy, lo = s->lo, hi = s->hi, blk = s->cb;
+  const int32_t sh = s->sh, sw = s->sw, zy = s->zy, lo = s->lo, hi = s->hi;
   const uint32_t lo2 = sg_pack16(lo, lo), hi2 = sg_pack16(hi, hi);
   if (band) {
-    const int32_t width = sg_band_width(s), rows = (oh - 1) * sh + 3;
+    /* cb channels' planes of s->rows rows each: the whole input height when it fits (then
+     * several channels at a time), else bands of output rows of one channel */
+    const int32_t width = sg_band_width(s), stride = s->rows * width, blk = s->cb;
+    const int32_t band_oh = (s->rows - 3) / sh + 1;
     for (int32_t c0 = 0; c0 < c; c0 += blk) {
       const int32_t cb = c - c0 < blk ? c - c0 : blk;
-      sg_planes(s, x, c0, cb, band, rows, width);
-      for (int32_t ci = 0; ci < cb; ++ci) {
-        const int32_t ch = c0 + ci;
-        const sg_rqc rq = sg_rq_channel(mult[ch], rsh[ch], zy, fast);
-        const sg_w3x3 k = sg_pack3x3(w + ch * 9);
-        const int32_t b = bias[ch];
-        const int16_t *pc = band + ci * rows * width;
-        for (int32_t oy = 0; oy < oh; ++oy) {
-          const int16_t *r0 = pc + oy * sh * width;
-          sg_dw3x3_row(r0, r0 + width, r0 + 2 * width, k, b, rq, y + oy * ow * c + ch, ow,
-                       sw, c, lo, hi, lo2, hi2, fast);
+      for (int32_t oy0 = 0; oy0 < oh; oy0 += band_oh) {
+        const int32_t n_oy = oh - oy0 < band_oh ? oh - oy0 : band_oh;
+        sg_planes(s, x, c0, cb, oy0 * sh, (n_oy - 1) * sh + 3, band, stride, width);
+        SG_NN_BARRIER();
+        for (int32_t ci = 0; ci < cb; ++ci) {
+          const int32_t ch = c0 + ci;
+          const sg_rqc rq = sg_rq_channel(mult[ch], rsh[ch], zy, fast);
+          const sg_w3x3 k = sg_pack3x3(w + ch * 9);
+          const int32_t b = bias[ch];
+          const int16_t *pc = band + ci * stride;
+          for (int32_t oy = oy0; oy < oy0 + n_oy; ++oy)
+            sg_dw3x3_row(pc + (oy - oy0) * sh * width, 2 * width, k, b, rq,
+                         y + oy * ow * c + ch, ow, sw, c, lo, hi, lo2, hi2, fast);
         }
       }
     }
@@ -379,8 +557,8 @@ SG_INLINE void sg_dwconv_body(const sg_conv_shape *s, const int8_t *restrict x,
   }
 }
 
-/* band: scratch of cb planes of ((oh - 1) * sh + 3) x sg_band_width(s) int16 for 3x3
- * windows with stride 1 or 2, NULL for the plain loop */
+/* band: scratch of cb planes of rows x sg_band_width(s) int16 for 3x3 windows with stride
+ * 1 or 2, NULL for the plain loop */
 SG_NN_KERNEL(sg_dwconv_s8, sg_dwconv_body, int16_t)
 
 #endif

@@ -11,7 +11,8 @@ The integer lowering writes a quantized CONV_2D / DEPTHWISE_CONV_2D as a chain o
 from the IR's structure and replaces it with one ``call_tir`` of a PrimFunc that carries the
 layer in its attributes (``sg.nn``: which kernel; ``sg.shape``: the ``sg_conv_shape``
 fields) and takes the constants as the kernel reads them: weights OHWI (standard) or
-[C][KH][KW] (depthwise), int32 bias, multiplier and right shift per output channel.  That
+[C][KH][KW] (depthwise), int32 bias, multiplier and right shift per output channel (+ 256
+where the channel needs the general requantization: ``fast_channels``).  That
 PrimFunc's body is the same computation in TE, loops ordered as the C kernel reads and
 writes (``sg_nn.h`` documents the order): the memory plan's overlap analysis and the MAC
 count read it; the C printed for the call is ``emit``'s one-line call instead.
@@ -32,11 +33,13 @@ from compile.lower.fixedpoint import const_value
 
 # fields of sg_conv_shape, in order
 SHAPE_FIELDS = ("ih", "iw", "c", "oh", "ow", "o", "kh", "kw", "sh", "sw", "pt", "pl",
-                "zx", "zy", "lo", "hi", "cb", "fast")
-# bytes of int16 planes a depthwise 3x3 kernel converts at a time (sets its channels per
-# block; one channel's plane may be larger)
-BAND_BYTES = 1024
-KERNELS = ("conv", "dwconv")
+                "zx", "zy", "lo", "hi", "cb", "rows", "fast", "widen")
+# sg_conv_s8 on M4/M7 widens the two pixels' rows to int16 (4 K bytes of scratch) from this
+# row length K on; a shorter row is mostly its tail, which the int8 loop handles as well
+WIDEN_MIN = 8
+# bytes of int16 planes sg_dwconv_s8 converts at a time: several channels' whole planes when
+# they fit, else bands of output rows of one channel (at least one output row)
+PLANES_BYTES = 512
 
 
 @dataclass
@@ -52,9 +55,11 @@ class ConvLayer:
     def scratch_bytes(self) -> int:
         s = self.shape
         if self.kind == "conv":
+            # the gathered windows of 2 pixels (int8), then the 2 rows widened to int16
+            k = s["kh"] * s["kw"] * s["c"]
             direct = s["kh"] == s["kw"] == 1 and s["pt"] == s["pl"] == 0
-            return 0 if direct else 2 * s["kh"] * s["kw"] * s["c"]
-        return s["cb"] * plane_rows(s) * band_width(s) * 2 if band_kernel(s) else 0
+            return (0 if direct else (2 * k + 3) & ~3) + 4 * k * s["widen"]
+        return s["cb"] * s["rows"] * band_width(s) * 2 if band_kernel(s) else 0
 
 
 def band_kernel(s: dict) -> bool:
@@ -63,8 +68,17 @@ def band_kernel(s: dict) -> bool:
 
 
 def plane_rows(s: dict) -> int:
-    """Rows of a channel plane sg_dwconv_s8 reads."""
+    """Rows of the channel plane sg_dwconv_s8 reads."""
     return (s["oh"] - 1) * s["sh"] + 3
+
+
+def plane_blocks(s: dict) -> tuple[int, int]:
+    """(channels, rows) sg_dwconv_s8 converts at a time within PLANES_BYTES."""
+    row = band_width(s) * 2
+    if plane_rows(s) * row <= PLANES_BYTES:
+        return int(max(1, min(s["c"], PLANES_BYTES // (plane_rows(s) * row)))), plane_rows(s)
+    band_oh = max(1, (PLANES_BYTES // row - 3) // s["sh"] + 1)
+    return 1, (band_oh - 1) * s["sh"] + 3
 
 
 def band_width(s: dict) -> int:
@@ -209,27 +223,29 @@ def _conv_layer(conv, data, bias, mult, rshift, zy, lo, hi) -> ConvLayer | None:
     if n != 1 or (oh - 1) * sh + kh > ih + pt + pb or (ow - 1) * sw + kw > iw + pl + pr:
         return None
     shape = dict(ih=ih, iw=iw, c=c, oh=oh, ow=ow, o=o, kh=kh, kw=kw, sh=sh, sw=sw, pt=pt,
-                 pl=pl, zx=zx, zy=int(zy), lo=int(lo), hi=int(hi), cb=c)
+                 pl=pl, zx=zx, zy=int(zy), lo=int(lo), hi=int(hi), cb=1, rows=0,
+                 widen=int(groups == 1 and kh * kw * c >= WIDEN_MIN))
     if groups == 1 and w.shape[3] == c:
         kind, weights = "conv", np.ascontiguousarray(w)
     elif groups == c == o and w.shape[3] == 1:
         kind, weights = "dwconv", np.ascontiguousarray(w[:, :, :, 0])   # [C][KH][KW]
         if band_kernel(shape):
-            plane = plane_rows(shape) * band_width(shape) * 2
-            shape["cb"] = int(max(1, min(c, BAND_BYTES // plane)))
+            shape["cb"], shape["rows"] = plane_blocks(shape)
     else:
         return None
-    shape["fast"] = int(fast_requantization(weights, bias, rshift))
+    fast = fast_channels(weights, bias, rshift)
+    shape["fast"] = int(fast.all())
     return ConvLayer(kind, shape, weights, bias.astype(np.int32), mult.astype(np.int32),
-                     rshift.astype(np.int32))
+                     (rshift + 256 * ~fast).astype(np.int32))
 
 
-def fast_requantization(weights: np.ndarray, bias: np.ndarray, rshift: np.ndarray) -> bool:
-    """sg_rq_out's fast form is exact for the layer: every accumulator |bias + sum x w|
-    (x in [-128, 127]) stays below 2^30, every right shift is in [1, 22]."""
+def fast_channels(weights: np.ndarray, bias: np.ndarray, rshift: np.ndarray) -> np.ndarray:
+    """Per output channel: sg_nn.h's fast requantization is exact for it (every accumulator
+    |bias + sum x w|, x in [-128, 127], stays below 2^30, and its right shift is in
+    [1, 22]).  The kernel reads rs + 256 for the others."""
     reach = np.abs(bias.astype(np.int64)) + 128 * np.abs(
         weights.astype(np.int64)).reshape(len(bias), -1).sum(axis=1)
-    return bool(np.all(reach < 1 << 30) and np.all(rshift >= 1) and np.all(rshift <= 22))
+    return (reach < 1 << 30) & (rshift >= 1) & (rshift <= 22)
 
 
 # -- the PrimFunc standing for a call -------------------------------------------------------
@@ -263,7 +279,7 @@ def reference(layer: ConvLayer) -> tirx.PrimFunc:
         a = acc[n, oy, ox, o] + bias[o]
         h = ((a.astype("int64") * mult[o].astype("int64") + tirx.const(1 << 30, "int64"))
              >> tirx.const(31, "int64")).astype("int32")
-        r = rsh[o]
+        r = rsh[o] & 255
         nudge = tirx.if_then_else(
             r > 0, (tirx.const(1, "int32") << (r - 1)) - tirx.if_then_else(h < 0, 1, 0), 0)
         v = ((h + nudge) >> r) + s["zy"]

@@ -75,7 +75,7 @@ def test_offload_pass_before_expected():
     assert str(prim.attrs["sg.nn"]) == "conv"
     shape = dict(zip(nnlib.SHAPE_FIELDS, (int(v) for v in prim.attrs["sg.shape"])))
     assert shape == dict(ih=6, iw=6, c=5, oh=6, ow=6, o=4, kh=3, kw=3, sh=1, sw=1, pt=1,
-                         pl=1, zx=-7, zy=3, lo=-128, hi=127, cb=5, fast=1)
+                         pl=1, zx=-7, zy=3, lo=-128, hi=127, cb=1, rows=0, fast=1, widen=1)
     x, wt, b, m, r = calls[0].args[1].fields
     assert isinstance(x, relax.Var)
     np.testing.assert_array_equal(wt.value.numpy(), np.transpose(w, (3, 0, 1, 2)))
@@ -85,8 +85,8 @@ def test_offload_pass_before_expected():
     from compile.lower.quant import quantize_multipliers
     mult, shift = quantize_multipliers(reals)
     np.testing.assert_array_equal(m.value.numpy(), mult)
-    np.testing.assert_array_equal(r.value.numpy(), -shift)
-    assert int(prim.attrs["sg.scratch"]) == 2 * 3 * 3 * 5
+    np.testing.assert_array_equal(r.value.numpy(), -shift)      # all channels fast: no + 256
+    assert int(prim.attrs["sg.scratch"]) == 92 + 4 * 45   # windows (2 x 45 B, 4-aligned), widened
 
 
 def test_offload_pass_depthwise_weights_channel_major():
@@ -143,12 +143,12 @@ def reference(layer: nnlib.ConvLayer, x: np.ndarray) -> np.ndarray:
                 acc[oy, ox] = np.einsum("hwc,chw->c", win, w)
     acc += layer.bias
     y = np_multiply_by_quantized_multiplier(acc, layer.mult.astype(np.int64),
-                                            -layer.rshift.astype(np.int64)) + s["zy"]
+                                            -(layer.rshift.astype(np.int64) & 255)) + s["zy"]
     return np.clip(y, s["lo"], s["hi"]).astype(np.int8)
 
 
 def _layer(rng, kind, ih, iw, c, o, k, stride, pad, fast=True, zx=None, clamp="relu",
-           cb=None) -> nnlib.ConvLayer:
+           blocks=None) -> nnlib.ConvLayer:
     oh = (ih + 2 * pad - k) // stride + 1 if pad else -(-(ih - k + 1) // stride)
     ow = (iw + 2 * pad - k) // stride + 1 if pad else -(-(iw - k + 1) // stride)
     if not pad and stride == 2 and ih % 2 == 0:      # TFLite SAME, stride 2: pad below/right
@@ -167,14 +167,14 @@ def _layer(rng, kind, ih, iw, c, o, k, stride, pad, fast=True, zx=None, clamp="r
     lo, hi = {"none": (-128, 127), "relu": (zy, 127), "relu6": (zy, zy + 50)}[clamp]
     shape = dict(ih=ih, iw=iw, c=c, oh=oh, ow=ow, o=n, kh=k, kw=k, sh=stride, sw=stride,
                  pt=pad, pl=pad, zx=int(rng.integers(-128, 128)) if zx is None else zx,
-                 zy=zy, lo=lo, hi=hi, cb=c)
+                 zy=zy, lo=lo, hi=hi, cb=1, rows=0, widen=int(kind == "conv" and k * k * c >= 16))
     if kind == "dwconv" and nnlib.band_kernel(shape):
-        plane = nnlib.plane_rows(shape) * nnlib.band_width(shape) * 2
-        shape["cb"] = cb or int(max(1, min(c, nnlib.BAND_BYTES // plane)))
-    shape["fast"] = int(nnlib.fast_requantization(w, bias, rshift))
-    assert shape["fast"] == int(fast)
+        shape["cb"], shape["rows"] = blocks or nnlib.plane_blocks(shape)
+    quick = nnlib.fast_channels(w, bias, rshift)
+    shape["fast"] = int(quick.all())
+    assert shape["fast"] == int(fast) and quick.any()
     return nnlib.ConvLayer(kind, shape, w.astype(np.int8), bias.astype(np.int32),
-                           mult.astype(np.int32), rshift.astype(np.int32))
+                           mult.astype(np.int32), (rshift + 256 * ~quick).astype(np.int32))
 
 
 def kernel_cases(seed: int = 7) -> list[tuple[nnlib.ConvLayer, np.ndarray]]:
@@ -197,9 +197,12 @@ def kernel_cases(seed: int = 7) -> list[tuple[nnlib.ConvLayer, np.ndarray]]:
         x = rng.integers(-128, 128, (ih, iw, c)).astype(np.int8)
         x.reshape(-1)[::5] = -128
         cases.append((layer, x))
-    # channel blocks smaller than the channel count
-    layer = _layer(rng, "dwconv", 6, 6, 5, 5, 3, 1, 1, True, None, "relu", cb=2)
-    cases.append((layer, rng.integers(-128, 128, (6, 6, 5)).astype(np.int8)))
+    # several channels per plane block, the last block shorter; bands of output rows, the
+    # last band shorter, stride 1 and 2
+    for shape, blocks, st in (((6, 6, 5), (2, 8), 1), ((9, 7, 3), (1, 5), 1),
+                              ((11, 9, 2), (1, 7), 2)):
+        layer = _layer(rng, "dwconv", *shape, shape[2], 3, st, 1, True, None, "relu", blocks)
+        cases.append((layer, rng.integers(-128, 128, shape).astype(np.int8)))
     return cases
 
 
