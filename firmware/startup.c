@@ -17,8 +17,40 @@ void Default_Handler(void) {
   }
 }
 
-void HardFault_Handler(void) {
+/* A fault prints "sg:fault pc=<pc> lr=<lr> cfsr=<CFSR>" (decimal; pc and lr from the frame
+ * the core stacked for the faulting code) and exits with 3; the host names the function the
+ * pc lies in (compile/backends/cortexm/project.py). */
+static void put_field(const char *name, uint32_t value) {
+  char digits[10];
+  int n = 0;
+  board_putc(' ');
+  while (*name) board_putc(*name++);
+  board_putc('=');
+  do {
+    digits[n++] = (char)('0' + value % 10u);
+    value /= 10u;
+  } while (value);
+  while (n) board_putc(digits[--n]);
+}
+
+void sg_fault_report(const uint32_t *frame) {
+  const char *tag = "sg:fault";
+  while (*tag) board_putc(*tag++);
+  put_field("pc", frame[6]);
+  put_field("lr", frame[5]);
+  put_field("cfsr", *(volatile uint32_t *)0xE000ED28u);
+  board_putc('\n');
   board_exit(3);
+}
+
+/* the stacked frame is on the MSP or the PSP, as bit 2 of EXC_RETURN (lr) says */
+__attribute__((naked)) void HardFault_Handler(void) {
+  __asm__ volatile(
+      "tst lr, #4\n\t"
+      "ite eq\n\t"
+      "mrseq r0, msp\n\t"
+      "mrsne r0, psp\n\t"
+      "b sg_fault_report\n\t");
 }
 
 void Reset_Handler(void) {

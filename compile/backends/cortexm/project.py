@@ -34,8 +34,9 @@ from compile.targets import Target
 
 FIRMWARE = Path(__file__).resolve().parents[3] / "firmware"
 COMMON_FILES = ("board.h", "sg_kernels.h", "sg_nn.h", "startup.c", "main.c")
-# main.c's report lines: "sg:out idx=0 instr=123 y=1,-2" and "sg:summary arena=.. stack=.. n=.."
-LINE_RE = re.compile(r"^sg:(out|summary)((?: [a-z]+=-?[0-9]+(?:,-?[0-9]+)*)+)$", re.M)
+# main.c's report lines: "sg:out idx=0 instr=123 y=1,-2" and "sg:summary arena=.. stack=.. n=..",
+# and startup.c's "sg:fault pc=.. lr=.. cfsr=.." when the firmware faults
+LINE_RE = re.compile(r"^sg:(out|summary|fault)((?: [a-z]+=-?[0-9]+(?:,-?[0-9]+)*)+)$", re.M)
 
 
 def memory_of(target: Target) -> dict:
@@ -301,17 +302,33 @@ def binutil(target: Target, name: str) -> str:
     return target["toolchain"]["size"].replace("size", name)
 
 
-def trace_layout(elf: Path, target: Target) -> tuple[tuple[int, int], dict[str, tuple[int, int]]]:
-    """What the trace plugin needs from the ELF on ``target``: the window of one inference
-    (from ``sg_model_run`` to ``board_cycles``, the call main.c makes right after it returns) and
-    the memory regions to count traffic in, most specific first (the plugin takes the first that
-    holds an address): weights, arena, stack, then the board's flash and RAM."""
-    out = subprocess.run([binutil(target, "nm"), "-S", str(elf)], capture_output=True, text=True, check=True).stdout
+def elf_symbols(elf: Path, target: Target) -> dict[str, tuple[int, int]]:
+    """name -> (address, size) of every symbol of ``elf`` (``nm -S``)."""
+    out = subprocess.run([binutil(target, "nm"), "-S", str(elf)], capture_output=True,
+                         text=True, check=True).stdout
     symbols: dict[str, tuple[int, int]] = {}
     for parts in map(str.split, out.splitlines()):
         if len(parts) >= 3:
             size = int(parts[1], 16) if len(parts) == 4 else 0
             symbols[parts[-1]] = (int(parts[0], 16), size)
+    return symbols
+
+
+def function_at(symbols: dict[str, tuple[int, int]], address: int) -> str:
+    """The symbol whose extent holds ``address`` (Thumb bit ignored), or "?"."""
+    address &= ~1
+    for name, (start, size) in symbols.items():
+        if start <= address < start + max(size, 1):
+            return name
+    return "?"
+
+
+def trace_layout(elf: Path, target: Target) -> tuple[tuple[int, int], dict[str, tuple[int, int]]]:
+    """What the trace plugin needs from the ELF on ``target``: the window of one inference
+    (from ``sg_model_run`` to ``board_cycles``, the call main.c makes right after it returns) and
+    the memory regions to count traffic in, most specific first (the plugin takes the first that
+    holds an address): weights, arena, stack, then the board's flash and RAM."""
+    symbols = elf_symbols(elf, target)
     sections = subprocess.run([target["toolchain"]["size"], "-A", str(elf)], capture_output=True,
                               text=True, check=True).stdout
     regions: dict[str, tuple[int, int]] = {}
@@ -344,7 +361,7 @@ def run_firmware(elf: Path, target: Target, timeout: float,
     except subprocess.TimeoutExpired:
         raise BackendError(f"firmware on {target.name} did not finish within {timeout:g} s "
                            "(QEMU stopped); raise it with --opt timeout=SECONDS") from None
-    records, summary = [], None
+    records, summary, fault = [], None, None
     text = proc.stdout + proc.stderr          # QEMU writes semihosting output to stderr
     for kind, fields in LINE_RE.findall(text):
         values = {}
@@ -353,9 +370,22 @@ def run_firmware(elf: Path, target: Target, timeout: float,
             values[key] = [int(v) for v in value.split(",")] if key == "y" else int(value)
         if kind == "out":
             records.append(values)
+        elif kind == "fault":
+            fault = values
         else:
             summary = values
+    symbols = elf_symbols(elf, target) if fault or summary else {}
+    if fault is not None:
+        raise BackendError(
+            f"firmware on {target.name} faulted: HardFault at pc=0x{fault['pc']:08x} in "
+            f"{function_at(symbols, fault['pc'])} (lr=0x{fault['lr']:08x}, "
+            f"CFSR=0x{fault['cfsr']:08x}), after {len(records)} inferences")
     if proc.returncode != 0 or summary is None:
         raise BackendError(f"firmware on {target.name} failed (QEMU exit code "
                            f"{proc.returncode}): {text.strip()[-300:]}")
+    stack = symbols["__stack_top"][0] - symbols["__stack_limit"][0]
+    if summary.get("stack", 0) >= stack:
+        # main.c finds no painted word left: the stack grew past its limit, into the arena
+        raise BackendError(f"firmware on {target.name} used all of its {stack}-byte stack and "
+                           "overflowed it; raise [memory] stack_bytes in the board file")
     return records, summary

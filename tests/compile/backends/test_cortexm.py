@@ -296,6 +296,40 @@ def test_hanging_firmware_is_stopped(graphs, tmp_path):
     assert time.monotonic() - start < 30
 
 
+@pytest.mark.parametrize("board", ["mps2-an386", "mps3-an547"])
+def test_faulting_firmware_names_the_function(board, graphs, tmp_path):
+    """An undefined instruction in a function of the firmware: the HardFault handler prints
+    the faulting PC, the host names the function it lies in."""
+    target = get_target(board)
+    project.write_project(graphs["identity_block"], target, tmp_path,
+                          np.zeros((1, 8, 8, 8), np.int8))
+    (tmp_path / "main.c").write_text(
+        '#include "board.h"\n'
+        "__attribute__((noinline)) void sg_broken_step(void) { __asm__ volatile(\"udf #7\"); }\n"
+        "int main(void) {\n  board_init();\n  sg_broken_step();\n  return 0;\n}\n")
+    project.make_firmware(tmp_path, target)
+    with pytest.raises(BackendError, match=r"faulted: HardFault at pc=0x[0-9a-f]{8} in "
+                                           r"sg_broken_step \(lr=0x[0-9a-f]{8}, CFSR=0x"):
+        project.run_firmware(tmp_path / "build/firmware.elf", target, timeout=60)
+
+
+def test_stack_overflow_is_an_error(graphs, tmp_path):
+    """main.c reports the stack high-water mark; one that reaches the stack's size means the
+    stack ran past its limit into the data below it."""
+    target = get_target("mps2-an386")
+    project.write_project(graphs["identity_block"], target, tmp_path,
+                          np.zeros((1, 8, 8, 8), np.int8))
+    stack = project.memory_of(target)["stack"]
+    (tmp_path / "main.c").write_text(
+        '#include "board.h"\n'
+        "static void put(const char *s) { while (*s) board_putc(*s++); }\n"
+        "int main(void) {\n  board_init();\n"
+        f'  put("sg:summary arena=0 stack={stack} n=0\\n");\n  return 0;\n}}\n')
+    project.make_firmware(tmp_path, target)
+    with pytest.raises(BackendError, match=f"used all of its {stack}-byte stack"):
+        project.run_firmware(tmp_path / "build/firmware.elf", target, timeout=60)
+
+
 @I.ir_module
 class UnsupportedOp:
     @R.function
