@@ -1,9 +1,11 @@
 """Bundle: the directory a build hands to run/validate, described by ``bundle.json``.
 
-A bundle is built in a temp dir next to its final place (``DIR.tmp-XXXX``) and renamed to
-``DIR`` only when the backend and the manifest are complete, so a failed build never leaves
-a half-written bundle.  An existing bundle at ``DIR`` is replaced; any other non-empty
-directory is left alone.
+A bundle is built in a temp dir next to its final place (``DIR.tmp-PID-XXXX``) and renamed
+to ``DIR`` only when the backend and the manifest are complete, so a failed build never
+leaves a half-written bundle.  An existing bundle at ``DIR`` is replaced; any other non-empty
+directory is left alone.  Two builds racing to the same ``DIR`` each publish a complete
+bundle, the last one stays; a full disk is one ``error:`` line with ``DIR`` as it was; temp
+dirs left by a killed build (their PID no longer runs) are removed by the next build there.
 
 ``bundle.json`` (FORMAT_VERSION 1)::
 
@@ -20,6 +22,7 @@ directory is left alone.
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import platform
@@ -55,11 +58,11 @@ def create_bundle(out: Path, target: Target, model: ModelInfo, float_ops: dict[s
                   command: str, build: Callable[[Path], dict]) -> dict:
     """Run ``build(tmp_dir) -> extra manifest entries`` and publish ``tmp_dir`` as ``out``."""
     out = Path(out).absolute()
-    if out.exists() and not (out.is_dir() and (not any(out.iterdir())
-                                                or (out / MANIFEST).is_file())):
+    if not _replaceable(out):
         raise BundleError(f"{out} exists and is not a bundle; refusing to overwrite it")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f"{out.name}.tmp-", dir=out.parent))
+    _remove_stale(out)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{out.name}.tmp-{os.getpid()}-", dir=out.parent))
     try:
         extra = build(tmp)
         clash = sorted(set(extra) & set(_RESERVED))
@@ -79,21 +82,79 @@ def create_bundle(out: Path, target: Target, model: ModelInfo, float_ops: dict[s
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         publish(tmp, out)
+    except OSError as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise BundleError(f"no space left on the device while writing the bundle {out}; "
+                              "nothing was written there") from None
+        raise
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return manifest
 
 
+# another build's bundle can appear at out between moving the old one aside and the rename
+_PUBLISH_TRIES = 5
+
+
 def publish(tmp: Path, out: Path) -> None:
-    """Rename tmp to out; an old bundle at out is moved aside first and removed after."""
-    old = None
-    if out.exists():
-        old = Path(tempfile.mkdtemp(prefix=f"{out.name}.old-", dir=out.parent))
-        os.replace(out, old / "bundle")
-    os.replace(tmp, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    """Rename tmp to out; an old bundle at out is moved aside first and removed after.  If
+    another build publishes out in between, its bundle is moved aside in turn: the last
+    build to publish wins, and out is always one complete bundle."""
+    for _ in range(_PUBLISH_TRIES):
+        old = None
+        if out.exists():
+            old = Path(tempfile.mkdtemp(prefix=f"{out.name}.old-{os.getpid()}-",
+                                        dir=out.parent))
+            try:
+                os.replace(out, old / "bundle")
+            except FileNotFoundError:          # the other build moved it aside first
+                pass
+        try:
+            os.replace(tmp, out)
+        except OSError as err:
+            if err.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+            continue                          # out reappeared: another build published
+        finally:
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+        return
+    raise BundleError(f"{out} kept being replaced by other builds; this build's bundle was "
+                      "discarded")
+
+
+def _replaceable(out: Path) -> bool:
+    """out is absent, an empty directory or a bundle.  Another build may be swapping its
+    bundle in meanwhile (out briefly missing, then another bundle): a check that sees a
+    non-bundle is repeated, a directory that is no bundle stays one."""
+    for _ in range(_PUBLISH_TRIES):
+        if out.is_dir():
+            try:
+                if not any(out.iterdir()) or (out / MANIFEST).is_file():
+                    return True
+            except FileNotFoundError:
+                return True
+        elif not out.exists():
+            return True
+    return False
+
+
+def _remove_stale(out: Path) -> None:
+    """Temp dirs next to out (``NAME.tmp-PID-*``, ``NAME.old-PID-*``) of builds that no
+    longer run: a killed build cannot remove its own."""
+    for path in out.parent.glob(f"{out.name}.*-*-*"):
+        kind, _, rest = path.name[len(out.name) + 1:].partition("-")
+        pid = rest.partition("-")[0]
+        if kind not in ("tmp", "old") or not pid.isdigit() or not path.is_dir():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(path, ignore_errors=True)
+        except PermissionError:                # another user's live process
+            pass
 
 
 def read_manifest(bundle_dir: Path, target: Target | None = None) -> dict:

@@ -3,7 +3,9 @@
 Models come from tests/factory.py (int8 post-training quantized with TF's converter); damaged
 files are made by truncating/patching those bytes, the unsupported-op model with TF itself.
 """
+import errno
 import json
+import threading
 import os
 from pathlib import Path
 
@@ -143,6 +145,88 @@ def test_pipeline_imports_int8_data_movement(models):
     mod, info = compile_model(models["split"])
     assert dict(info.operators)["SPLIT"] <= SUPPORTED_OPS["SPLIT"]
     assert mod["main"].ret_ty.dtype == "int8"
+
+
+def _free_pid() -> int:
+    """A PID no process has now."""
+    pid = 4_000_000
+    while True:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return pid
+        except PermissionError:
+            pass
+        pid += 1
+
+
+def _one_file(content: str):
+    """A backend that writes one file holding ``content``."""
+    def write(tmp):
+        (tmp / "f.bin").write_text(content)
+        return {"files": ["f.bin"]}
+    return write
+
+
+def test_full_disk_leaves_the_old_bundle_and_one_error(models, tmp_path):
+    _, info = load_model(models["small_cnn"])
+    target, out = get_target("host"), tmp_path / "b"
+
+    def full(tmp):
+        (tmp / "half.bin").write_bytes(b"x")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    create_bundle(out, target, info, {}, "first", _one_file("first"))
+    with pytest.raises(BundleError, match="no space left on the device while writing the "
+                                          "bundle .*; nothing was written there"):
+        create_bundle(out, target, info, {}, "second", full)
+    assert sorted(os.listdir(tmp_path)) == ["b"] and read_manifest(out)["command"] == "first"
+
+
+def test_racing_builds_leave_one_complete_bundle(models, tmp_path):
+    """A build whose target directory is published by another build while it runs (here:
+    from inside its backend, so the interleaving is certain), and four threads publishing
+    to one directory 15 times each: every build succeeds, and the directory ends as one
+    complete bundle, all of its files from the same build (the last to publish)."""
+    _, info = load_model(models["small_cnn"])
+    target, out = get_target("host"), tmp_path / "b"
+    build = _one_file
+
+    def raced(tmp):
+        create_bundle(out, target, info, {}, "other", build("other"))
+        return build("mine")(tmp)
+
+    create_bundle(out, target, info, {}, "mine", raced)
+    assert read_manifest(out)["command"] == "mine" and os.listdir(tmp_path) == ["b"]
+
+    errors = []
+
+    def worker(i):
+        try:
+            for k in range(15):
+                create_bundle(out, target, info, {}, f"w{i}-{k}", build(f"w{i}-{k}"))
+        except Exception as err:   # noqa: BLE001  (reported below)
+            errors.append(err)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert os.listdir(tmp_path) == ["b"] and sorted(os.listdir(out)) == ["bundle.json", "f.bin"]
+    assert (out / "f.bin").read_text() == read_manifest(out)["command"]
+
+
+def test_temp_dirs_of_killed_builds_are_removed(models, tmp_path):
+    _, info = load_model(models["small_cnn"])
+    target = get_target("host")
+    dead, alive = _free_pid(), os.getpid()
+    for name in (f"b.tmp-{dead}-x1", f"b.old-{dead}-x2", f"b.tmp-{alive}-x3", "b.tmp-notes"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "half.bin").write_bytes(b"x")
+    create_bundle(tmp_path / "b", target, info, {}, "cmd", lambda tmp: {"files": []})
+    assert sorted(os.listdir(tmp_path)) == ["b", f"b.tmp-{alive}-x3", "b.tmp-notes"]
 
 
 def test_bundle_is_published_atomically(models, tmp_path):
