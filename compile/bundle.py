@@ -60,10 +60,8 @@ def create_bundle(out: Path, target: Target, model: ModelInfo, float_ops: dict[s
     out = Path(out).absolute()
     if not _replaceable(out):
         raise BundleError(f"{out} exists and is not a bundle; refusing to overwrite it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale(out)
-    tmp = Path(tempfile.mkdtemp(prefix=f"{out.name}.tmp-{os.getpid()}-", dir=out.parent))
-    try:
+
+    def fill(tmp: Path) -> dict:
         extra = build(tmp)
         clash = sorted(set(extra) & set(_RESERVED))
         if clash:
@@ -81,17 +79,32 @@ def create_bundle(out: Path, target: Target, model: ModelInfo, float_ops: dict[s
             **extra,
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        return manifest
+
+    return write_dir(out, fill, "the bundle", BundleError)
+
+
+def write_dir(out: Path, fill: Callable[[Path], object], what: str,
+              error: type[Exception]) -> object:
+    """``fill(tmp)`` in a temp dir next to ``out``, then ``publish``: ``out`` is replaced only
+    by a complete directory.  A full disk raises ``error`` naming ``what`` with ``out`` as it
+    was; anything else removes the temp dir and propagates.  Returns what ``fill`` returns."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale(out)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{out.name}.tmp-{os.getpid()}-", dir=out.parent))
+    try:
+        result = fill(tmp)
         publish(tmp, out)
     except OSError as err:
         shutil.rmtree(tmp, ignore_errors=True)
         if err.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise BundleError(f"no space left on the device while writing the bundle {out}; "
-                              "nothing was written there") from None
+            raise error(f"no space left on the device while writing {what} {out}; nothing "
+                        "was written there") from None
         raise
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return manifest
+    return result
 
 
 # another build's bundle can appear at out between moving the old one aside and the rename

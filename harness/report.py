@@ -33,7 +33,6 @@ import shlex
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from datetime import datetime, timezone
 from importlib import metadata
@@ -669,14 +668,13 @@ def _skeleton(args, targets, models, command, commands, failures) -> dict:
 def write_report(report: dict, out: Path, log_path: Path | None = None) -> None:
     """report.json, report.md, the plots and the log (``log_path``, else the one already in ``out``) into a
     temp dir next to ``out``, then published as ``out`` the way a bundle is (``compile.bundle``)."""
-    from compile.bundle import publish
+    from compile.bundle import write_dir
     from harness.markdown import render, render_suite
     from harness.plots import make_plots
 
     out = out.absolute()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f"{out.name}.tmp-", dir=out.parent))
-    try:
+
+    def fill(tmp: Path) -> None:
         suite = report.get("suite") is not None
         report["plots"] = {} if suite else make_plots(report, tmp)
         (tmp / "report.json").write_text(json.dumps(report, indent=1) + "\n")
@@ -684,10 +682,8 @@ def write_report(report: dict, out: Path, log_path: Path | None = None) -> None:
         source = log_path if log_path is not None else out / LOG
         if source.is_file():
             shutil.copyfile(source, tmp / LOG)
-        publish(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    write_dir(out, fill, "the report", UserError)
 
 
 def render_only(out: Path) -> int:

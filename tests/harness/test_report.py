@@ -229,3 +229,26 @@ def test_render_only_refuses_another_schema_version(tmp_path):
     proc = _report("--render-only", "--out", str(tmp_path))
     assert proc.returncode == 2 and proc.stderr.startswith("error: ") and "version 1" in proc.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report.json"]
+
+
+def test_full_disk_while_writing_leaves_the_old_report(tmp_path, monkeypatch):
+    """A report is written beside its directory and published whole, like a bundle: a full
+    disk is one user error and the report that was there stays."""
+    import errno
+
+    from compile.errors import UserError
+    from harness import markdown, report
+
+    out = tmp_path / "r"
+    out.mkdir()
+    (out / "report.md").write_text("the old report\n")
+    suite = {"suite": "mlperf-tiny", "schema": report.SCHEMA}
+
+    def full(*_args):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(markdown, "render_suite", full)
+    with pytest.raises(UserError, match="no space left on the device while writing the report"):
+        report.write_report(suite, out)
+    assert sorted(os.listdir(tmp_path)) == ["r"]
+    assert (out / "report.md").read_text() == "the old report\n"
