@@ -140,12 +140,12 @@ def repair_database(db_dir: Path, log: Log) -> None:
     for name in (WORKLOADS, RECORDS):
         path = db_dir / name
         try:
-            lines = path.read_text().splitlines()
+            text = path.read_text()
         except FileNotFoundError:
             continue
         except (OSError, UnicodeDecodeError) as err:
             return _set_aside(db_dir, f"{name}: {type(err).__name__}", log)
-        kept = [ln for ln in lines if ln.strip()]
+        kept = [ln for ln in text.splitlines() if ln.strip()]
         bad = []
         for i, line in enumerate(kept):
             try:
@@ -153,6 +153,11 @@ def repair_database(db_dir: Path, log: Log) -> None:
             except ValueError:
                 bad.append(i)
         if not bad:
+            if text and not text.endswith("\n"):
+                # killed between a record and its newline: the record is whole, but the next
+                # run would append its own to the same line
+                with path.open("a") as f:
+                    f.write("\n")
             continue
         if bad != [len(kept) - 1]:
             return _set_aside(db_dir, f"line {bad[0] + 1} of {name} is not JSON", log)

@@ -196,28 +196,38 @@ def test_bench_host_tunes_in_a_child_process(dense, tmp_path):
     assert "\n" not in str(err.value)
 
 
-def test_cut_last_line_is_dropped_and_the_records_kept(tmp_path):
-    """A run killed mid-append leaves a cut last line: only that line goes, with a warning."""
+def _repaired(tmp_path, workloads: str, records: str) -> tuple:
+    """A database with these files after ``repair_database``: (its dir, the warnings)."""
     db = tmp_path / "db"
     db.mkdir()
-    (db / tuning.WORKLOADS).write_text('["w0"]\n["w1"]\n')
-    (db / tuning.RECORDS).write_text('[0, {"r": 1}]\n[1, {"r": 2}]\n[1, {"r"')
+    (db / tuning.WORKLOADS).write_text(workloads)
+    (db / tuning.RECORDS).write_text(records)
     logs: list[str] = []
     tuning.repair_database(db, logs.append)
+    return db, logs
+
+
+def test_cut_last_line_is_dropped_and_the_records_kept(tmp_path):
+    """A run killed mid-append leaves a cut last line: only that line goes, with a warning."""
+    db, logs = _repaired(tmp_path, '["w0"]\n["w1"]\n', '[0, {"r": 1}]\n[1, {"r": 2}]\n[1, {"r"')
     assert (db / tuning.RECORDS).read_text() == '[0, {"r": 1}]\n[1, {"r": 2}]\n'
     assert (db / tuning.WORKLOADS).read_text() == '["w0"]\n["w1"]\n'
     assert logs == [f"warning: tuning database {db}: dropped the cut last line of "
                     f"{tuning.RECORDS} (a run stopped while writing it); kept 2 records"]
 
 
+def test_whole_last_record_without_its_newline_is_kept_and_ended(tmp_path):
+    """A run killed between a record and its newline: the record stays, the line is ended, so
+    the next run's first record does not land on the same line (which made the database look
+    damaged in the middle and set aside)."""
+    db, logs = _repaired(tmp_path, '["w0"]\n', '[0, {"r": 1}]\n[0, {"r": 2}]')
+    assert (db / tuning.RECORDS).read_text() == '[0, {"r": 1}]\n[0, {"r": 2}]\n'
+    assert logs == []
+
+
 def test_damaged_database_is_set_aside_not_deleted(tmp_path):
-    db = tmp_path / "db"
-    db.mkdir()
     records = '[0, {"r": 1}]\n{garbage\n[0, {"r": 3}]\n'
-    (db / tuning.WORKLOADS).write_text('["w0"]\n')
-    (db / tuning.RECORDS).write_text(records)
-    logs: list[str] = []
-    tuning.repair_database(db, logs.append)
+    db, logs = _repaired(tmp_path, '["w0"]\n', records)
     assert not db.exists()
     [aside] = tmp_path.glob("db.damaged-*")
     assert (aside / tuning.RECORDS).read_text() == records
