@@ -28,7 +28,7 @@ import numpy as np
 import tvm
 from tvm import relax, s_tir, te, tirx
 
-from compile.backends.cortexm.cemit import KernelC
+from compile.backends.cortexm.cemit import KernelC, ctype
 from compile.lower.fixedpoint import const_value
 
 # fields of sg_conv_shape, in order
@@ -50,6 +50,7 @@ class ConvLayer:
     bias: np.ndarray            # int32 [O]
     mult: np.ndarray            # int32 [O]
     rshift: np.ndarray          # int32 [O]
+    x: relax.Expr | None = None  # the int8 tensor it convolves (before an explicit pad)
 
     @property
     def scratch_bytes(self) -> int:
@@ -236,7 +237,7 @@ def _conv_layer(conv, data, bias, mult, rshift, zy, lo, hi) -> ConvLayer | None:
     fast = fast_channels(weights, bias, rshift)
     shape["fast"] = int(fast.all())
     return ConvLayer(kind, shape, weights, bias.astype(np.int32), mult.astype(np.int32),
-                     (rshift + 256 * ~fast).astype(np.int32))
+                     (rshift + 256 * ~fast).astype(np.int32), x)
 
 
 def fast_channels(weights: np.ndarray, bias: np.ndarray, rshift: np.ndarray) -> np.ndarray:
@@ -323,7 +324,7 @@ def emit(name: str, prim: tirx.PrimFunc) -> KernelC:
     params = ["x", "w", "bias", "mult", "rshift", "y"]
     dtypes = ["int8", "int8", "int32", "int32", "int32", "int8"]
     written = [False] * 5 + [True]
-    decls = [(("" if wr else "const ") + {"int8": "int8_t", "int32": "int32_t"}[d], p)
+    decls = [(("" if wr else "const ") + ctype(d), p)
              for p, d, wr in zip(params, dtypes, written)]
     if scratch:
         decls.append(("uint8_t", "ws"))
@@ -350,22 +351,10 @@ class _Offload(relax.PyExprMutator):
         layer = match_conv(call, self.value_of)
         if layer is None:
             return super().visit_call_(call)
-        x = _input_of(call, self.value_of)
         gv = self.builder_.add_func(reference(layer), f"sg_{layer.kind}")
         consts = [relax.const(v) for v in (layer.weights, layer.bias, layer.mult,
                                            layer.rshift)]
-        return relax.call_tir(gv, [self.visit_expr(x), *consts], call.ty)
-
-
-def _input_of(call, value_of):
-    """The int8 tensor the matched chain convolves (before an explicit pad)."""
-    e = call
-    while not _op(e, _CONV):
-        a = e.args[0]
-        e = value_of(a) if isinstance(a, relax.Var) else a
-    data = e.args[0]
-    value = value_of(data) if isinstance(data, relax.Var) else data
-    return value.args[0] if _op(value, _PAD) else data
+        return relax.call_tir(gv, [self.visit_expr(layer.x), *consts], call.ty)
 
 
 @tvm.transform.module_pass(opt_level=0, name="OffloadConvolutions")
