@@ -13,7 +13,12 @@ bundle runs N samples as N calls.
 """
 from __future__ import annotations
 
+import contextlib
+import gc
 import hashlib
+import os
+import sys
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -50,6 +55,23 @@ SUPPORTED_OPS = {
 SUPPORTED_ACTIVATIONS = ("NONE", "RELU", "RELU6")
 # Tensor dtypes we accept at the model's input and output.
 IO_DTYPES = ("int8", "float32")
+# Operator -> (fewest inputs, most inputs, outputs; None: any); -1 marks a left-out optional one.
+ARITY = {
+    "CONV_2D": (2, 3, 1), "DEPTHWISE_CONV_2D": (2, 3, 1), "FULLY_CONNECTED": (2, 3, 1),
+    "ADD": (2, 2, 1), "SUB": (2, 2, 1), "MUL": (2, 2, 1), "MEAN": (2, 2, 1),
+    "AVERAGE_POOL_2D": (1, 1, 1), "MAX_POOL_2D": (1, 1, 1), "RESHAPE": (1, 2, 1),
+    "SOFTMAX": (1, 1, 1), "PAD": (2, 2, 1), "CONCATENATION": (1, None, 1),
+    "STRIDED_SLICE": (4, 4, 1), "SPLIT": (2, 2, None), "QUANTIZE": (1, 1, 1),
+    "DEQUANTIZE": (1, 1, 1),
+}
+# Largest tensor we compile (elements): past it a shape is corrupt or far beyond any board.
+MAX_ELEMENTS = 1 << 26
+# Bytes per element of the tensor types whose constant data size we can check.
+ITEMSIZE = {"float32": 4, "float16": 2, "float64": 8, "int8": 1, "uint8": 1, "int16": 2,
+            "uint16": 2, "int32": 4, "uint32": 4, "int64": 8, "uint64": 8, "bool": 1}
+# Zero point range per quantized tensor type.
+ZERO_POINT_RANGE = {"int8": (-128, 127), "uint8": (0, 255), "int16": (-32768, 32767),
+                    "int32": (-(2**31), 2**31 - 1), "int64": (-(2**31), 2**31 - 1)}
 
 _OP_NAMES = {v: k for k, v in vars(tflite.BuiltinOperator).items() if not k.startswith("_")}
 _ACT_NAMES = {v: k for k, v in vars(tflite.ActivationFunctionType).items()
@@ -171,8 +193,94 @@ def _walk(model: tflite.Model, path: Path, size: int, sha256: str) -> ModelInfo:
     if sg.InputsLength() != 1 or sg.OutputsLength() != 1:
         raise ModelError(f"{path}: {sg.InputsLength()} inputs and {sg.OutputsLength()} outputs, "
                          "only single-input single-output models are supported")
+    for index in (sg.Inputs(0), sg.Outputs(0)):
+        if not 0 <= index < n_tensors:
+            raise ModelError(f"{path} is a corrupt TFLite file (the model's input or output "
+                             "is a missing tensor)")
+    _check_tensors(model, sg, path)
+    _check_graph(model, sg, opcodes, path)
     return ModelInfo(str(path.resolve()), sha256, tuple(opcodes),
                      _tensor_info(sg, sg.Inputs(0), path), _tensor_info(sg, sg.Outputs(0), path))
+
+
+def _check_tensors(model: tflite.Model, sg, path: Path) -> None:
+    """Shapes, constant data sizes and quantization parameters hold numbers a model can have."""
+    for t in range(sg.TensorsLength()):
+        tensor = sg.Tensors(t)
+        name = f"tensor {t} ('{tensor.Name().decode(errors='replace')}')"
+        dtype = _TYPE_NAMES.get(tensor.Type())
+        if dtype is None:
+            raise ModelError(f"{path} is a corrupt TFLite file ({name} has unknown type "
+                             f"{tensor.Type()})")
+        shape = [int(d) for d in np.atleast_1d(tensor.ShapeAsNumpy())] \
+            if tensor.ShapeLength() else []
+        if any(d < 1 for d in shape) or len(shape) > 6:
+            raise ModelError(f"{path}: {name} has shape {shape}; dimensions must be positive "
+                             "and at most 6")
+        elements = int(np.prod(shape, dtype=object)) if shape else 1
+        if elements > MAX_ELEMENTS:
+            raise ModelError(f"{path}: {name} has shape {shape} ({elements} elements, more than "
+                             f"the {MAX_ELEMENTS} we compile)")
+        data = model.Buffers(tensor.Buffer()).DataLength()
+        itemsize = ITEMSIZE.get(dtype)
+        if data and itemsize and data != elements * itemsize:
+            raise ModelError(f"{path} is a corrupt TFLite file ({name} of shape {shape} and "
+                             f"type {dtype} has {data} bytes of data, not {elements * itemsize})")
+        q = tensor.Quantization()
+        if q is None or not q.ScaleLength():
+            continue
+        scales = q.ScaleAsNumpy().astype(np.float64)
+        zero_points = q.ZeroPointAsNumpy() if q.ZeroPointLength() else np.zeros(1, np.int64)
+        if not np.all(np.isfinite(scales)) or not np.all(scales > 0):
+            bad = next(float(v) for v in scales if not (np.isfinite(v) and v > 0))
+            raise ModelError(f"{path}: {name} has quantization scale {bad}; scales must be "
+                             "finite and positive")
+        low, high = ZERO_POINT_RANGE.get(dtype, (-(2**31), 2**31 - 1))
+        if np.any(zero_points < low) or np.any(zero_points > high):
+            bad = next(int(v) for v in zero_points if not low <= v <= high)
+            raise ModelError(f"{path}: {name} has zero point {bad}, outside {dtype}'s "
+                             f"[{low}, {high}]")
+        if len(scales) != len(zero_points) and len(zero_points) != 1:
+            raise ModelError(f"{path} is a corrupt TFLite file ({name} has {len(scales)} "
+                             f"scales and {len(zero_points)} zero points)")
+        if len(scales) > 1:
+            axis = q.QuantizedDimension()
+            if not 0 <= axis < len(shape) or shape[axis] != len(scales):
+                raise ModelError(f"{path} is a corrupt TFLite file ({name} of shape {shape} "
+                                 f"has {len(scales)} scales along dimension {axis})")
+
+
+def _check_graph(model: tflite.Model, sg, opcodes: list[tuple[str, int]], path: Path) -> None:
+    """Each operator has as many inputs and outputs as its kind takes, reads only tensors
+    that exist by then (constants, the model input, earlier outputs) and writes new ones."""
+    ready = {sg.Inputs(0)}
+    for t in range(sg.TensorsLength()):
+        if model.Buffers(sg.Tensors(t).Buffer()).DataLength():   # a constant
+            ready.add(t)
+    for o in range(sg.OperatorsLength()):
+        op = sg.Operators(o)
+        name = opcodes[op.OpcodeIndex()][0]
+        inputs = [int(t) for t in op.InputsAsNumpy()] if op.InputsLength() else []
+        outputs = [int(t) for t in op.OutputsAsNumpy()] if op.OutputsLength() else []
+        fewest, most, n_out = ARITY.get(name, (0, None, None))
+        given = [t for t in inputs if t >= 0]
+        if (len(inputs) < fewest or (most is not None and len(inputs) > most)
+                or (n_out is not None and len(outputs) != n_out) or not outputs
+                or any(t < 0 for t in inputs[:fewest] + outputs)):
+            raise ModelError(f"{path} is a corrupt TFLite file (operator {o}, {name}, has "
+                             f"{len(inputs)} inputs and {len(outputs)} outputs)")
+        missing = [t for t in given if t not in ready]
+        if missing:
+            raise ModelError(f"{path} is a corrupt TFLite file (operator {o}, {name}, reads "
+                             f"tensor {missing[0]} before anything writes it)")
+        written = [t for t in outputs if t in ready]
+        if written:
+            raise ModelError(f"{path} is a corrupt TFLite file (operator {o}, {name}, writes "
+                             f"tensor {written[0]}, which already has a value)")
+        ready.update(outputs)
+    if sg.Outputs(0) not in ready:
+        raise ModelError(f"{path} is a corrupt TFLite file (nothing writes the model's output "
+                         f"tensor {sg.Outputs(0)})")
 
 
 def _tensor_info(sg, index: int, path: Path) -> TensorInfo:
@@ -232,14 +340,16 @@ def import_model(model: tflite.Model, info: ModelInfo, op_converter=None) -> tvm
     from tvm.relax.frontend import detach_params
     from tvm.relax.frontend.tflite import from_tflite, tflite_frontend
 
-    try:
-        mod = from_tflite(model, shape_dict={info.input.name: info.input.shape},
-                          dtype_dict={info.input.name: info.input.dtype},
-                          op_converter=op_converter or tflite_frontend.OperatorConverter)
-    except Exception as err:   # what passed our checks but not TVM's: corrupt values
+    def rejected(err: Exception) -> str:   # what passed our checks but not TVM's
         last = (str(err).strip().splitlines() or [""])[-1]
-        raise ModelError(f"{info.path}: TVM's TFLite importer rejected the model "
-                         f"({type(err).__name__}: {last})") from None
+        return (f"{info.path}: TVM's TFLite importer rejected the model "
+                f"({type(err).__name__}: {last})")
+
+    mod = refusing_quietly(
+        lambda: from_tflite(model, shape_dict={info.input.name: info.input.shape},
+                            dtype_dict={info.input.name: info.input.dtype},
+                            op_converter=op_converter or tflite_frontend.OperatorConverter),
+        Exception, rejected)
     # from_tflite binds the weights as constants and also lists them in a "params"
     # attribute; drop that copy so it is not carried into the compiled library.
     mod, _ = detach_params(mod)
@@ -247,10 +357,86 @@ def import_model(model: tflite.Model, info: ModelInfo, op_converter=None) -> tvm
 
 
 def read_model(path: str | Path) -> tuple[tflite.Model, ModelInfo]:
-    """load_model + check_supported: everything that can be said before compiling."""
+    """load_model + check_supported + check_loads: everything that can be said before
+    compiling."""
     model, info = load_model(path)
     check_supported(model, info)
+    check_loads(model, path)
     return model, info
+
+
+def check_loads(model: tflite.Model, path: str | Path) -> None:
+    """ModelError unless LiteRT loads the file with its reference kernels (its FlatBuffer
+    verifier, its InterpreterBuilder and every kernel's Prepare in allocate_tensors accept
+    it) and computes for every tensor the shape the file declares.  The model is defined by
+    what LiteRT computes, so a file LiteRT cannot run has no meaning to compile, and one
+    whose declared shapes are not the computed ones (an axis or a stride changed under them)
+    would be compiled to other shapes than LiteRT runs."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    buf = Path(path).read_bytes()
+    with native_stderr() as said:
+        try:
+            interp = Interpreter(model_content=buf,
+                                 experimental_op_resolver_type=OpResolverType.BUILTIN_REF)
+            interp.allocate_tensors()
+            why = None
+        except Exception as err:  # noqa: BLE001  (whatever LiteRT raises, it refused the file)
+            why = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    if why is not None:
+        detail = "; ".join(line for line in said if line.strip())[:300] or why[:300]
+        raise ModelError(f"{path}: LiteRT cannot load the model either ({detail})")
+    sg = model.Subgraphs(0)
+    for detail in interp.get_tensor_details():
+        t = detail["index"]
+        if t >= sg.TensorsLength():   # LiteRT's own scratch tensors
+            continue
+        tensor = sg.Tensors(t)
+        declared = [int(d) for d in tensor.ShapeAsNumpy()] if tensor.ShapeLength() else []
+        computed = [int(d) for d in detail["shape"]]
+        if declared != computed:
+            raise ModelError(f"{path}: tensor {t} ('{detail['name']}') is declared {declared} "
+                             f"but LiteRT computes it as {computed}: the file contradicts "
+                             "itself")
+
+
+def refusing_quietly(fn, errors, message):
+    """``fn()``, passing on afterwards what native code wrote to stderr meanwhile; when it
+    raises one of ``errors``, ModelError(``message(err)``).  A refused import or lowering
+    leaves a BlockBuilder whose destructor logs "BlockBuilder destroyed with remaining
+    blocks" when it is collected: collected here, inside the capture, it is not noise next
+    to the one error line."""
+    refused = None
+    with native_stderr() as said:
+        try:
+            result = fn()
+        except errors as err:
+            refused = message(err)
+        if refused is not None:
+            gc.collect()
+    if refused is not None:
+        raise ModelError(refused)
+    for line in said:
+        print(line, file=sys.stderr)
+    return result
+
+
+@contextlib.contextmanager
+def native_stderr():
+    """What native code writes to file descriptor 2 inside (LiteRT's error reporter), kept
+    from the user's terminal and yielded as a list of lines, filled on exit."""
+    lines: list[str] = []
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as f:
+        os.dup2(f.fileno(), 2)
+        try:
+            yield lines
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            f.seek(0)
+            lines += f.read().decode(errors="replace").strip().splitlines()
 
 
 def example_input(info: ModelInfo, n: int, seed: int = 0) -> np.ndarray:

@@ -16,7 +16,8 @@ from pathlib import Path
 import tvm
 from tvm import relax
 
-from compile.frontend import ModelInfo, import_model, read_model
+from compile.errors import ModelError
+from compile.frontend import ModelInfo, import_model, read_model, refusing_quietly
 from compile.lower import integer_pipeline
 from compile.lower.importer import IntegerOperatorConverter
 
@@ -39,8 +40,13 @@ def compile_model(path: str | Path) -> tuple[tvm.IRModule, ModelInfo]:
     # compile.lower's converter also imports int8 data-movement ops (PAD, STRIDED_SLICE, ...)
     mod = import_model(model, info, IntegerOperatorConverter)
     seq = tvm.transform.Sequential([integer_pipeline(), cleanup_phase()], name="sandglass")
-    with tvm.transform.PassContext(opt_level=3):
-        mod = seq(mod)
+
+    def lowered():
+        with tvm.transform.PassContext(opt_level=3):
+            return seq(mod)
+
+    # ModelError: a lowering that cannot compile this model exactly
+    mod = refusing_quietly(lowered, ModelError, lambda err: f"{info.path}: {err}")
     return mod, info
 
 

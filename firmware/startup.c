@@ -17,9 +17,10 @@ void Default_Handler(void) {
   }
 }
 
-/* A fault prints "sg:fault pc=<pc> lr=<lr> cfsr=<CFSR>" (decimal; pc and lr from the frame
- * the core stacked for the faulting code) and exits with 3; the host names the function the
- * pc lies in (compile/backends/cortexm/project.py). */
+/* A fault prints "sg:fault pc=<pc> lr=<lr> cfsr=<CFSR> sp=<frame>" (decimal; pc and lr from
+ * the frame the core stacked for the faulting code, sp where that frame is) and exits with 3;
+ * the host names the function the pc lies in, and a stack overflow when sp is below the
+ * stack's limit (compile/backends/cortexm/project.py). */
 static void put_field(const char *name, uint32_t value) {
   char digits[10];
   int n = 0;
@@ -39,6 +40,7 @@ void sg_fault_report(const uint32_t *frame) {
   put_field("pc", frame[6]);
   put_field("lr", frame[5]);
   put_field("cfsr", *(volatile uint32_t *)0xE000ED28u);
+  put_field("sp", (uint32_t)(uintptr_t)frame);
   board_putc('\n');
   board_exit(3);
 }

@@ -10,6 +10,9 @@ Interface: see ``compile.backends``.
 from __future__ import annotations
 
 import dataclasses
+import os
+import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -21,6 +24,8 @@ from compile.frontend import ModelInfo
 from compile.targets import Target, resolve_native
 
 LIBRARY = "model.so"
+# path -> (device, inode, mtime, size) of the file dlopen'ed under that name in this process
+_LOADED: dict[str, tuple] = {}
 
 
 def build(mod: tvm.IRModule, model: ModelInfo, target: Target, out_dir: Path,
@@ -38,9 +43,25 @@ def build(mod: tvm.IRModule, model: ModelInfo, target: Target, out_dir: Path,
 def load(bundle_dir: Path, manifest: dict):
     """``f(x: tvm Tensor) -> tvm Tensor`` for one sample (``static_main.load_main``: the
     bundle's static entry point, or the Relax VM's ``main`` for a library without one)."""
-    lib = tvm.runtime.load_module(str(Path(bundle_dir) / manifest["library"]))
+    lib = _load_library(Path(bundle_dir) / manifest["library"])
     spec = manifest["model"]["output"]
     return static_main.load_main(lib, spec["shape"], spec["dtype"])
+
+
+def _load_library(path: Path):
+    """``load_module`` that sees a rebuilt file: dlopen hands back the library it already
+    loaded under the same name, so a changed file is loaded under a name of its own."""
+    st = path.stat()
+    identity = (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
+    key = os.path.realpath(path)
+    if _LOADED.setdefault(key, identity) == identity:
+        return tvm.runtime.load_module(key)
+    tmp = Path(tempfile.mkdtemp(prefix="sandglass-lib-"))
+    try:
+        shutil.copy2(path, tmp / path.name)
+        return tvm.runtime.load_module(str(tmp / path.name))
+    finally:   # the loaded library stays mapped
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def run(bundle_dir: Path, manifest: dict, target: Target, inputs: np.ndarray,

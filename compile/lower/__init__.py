@@ -21,8 +21,10 @@ Public interface:
 from __future__ import annotations
 
 import tvm
+import tvm_ffi
 from tvm import relax
 
+from compile.errors import ModelError
 from compile.lower.cleanup import FoldRequantize, IntegerClipBounds, LowerQuantizedConcat
 from compile.lower.conv import LowerQuantizedConv
 from compile.lower.elementwise import LowerQuantizedElementwise
@@ -35,6 +37,11 @@ __all__ = [
     "LowerQuantizedConv", "LowerQuantizedElementwise", "LowerQuantizedPool",
     "LowerQuantizedSoftmax", "LowerQuantizedConcat", "FoldRequantize", "IntegerClipBounds",
 ]
+
+
+# A model a pass cannot compile (a scale outside what it computes exactly, ...) raises
+# ModelError inside the pass; registered, it comes back out of TVM's FFI as itself.
+tvm_ffi.register_error(ModelError)
 
 
 def integer_pipeline() -> tvm.transform.Pass:

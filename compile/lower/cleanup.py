@@ -32,7 +32,8 @@ def _requantize(x, src, dst):
     if src == dst:
         return x
     acc = R.subtract(R.astype(x, "int32"), iconst(src[1], "int32"))
-    return requantize_output(acc, np.float64(src[0]) / np.float64(dst[0]), dst[1], -128, 127)
+    return requantize_output(acc, np.float64(src[0]) / np.float64(dst[0]), dst[1], -128, 127,
+                             bound=255)   # int8 minus an int8 zero point
 
 
 def _concat_patterns():

@@ -20,6 +20,7 @@ import numpy as np
 from tvm.relax import op as R
 from tvm.relax.dpl import is_const, is_op, wildcard
 
+from compile.errors import ModelError
 from compile.lower.fixedpoint import (
     const_value,
     finish,
@@ -68,6 +69,20 @@ def _patterns():
             real = np.float64(sx) * sw.astype(np.float64) / np.float64(sy)
         n_out = wsum.shape[0]
         bias_v = const_value(m[bias]).astype(np.int64) if bias in m else np.zeros(n_out, np.int64)
+        # |acc| per output channel: the int32 TFLite accumulates in must hold it, or its
+        # result is undefined (signed overflow in C++): a corrupt bias or weights
+        taps = max(abs(-128 - zx), abs(127 - zx))
+        wabs = np.abs(weight.astype(np.int64))
+        wabs = wabs.sum(axis=tuple(a for a in range(4) if a != o_axis)) if is_conv \
+            else wabs.sum(axis=0)
+        bound = taps * wabs + np.abs(bias_v)
+        if np.any(bound >= 2**31):
+            c = int(np.argmax(bound))
+            layer = "convolution" if is_conv else "fully connected layer"
+            raise ModelError(f"output channel {c} of a {layer} accumulates up to "
+                             f"{int(bound[c])} (bias "
+                             f"{int(bias_v[c])}), past int32, where TFLite's integer result "
+                             "is undefined")
         folded = (bias_v - zx * wsum).astype(np.int32)
         data = m[x]
         w_const = iconst(weight, "int8")
@@ -78,7 +93,7 @@ def _patterns():
         acc = R.add(acc, iconst(folded, "int32"))
         real = np.broadcast_to(real, (n_out,))
         if is_conv:
-            return requantize_output(acc, real, zy, lo, hi)
+            return requantize_output(acc, real, zy, lo, hi, bound=int(bound.max()))
         return finish(round_multiply_double(acc, real), zy, lo, hi)
 
     return [(tail.root, rewriter)]

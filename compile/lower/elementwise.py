@@ -53,14 +53,16 @@ def _patterns():
             a, b = _offset(m[x1], za), _offset(m[x2], zb)
             if op_name == "relax.multiply":
                 real = np.float64(sa) * np.float64(sb) / np.float64(sy)
-                return requantize_output(R.multiply(a, b), real, zy, lo, hi)
+                return requantize_output(R.multiply(a, b), real, zy, lo, hi, bound=255 * 255)
             twice_max = 2.0 * max(np.float64(sa), np.float64(sb))
             shift = iconst(ADD_LEFT_SHIFT, "int32")
             a = _scale(R.left_shift(a, shift), np.float64(sa) / twice_max)
             b = _scale(R.left_shift(b, shift), np.float64(sb) / twice_max)
             raw = R.add(a, b) if op_name == "relax.add" else R.subtract(a, b)
             mo, eo = quantize_multiplier(twice_max / ((1 << ADD_LEFT_SHIFT) * np.float64(sy)))
-            return finish(multiply_by_quantized_multiplier(raw, mo, eo), zy, lo, hi)
+            # |a|, |b| <= 255 << 20 scaled by at most 1/2 each
+            return finish(multiply_by_quantized_multiplier(raw, mo, eo, bound=255 << 20), zy,
+                          lo, hi)
 
         out.append((tail.root, rewriter))
     return out

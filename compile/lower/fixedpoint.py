@@ -10,6 +10,7 @@ import numpy as np
 from tvm import relax
 from tvm.relax import op as R
 
+from compile.errors import ModelError
 from compile.lower.quant import quantize_multipliers, quantize_value
 
 INT8_MIN, INT8_MAX = -128, 127
@@ -43,10 +44,13 @@ def qparams(scale_expr, zero_point_expr) -> tuple[np.ndarray, np.ndarray]:
     return const_value(scale_expr).astype(np.float32), const_value(zero_point_expr).astype(np.int64)
 
 
-def multiply_by_quantized_multiplier(x, multiplier, shift):
+def multiply_by_quantized_multiplier(x, multiplier, shift, bound: int = 2**31):
     """TFLite MultiplyByQuantizedMultiplier on an int32 tensor, double rounding.
 
     multiplier, shift: int arrays broadcastable along the last axis (or scalars).
+    bound: |x| <= bound, known from the caller.  A left shift is TFLite's
+    ``x * (1 << left)`` in int32: where ``bound`` does not keep it inside int32, TFLite's
+    result is undefined (signed overflow in C++) and the model is refused.
     SaturatingRoundingDoublingHighMul(a, m) == (a*m + 2**30) >> 31 (arithmetic shift) for all
     a, m except a == m == INT32_MIN, which cannot happen since m > 0.
     RoundingDivideByPOT(h, e) == (h + 2**(e-1) - (h < 0)) >> e for e >= 1 (half away from zero).
@@ -56,6 +60,10 @@ def multiply_by_quantized_multiplier(x, multiplier, shift):
     left = np.maximum(shift, 0)
     right = np.maximum(-shift, 0)
     wide = R.astype(x, "int64")
+    if int(bound) << int(np.max(left)) > 2**31:
+        raise ModelError(f"a requantization multiplies by 2^{int(np.max(left))} (its scales' "
+                         f"ratio is that large) values up to {int(bound)}: that overflows "
+                         "int32, where TFLite's integer result is undefined")
     wide = R.multiply(wide, iconst(multiplier * (np.int64(1) << left), "int64"))
     high = R.right_shift(R.add(wide, iconst(1 << 30, "int64")), iconst(31, "int64"))
     high = R.astype(high, "int32")
@@ -70,10 +78,13 @@ def multiply_by_quantized_multiplier(x, multiplier, shift):
     return R.right_shift(R.add(high, nudge), iconst(right, "int32"))
 
 
-def requantize_output(acc, real_multipliers, out_zero_point: int, lo: int, hi: int, dtype="int8"):
-    """int32 accumulator -> output int8: MBQM(acc) + zero point, clamped to [lo, hi]."""
+def requantize_output(acc, real_multipliers, out_zero_point: int, lo: int, hi: int, dtype="int8",
+                      bound: int = 2**31):
+    """int32 accumulator (|acc| <= bound) -> output int8: MBQM(acc) + zero point, clamped to
+    [lo, hi]."""
     mult, shift = quantize_multipliers(real_multipliers)
-    return finish(multiply_by_quantized_multiplier(acc, mult, shift), out_zero_point, lo, hi, dtype)
+    return finish(multiply_by_quantized_multiplier(acc, mult, shift, bound), out_zero_point, lo,
+                  hi, dtype)
 
 
 def finish(x, out_zero_point: int, lo: int, hi: int, dtype="int8"):
@@ -121,8 +132,12 @@ def double_scale_parts(scales):
         mant, exp = np.frexp(s)  # s = mant * 2**exp, mant in [0.5, 1)
         m = int(mant * (1 << 53))  # exact: 53-bit significand
         qq = 53 - int(exp)
-        if not 27 <= qq <= 84:
-            raise ValueError(f"requantization scale {s} out of the supported range")
+        if qq > 84:   # |acc| * scale < 2**31 * 2**-32: every result rounds to 0
+            m, qq = 0, 27   # (0 + 1) >> 1: small constants for the simplifier
+        if qq < 27:
+            raise ModelError(f"a fully connected layer's requantization scale (input scale "
+                             f"x weight scale / output scale) is {s:g}, not one of the "
+                             f"scales below 2^26 we compute exactly")
         mh.append(m >> 26)
         ml.append(m & ((1 << 26) - 1))
         q.append(qq)

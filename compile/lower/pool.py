@@ -43,7 +43,8 @@ def _mean_patterns():
         shift -= max(k, 0)
         total = R.sum(R.astype(m[x], "int32"), axis=axes, keepdims=bool(call.attrs.keepdims))
         total = R.subtract(total, iconst(int(zx) * n, "int32"))
-        return finish(multiply_by_quantized_multiplier(total, mult, shift), zy, lo, hi)
+        return finish(multiply_by_quantized_multiplier(total, mult, shift, bound=255 * n), zy,
+                      lo, hi)
 
     return [(tail.root, rewriter)]
 

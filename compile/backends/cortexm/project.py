@@ -375,6 +375,13 @@ def run_firmware(elf: Path, target: Target, timeout: float,
         else:
             summary = values
     symbols = elf_symbols(elf, target) if fault or summary else {}
+    stack = symbols["__stack_top"][0] - symbols["__stack_limit"][0] if symbols else 0
+    if fault is not None and fault.get("sp", 2**32) < symbols["__stack_limit"][0]:
+        raise BackendError(
+            f"firmware on {target.name} overflowed its {stack}-byte stack (a HardFault at "
+            f"pc=0x{fault['pc']:08x} in {function_at(symbols, fault['pc'])} with the stack "
+            f"pointer {symbols['__stack_limit'][0] - fault['sp']} bytes below its limit); "
+            "raise [memory] stack_bytes in the board file")
     if fault is not None:
         raise BackendError(
             f"firmware on {target.name} faulted: HardFault at pc=0x{fault['pc']:08x} in "
@@ -383,7 +390,6 @@ def run_firmware(elf: Path, target: Target, timeout: float,
     if proc.returncode != 0 or summary is None:
         raise BackendError(f"firmware on {target.name} failed (QEMU exit code "
                            f"{proc.returncode}): {text.strip()[-300:]}")
-    stack = symbols["__stack_top"][0] - symbols["__stack_limit"][0]
     if summary.get("stack", 0) >= stack:
         # main.c finds no painted word left: the stack grew past its limit, into the arena
         raise BackendError(f"firmware on {target.name} used all of its {stack}-byte stack and "

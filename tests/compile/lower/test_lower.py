@@ -128,3 +128,40 @@ def test_round_multiply_double_matches_the_double_reference():
     product = acc.astype(np.float64) * scales  # what the C++ reference computes
     expected = np.sign(product) * np.floor(np.abs(product) + 0.5)  # std::round
     np.testing.assert_array_equal(ours, expected.astype(np.int32))
+
+
+def _run_int32(fn, values):
+    x = relax.Var("x", relax.TensorType(values.shape, "int32"))
+    bb = relax.BlockBuilder()
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            out = bb.emit_output(fn(x))
+        bb.emit_func_output(out)
+    ex = tvm.compile(bb.get(), target=tvm.target.Target({"kind": "llvm"}))
+    return relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(values)).numpy()
+
+
+def test_round_multiply_double_tiny_scales_round_to_zero():
+    """Scales below 2**-32 (a corrupt or absurd model) give 0 for every int32, like the
+    double reference, instead of constants the integer simplifier cannot hold."""
+    from compile.lower.fixedpoint import round_multiply_double
+
+    acc = np.array([[2**31 - 1, -(2**31), 5, 0]] * 2, np.int32).T.copy()
+    got = _run_int32(lambda x: round_multiply_double(x, [1e-45, 2.0**-33]), acc)
+    np.testing.assert_array_equal(got, np.zeros_like(acc))
+
+
+def test_a_left_shift_that_can_overflow_int32_is_refused():
+    """MultiplyByQuantizedMultiplier's ``x * (1 << left)`` is int32 arithmetic in TFLite; where
+    the values' bound lets it overflow, TFLite's result is undefined and the model refused.
+    Inside the bound, the shift folds into the int64 multiplier and matches TFLite."""
+    from compile.errors import ModelError
+    from compile.lower.fixedpoint import multiply_by_quantized_multiplier
+
+    m, s = quantize_multiplier(2.0**40)           # clamped by QuantizeMultiplier
+    assert (m, s) == (2**31 - 1, 30)
+    x = np.array([0, 1, -1, 2, -2], np.int32)
+    got = _run_int32(lambda v: multiply_by_quantized_multiplier(v, m, s, bound=2), x)
+    np.testing.assert_array_equal(got, np_multiply_by_quantized_multiplier(x, m, s))
+    with pytest.raises(ModelError, match="multiplies by 2\\^30 .* values up to 3: that overflows"):
+        _run_int32(lambda v: multiply_by_quantized_multiplier(v, m, s, bound=3), x)
