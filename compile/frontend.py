@@ -64,6 +64,14 @@ ARITY = {
     "STRIDED_SLICE": (4, 4, 1), "SPLIT": (2, 2, None), "QUANTIZE": (1, 1, 1),
     "DEQUANTIZE": (1, 1, 1),
 }
+# Operator -> the inputs that carry its data (all: every input); they and every output share
+# one type.  The others are weights, biases, axes, shapes and paddings.
+DATA_INPUTS = {
+    "CONV_2D": (0,), "DEPTHWISE_CONV_2D": (0,), "FULLY_CONNECTED": (0,), "ADD": (0, 1),
+    "SUB": (0, 1), "MUL": (0, 1), "MEAN": (0,), "AVERAGE_POOL_2D": (0,), "MAX_POOL_2D": (0,),
+    "RESHAPE": (0,), "SOFTMAX": (0,), "PAD": (0,), "CONCATENATION": "all",
+    "STRIDED_SLICE": (0,), "SPLIT": (1,),
+}
 # Largest tensor we compile (elements): past it a shape is corrupt or far beyond any board.
 MAX_ELEMENTS = 1 << 26
 # Bytes per element of the tensor types whose constant data size we can check.
@@ -273,6 +281,7 @@ def _check_graph(model: tflite.Model, sg, opcodes: list[tuple[str, int]], path: 
         if missing:
             raise ModelError(f"{path} is a corrupt TFLite file (operator {o}, {name}, reads "
                              f"tensor {missing[0]} before anything writes it)")
+        _check_types(sg, name, o, inputs, outputs, path)
         written = [t for t in outputs if t in ready]
         if written:
             raise ModelError(f"{path} is a corrupt TFLite file (operator {o}, {name}, writes "
@@ -281,6 +290,30 @@ def _check_graph(model: tflite.Model, sg, opcodes: list[tuple[str, int]], path: 
     if sg.Outputs(0) not in ready:
         raise ModelError(f"{path} is a corrupt TFLite file (nothing writes the model's output "
                          f"tensor {sg.Outputs(0)})")
+
+
+def _check_types(sg, name: str, o: int, inputs: list[int], outputs: list[int],
+                 path: Path) -> None:
+    """An operator's data inputs and outputs share one type, a convolution's weights have its
+    input's type and its bias the accumulator's (int32 for int8, float32 for float32)."""
+    data = DATA_INPUTS.get(name)
+    if data is None:
+        return
+    positions = range(len(inputs)) if data == "all" else data
+    types = {t: _TYPE_NAMES.get(sg.Tensors(t).Type()) for t in inputs + outputs if t >= 0}
+    used = [inputs[i] for i in positions if i < len(inputs)] + outputs
+    kinds = {types[t] for t in used}
+    if len(kinds) > 1:
+        raise ModelError(f"{path}: operator {o} ({name}) mixes tensor types "
+                         f"{', '.join(sorted(map(str, kinds)))} between its inputs and outputs")
+    if name in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"):
+        x = types[inputs[0]]
+        bias = {"int8": "int32", "float32": "float32"}.get(x)
+        if types[inputs[1]] != x or (len(inputs) > 2 and inputs[2] >= 0
+                                     and types[inputs[2]] != bias):
+            raise ModelError(f"{path}: operator {o} ({name}) on {x} data has {types[inputs[1]]} "
+                             f"weights" + (f" and a {types[inputs[2]]} bias"
+                                           if len(inputs) > 2 and inputs[2] >= 0 else ""))
 
 
 def _tensor_info(sg, index: int, path: Path) -> TensorInfo:

@@ -1,8 +1,9 @@
 """Run a bundle: ``python compile/run.py --target T --bundle DIR --input in.npy --output out.npy
-[--json metrics.json]``.
+[--port qemu|PORT] [--json metrics.json]``.
 
 in.npy holds N samples shaped like the model input with batch N, in the model's input dtype;
-out.npy gets the N outputs.  The target kind's backend (``compile.backends``) runs them.
+out.npy gets the N outputs.  The target kind's backend (``compile.backends``) runs them; on a
+Cortex-M board, ``--port`` sends them over the console link (see compile/validate.py).
 """
 from __future__ import annotations
 
@@ -26,11 +27,17 @@ def run(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--bundle", required=True, type=Path, help="bundle from compile/build.py")
     parser.add_argument("--input", required=True, type=Path, help=".npy, N samples")
     parser.add_argument("--output", required=True, type=Path, help=".npy to write, N outputs")
+    parser.add_argument("--port", help="Cortex-M: run over the console link, on 'qemu' (the "
+                        "board's QEMU twin) or a serial port such as /dev/ttyACM0")
     parser.add_argument("--json", type=Path, help="write the run metrics to this JSON file")
     cli.add_opt_argument(parser)
     args = parser.parse_args(argv)
     opts = cli.parse_opts(args.opt)
     target = get_target(args.target)
+    if args.port:
+        if target.kind != "cortex-m":
+            raise cli.UserError(f"--port talks to a Cortex-M board; {target.name} is not one")
+        opts["port"] = args.port
     info = model_info(read_manifest(args.bundle, target))
     inputs = cli.load_inputs(args.input, info)
     outputs, metrics = run_bundle(args.bundle, target.name, inputs, opts)

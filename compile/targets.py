@@ -16,7 +16,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from compile.errors import UnknownTarget
+from compile.errors import UnknownTarget, UserError
 
 TARGETS_DIR = Path(__file__).resolve().parent.parent / "targets"
 KINDS = ("host", "linux-aarch64", "cortex-m")
@@ -48,17 +48,21 @@ class Target:
 
 
 def _load(path: Path) -> Target:
-    with path.open("rb") as f:
-        data = tomllib.load(f)
+    """The target a board file declares; UserError (one error line) for a broken file."""
+    try:
+        with path.open("rb") as f:
+            data = tomllib.load(f)
+    except tomllib.TOMLDecodeError as err:
+        raise UserError(f"{path} is not valid TOML: {err}") from None
     # the Cortex-M backend emits its own C: its boards have no TVM target
     needed = ("name", "kind", "description") + (() if data.get("kind") == "cortex-m" else ("tvm",))
     for key in needed:
         if key not in data:
-            raise ValueError(f"{path}: missing '{key}'")
+            raise UserError(f"{path}: missing '{key}'")
     if data["kind"] not in KINDS:
-        raise ValueError(f"{path}: kind must be one of {', '.join(KINDS)}")
+        raise UserError(f"{path}: kind must be one of {', '.join(KINDS)}")
     if data["name"] != path.stem:
-        raise ValueError(f"{path}: name '{data['name']}' differs from the file name")
+        raise UserError(f"{path}: name '{data['name']}' differs from the file name")
     return Target(data["name"], data["kind"], data["description"],
                   dict(data.get("tvm", {}).get("target", {})), data, path)
 

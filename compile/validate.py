@@ -1,12 +1,15 @@
 """Validate a target against LiteRT: ``python compile/validate.py --target T --model M.tflite
-[--bundle DIR] [--n 100] [--atol 0] [--json [FILE]]``.
+[--bundle DIR] [--n 100] [--atol 0] [--port qemu|PORT] [--json [FILE]]``.
 
 Runs the same N inputs through LiteRT with its reference kernels (the bit-exactness
 reference, ``compile.measure``) and through the target's bundle (built into a temp dir
 when --bundle is not given), and reports top-1 agreement, equal values (%), max |diff| and
 RMSE (in output LSB for int8 outputs).  Inputs are the first N Fashion-MNIST test images,
 resized and quantized like the model's input, or seeded random inputs when the model input
-is not an image (NHWC with 1 or 3 channels, square).  Exit code 1 when max |diff| > --atol
+is not an image (NHWC with 1 or 3 channels, square).  On a Cortex-M board, ``--port`` sends
+the inputs over the console link (``compile.backends.cortexm.link``): ``qemu`` runs the link
+firmware on the board's QEMU twin, a serial port (``/dev/ttyACM0``, ``socket://H:P``) talks to
+a board running it (``make flash-link`` in the bundle's project).  Exit code 1 when max |diff| > --atol
 (default 0: bit-exact), 2 for bad input.
 """
 from __future__ import annotations
@@ -24,7 +27,8 @@ import numpy as np  # noqa: E402
 
 from compile import cli  # noqa: E402
 
-def validate(model: Path, target_name: str, bundle: Path | None, n: int) -> dict:
+def validate(model: Path, target_name: str, bundle: Path | None, n: int,
+             port: str | None = None) -> dict:
     """The validation report (see compare) for N inputs."""
     from compile.bundle import model_info, read_manifest
     from compile.backends import build_bundle, run_bundle
@@ -33,6 +37,8 @@ def validate(model: Path, target_name: str, bundle: Path | None, n: int) -> dict
     from compile.targets import get_target
 
     target = get_target(target_name)
+    if port and target.kind != "cortex-m":
+        raise cli.UserError(f"--port talks to a Cortex-M board; {target.name} is not one")
     _, info = read_model(model)
     x, labels, data = validation_inputs(info, n)
     with tempfile.TemporaryDirectory(prefix="sandglass-validate-") as tmp:
@@ -44,7 +50,7 @@ def validate(model: Path, target_name: str, bundle: Path | None, n: int) -> dict
         if built_from.sha256 != info.sha256:
             raise cli.UserError(f"bundle {bundle} was built from {built_from.path}, "
                                 f"not from {model} (sha256 differs)")
-        actual, metrics = run_bundle(bundle, target.name, x)
+        actual, metrics = run_bundle(bundle, target.name, x, {"port": port} if port else {})
     reference = run_litert(model, x, reference=True)
     report = {
         "target": target.name,
@@ -87,6 +93,12 @@ def _text(report: dict, atol: float) -> str:
         lines.append(f"instructions      {m['instructions_per_inference']:,} per inference")
         lines.append(f"estimated cycles  {m['cycles_estimate']:,} ({m['ms_estimate']:.3f} ms at "
                      f"{est['clock_hz'] / 1e6:g} MHz, {est['cpu']}){spread}")
+    if m.get("port"):
+        what = "cycles" if "cycles_per_inference" in m else "instructions"
+        ms = f" ({m['ms_per_inference']:.3f} ms)" if "ms_per_inference" in m else ""
+        lines.append(f"over the link     {m['port']} ({m['ran_on']}, clock "
+                     f"{m['board_clock_hz'] / 1e6:g} MHz): {m[f'{what}_per_inference']:,} "
+                     f"{what} per inference{ms}")
     verdict = "BIT-EXACT" if report["bit_exact"] else (
         "within --atol" if report["passed"] else f"FAILED (--atol {atol:g})")
     lines.append(verdict)
@@ -101,6 +113,8 @@ def run(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=100, help="number of inputs (default 100)")
     parser.add_argument("--atol", type=float, default=0.0,
                         help="allowed max |diff| (output LSB for int8; default 0 = bit-exact)")
+    parser.add_argument("--port", help="Cortex-M: run over the console link, on 'qemu' (the "
+                        "board's QEMU twin) or a serial port such as /dev/ttyACM0")
     parser.add_argument("--json", nargs="?", const="-", metavar="FILE",
                         help="print the report as JSON (to FILE if given)")
     args = parser.parse_args(argv)
@@ -108,7 +122,7 @@ def run(argv: Sequence[str] | None = None) -> int:
         raise cli.UserError(f"--n must be at least 1, got {args.n}")
     if args.atol < 0:
         raise cli.UserError(f"--atol must not be negative, got {args.atol:g}")
-    report = validate(cli.model_path(args.model), args.target, args.bundle, args.n)
+    report = validate(cli.model_path(args.model), args.target, args.bundle, args.n, args.port)
     max_diff = report.get("max_abs_diff_lsb", report.get("max_abs_diff_value"))
     report["atol"] = args.atol
     report["passed"] = bool(max_diff <= args.atol)

@@ -29,6 +29,9 @@ $PY compile/profile.py --target rpi4 --bundle "$OUT/rpi4" --top 10   # instructi
 step "5/6 Cortex-M4 firmware (mps2-an386), run in qemu-system-arm"
 $PY compile/build.py --target mps2-an386 --model "$MODEL" --out "$OUT/mps2-an386"
 $PY compile/validate.py --target mps2-an386 --model "$MODEL" --bundle "$OUT/mps2-an386" --n 10   # + estimated cycles
+# the same bundle over the board link: the link firmware on QEMU, its UART on a socket, as a real board
+# over its USB virtual COM port (--port /dev/ttyACM0 after `make flash-link`)
+$PY compile/validate.py --target mps2-an386 --model "$MODEL" --bundle "$OUT/mps2-an386" --n 10 --port qemu
 $PY compile/profile.py --target mps2-an386 --bundle "$OUT/mps2-an386" --top 10
 
 step "6/6 quick report: what the identity multiplier saves, trained models x the three kinds of target"

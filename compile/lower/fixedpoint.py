@@ -44,11 +44,11 @@ def qparams(scale_expr, zero_point_expr) -> tuple[np.ndarray, np.ndarray]:
     return const_value(scale_expr).astype(np.float32), const_value(zero_point_expr).astype(np.int64)
 
 
-def multiply_by_quantized_multiplier(x, multiplier, shift, bound: int = 2**31):
+def multiply_by_quantized_multiplier(x, multiplier, shift, bound: int | None = None):
     """TFLite MultiplyByQuantizedMultiplier on an int32 tensor, double rounding.
 
     multiplier, shift: int arrays broadcastable along the last axis (or scalars).
-    bound: |x| <= bound, known from the caller.  A left shift is TFLite's
+    bound: |x| <= bound, when the caller knows it.  A left shift is TFLite's
     ``x * (1 << left)`` in int32: where ``bound`` does not keep it inside int32, TFLite's
     result is undefined (signed overflow in C++) and the model is refused.
     SaturatingRoundingDoublingHighMul(a, m) == (a*m + 2**30) >> 31 (arithmetic shift) for all
@@ -60,7 +60,7 @@ def multiply_by_quantized_multiplier(x, multiplier, shift, bound: int = 2**31):
     left = np.maximum(shift, 0)
     right = np.maximum(-shift, 0)
     wide = R.astype(x, "int64")
-    if int(bound) << int(np.max(left)) > 2**31:
+    if bound is not None and int(bound) << int(np.max(left)) > 2**31:
         raise ModelError(f"a requantization multiplies by 2^{int(np.max(left))} (its scales' "
                          f"ratio is that large) values up to {int(bound)}: that overflows "
                          "int32, where TFLite's integer result is undefined")
@@ -79,7 +79,7 @@ def multiply_by_quantized_multiplier(x, multiplier, shift, bound: int = 2**31):
 
 
 def requantize_output(acc, real_multipliers, out_zero_point: int, lo: int, hi: int, dtype="int8",
-                      bound: int = 2**31):
+                      bound: int | None = None):
     """int32 accumulator (|acc| <= bound) -> output int8: MBQM(acc) + zero point, clamped to
     [lo, hi]."""
     mult, shift = quantize_multipliers(real_multipliers)

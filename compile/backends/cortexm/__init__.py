@@ -44,7 +44,7 @@ import numpy as np
 import tvm
 
 from compile.errors import BackendError
-from compile.backends.cortexm import project
+from compile.backends.cortexm import link, project
 from compile.backends.cortexm.cemit import UnsupportedTIR
 from compile.backends.cortexm.graph import lower_model
 from compile.backends.cortexm.tflm import tflm_arena
@@ -134,9 +134,46 @@ def run_project(proj: Path, emulator: Target, inputs: np.ndarray, timeout: float
     return records, summary, read_trace(trace_file) if traced else None
 
 
+def run_over_link(bundle_dir: Path, manifest: dict, target: Target, inputs: np.ndarray,
+                  opts: dict) -> tuple[np.ndarray, dict]:
+    """``inputs`` sent to the board one by one over the console link (``link``), outputs and
+    counts back.  ``opts["port"]``: ``qemu`` runs the bundle's link firmware on the QEMU board
+    with its UART on a socket; anything else is a port (``/dev/ttyACM0``, ``socket://H:P``,
+    ...) of a board already running it (``make flash-link`` in the bundle's project)."""
+    out_info = manifest["model"]["output"]
+    out_shape, out_dtype = tuple(out_info["shape"][1:]), out_info["dtype"]
+    port = str(opts["port"])
+    if port == "qemu":
+        with emulated_project(bundle_dir, manifest, target) as (proj, emulator):
+            timeout = float(opts.get("timeout", emulator["run"].get("timeout_s", 300)))
+            project.make_firmware(proj, emulator, goal="link")
+            with link.qemu_board(emulator["run"]["command"], proj / "build/firmware-link.elf",
+                                 timeout) as (board, _):
+                outputs, counts, clock = link.run_inputs(board, inputs, out_dtype, out_shape)
+        counter, name = "instructions", emulator.name
+    else:
+        timeout = float(opts.get("timeout", 60))
+        board = link.BoardLink(port, timeout)
+        try:
+            outputs, counts, clock = link.run_inputs(board, inputs, out_dtype, out_shape)
+        finally:
+            board.close()
+        counter, name = "cycles", target.name
+    metrics = {"board": target.name, "ran_on": name, "port": port, "samples": len(outputs),
+               f"{counter}_per_inference": int(np.median(counts)),
+               f"{counter}_per_inference_min": int(np.min(counts)),
+               "board_clock_hz": clock}
+    if counter == "cycles" and clock:
+        metrics["ms_per_inference"] = round(float(np.median(counts)) / clock * 1e3, 3)
+    return outputs, metrics
+
+
 def run(bundle_dir: Path, manifest: dict, target: Target, inputs: np.ndarray,
         opts: dict) -> tuple[np.ndarray, dict]:
-    """Embed ``inputs`` in the firmware, run it in QEMU, return outputs + metrics."""
+    """Embed ``inputs`` in the firmware, run it in QEMU, return outputs + metrics; with
+    ``opts["port"]``, over the console link instead (``run_over_link``)."""
+    if opts.get("port"):
+        return run_over_link(bundle_dir, manifest, target, inputs, opts)
     out_info = manifest["model"]["output"]
     out_shape, out_dtype = tuple(out_info["shape"][1:]), np.dtype(out_info["dtype"])
     batch = max(1, int(opts.get("batch", 8)))

@@ -33,10 +33,12 @@ from compile.backends.cortexm.graph import Graph
 from compile.targets import Target
 
 FIRMWARE = Path(__file__).resolve().parents[3] / "firmware"
-COMMON_FILES = ("board.h", "sg_kernels.h", "sg_nn.h", "startup.c", "main.c")
-# main.c's report lines: "sg:out idx=0 instr=123 y=1,-2" and "sg:summary arena=.. stack=.. n=..",
-# and startup.c's "sg:fault pc=.. lr=.. cfsr=.." when the firmware faults
-LINE_RE = re.compile(r"^sg:(out|summary|fault)((?: [a-z]+=-?[0-9]+(?:,-?[0-9]+)*)+)$", re.M)
+COMMON_FILES = ("board.h", "board_arm.h", "board_stm32.h", "sg_kernels.h", "sg_nn.h", "startup.c", "main.c")
+# main.c's report lines: "sg:boot clock=..", "sg:out idx=0 instr=123 y=1,-2" and
+# "sg:summary arena=.. stack=.. n=..", and startup.c's "sg:fault pc=.. lr=.. cfsr=.. sp=.."
+# when the firmware faults
+LINE_RE = re.compile(r"^sg:(boot|out|summary|fault)((?: [a-z]+=-?[0-9]+(?:,-?[0-9]+)*)+)\r?$",
+                     re.M)
 
 
 def memory_of(target: Target) -> dict:
@@ -49,7 +51,7 @@ def memory_of(target: Target) -> dict:
 
 def board_source(target: Target) -> str:
     section = target.get("run") or target.get("flash") or {}
-    return section.get("board_source", "board_hw.c")
+    return section["board_source"]
 
 
 # -- memory plan -------------------------------------------------------------------------
@@ -213,6 +215,8 @@ def write_makefile(out_dir: Path, target: Target, cpu: Target | None = None) -> 
     defines = []
     if run:
         defines.append(f"-DSG_CLOCK_HZ={int(target['clock_hz'])}u")
+    if "uart_base" in target.get("console", {}):
+        defines.append(f"-DSG_UART_BASE={hex(int(target['console']['uart_base']))}u")
     (Path(out_dir) / "Makefile").write_text(_render(
         "Makefile.in", board=target.name, cc=target["toolchain"]["cc"],
         size=target["toolchain"]["size"], cpu_flags=" ".join((cpu or target)["cpu"]["flags"]),
@@ -274,12 +278,14 @@ def check_tool(name: str, package: str) -> None:
                            "(scripts/setup.sh)")
 
 
-def make_firmware(project: Path, target: Target, extra_cflags: str = "") -> dict:
-    """``make`` in ``project``; returns the size report {code, weights, other, ram} in bytes."""
+def make_firmware(project: Path, target: Target, extra_cflags: str = "",
+                  goal: str = "") -> dict:
+    """``make`` in ``project``; returns the size report {code, weights, other, ram} in bytes
+    (``goal="link"``: the link firmware, build/firmware-link.elf, and no report)."""
     check_tool(target["toolchain"]["cc"], target["toolchain"]["package"])
     check_tool("make", "make")
-    proc = subprocess.run(["make", "-s", "-C", str(project), f"EXTRA_CFLAGS={extra_cflags}"],
-                          capture_output=True, text=True)
+    proc = subprocess.run(["make", "-s", "-C", str(project), f"EXTRA_CFLAGS={extra_cflags}",
+                           *([goal] if goal else [])], capture_output=True, text=True)
     if proc.returncode != 0:
         text = proc.stdout + proc.stderr
         assert_line = re.search(r"sandglass: [^\n\"]*", text)
@@ -290,6 +296,8 @@ def make_firmware(project: Path, target: Target, extra_cflags: str = "") -> dict
             raise BackendError(f"firmware does not fit {target.name}: {region.group(1)} "
                                f"overflowed by {region.group(2)} bytes")
         raise RuntimeError(f"firmware build failed in {project}:\n{text[-4000:]}")
+    if goal:
+        return {}
     size = re.search(r"size: flash code=(\d+) weights=(\d+) other=(\d+) ram=(\d+)", proc.stdout)
     if not size:
         raise RuntimeError(f"no size report from make:\n{proc.stdout}")
@@ -372,7 +380,7 @@ def run_firmware(elf: Path, target: Target, timeout: float,
             records.append(values)
         elif kind == "fault":
             fault = values
-        else:
+        elif kind == "summary":
             summary = values
     symbols = elf_symbols(elf, target) if fault or summary else {}
     stack = symbols["__stack_top"][0] - symbols["__stack_limit"][0] if symbols else 0
