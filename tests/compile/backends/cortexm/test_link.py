@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 
+import numpy as np
 import pytest
 
 from compile.backends.cortexm import link, project
@@ -165,3 +166,28 @@ def test_a_board_that_resets_mid_run_is_named(link_elf, tmp_path):
         with pytest.raises(LinkError, match=r"reset during the run \(it booted again after 2 "
                                             r"of 4 inferences\)"):
             board.infer(x, info["output_bytes"], 2, 4)
+
+
+@pytest.mark.emulator
+def test_run_over_a_broken_link_is_one_error_line_and_writes_nothing(link_elf, tmp_path):
+    """run.py --port to a 'board' that sends garbage: exit 2, one error line, no out.npy."""
+    _, model = link_elf
+    bundle = tmp_path / "bundle"
+    subprocess.run([sys.executable, str(REPO / "compile" / "build.py"), "--target", "mps2-an386",
+                    "--model", str(model), "--out", str(bundle)], check=True,
+                   capture_output=True, cwd=REPO, timeout=600)
+    x = tmp_path / "in.npy"
+    np.save(x, random_int8_inputs(model, 2))
+    wire = FakeWire(b"sg:boot clock=1\n" + bytes(range(256)) * 300)
+    try:
+        proc = subprocess.run([sys.executable, str(REPO / "compile" / "run.py"), "--target",
+                               "mps2-an386", "--bundle", str(bundle), "--input", str(x),
+                               "--output", str(tmp_path / "out.npy"), "--port", wire.url],
+                              capture_output=True, text=True, cwd=REPO, timeout=300)
+    finally:
+        wire.close()
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    assert lines[0].startswith("error: the board on socket://") and "no frame" in lines[0]
+    assert not (tmp_path / "out.npy").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle", "in.npy"]
