@@ -9,12 +9,13 @@ against LiteRT's reference kernels on ``--inputs`` inputs.  Every mutant must en
 ``exact`` (compiled, bit-exact) or ``refused`` (one ``error:`` line, exit 2) within
 ``--timeout`` seconds: a traceback, a mismatch, a file LiteRT refuses but we compiled, a
 signal or a hang is a failure, kept as ``DIR/failures/<seed>.tflite``.  Writes
-``DIR/results.json``; exit code 0 when there was no failure, 1 otherwise, 2 for bad
-arguments.
+``DIR/results.json`` (each run replaces the last run's results and failures); exit code 0
+when there was no failure, 1 otherwise, 2 for bad arguments.
 """
 from __future__ import annotations
 
 import multiprocessing
+import shutil
 import sys
 import tempfile
 import time
@@ -196,18 +197,21 @@ def run(argv: Sequence[str] | None = None) -> int:
 
     start = time.monotonic()
     bar = tqdm(total=args.n, desc="fuzz", unit="mutant", dynamic_ncols=True)
-    failures = args.out / "failures"
+    failures = args.out / "failures"   # this run's, like results.json: the last run's go
+    shutil.rmtree(failures, ignore_errors=True)
+    failed = 0
 
     def progress(result):
+        nonlocal failed
         bar.update(1)
         if result["status"] not in OK:
+            failed += 1
             failures.mkdir(exist_ok=True)
             data, _, _ = mutant_bytes(Path(result["model"]), result["seed"])
             (failures / f"{result['seed']}.tflite").write_bytes(data)
             bar.write(f"seed {result['seed']} ({Path(result['model']).name}, {result['kind']}: "
                       f"{result['what']}): {result['status']} {result['detail']}")
-        bar.set_postfix(failures=sum(1 for _ in failures.glob("*.tflite"))
-                        if failures.is_dir() else 0)
+        bar.set_postfix(failures=failed)
 
     with tempfile.TemporaryDirectory(prefix="fuzz-", dir=args.out) as work:
         results = run_mutants(corpus, range(args.seed, args.seed + args.n), target, args.jobs,
