@@ -411,9 +411,7 @@ SG_INLINE sg_w3x3 sg_pack3x3(const int8_t *wc) {
  * the C loop and spills everything else.  The asm reads the plane without telling GCC:
  * volatile, it stays after the barrier that follows the plane's stores (SG_NN_BARRIER). */
 #if defined(__ARM_FEATURE_DSP)
-#define SG_DW_W(i)                                                                           \
-  "ldr %[wa], [%[k], #" #i "*8]\n\t"                                                          \
-  "ldr %[wz], [%[k], #" #i "*8+4]\n\t"
+#define SG_DW_W(i) "ldrd %[wa], %[wz], [%[k], #" #i "*8]\n\t"
 #define SG_DW_S1                                                                             \
   "ldr %[A], [%[r]]\n\t"                                                                      \
   "ldr %[B], [%[r], #4]\n\t"                                                                  \
