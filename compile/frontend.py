@@ -407,10 +407,9 @@ def check_loads(model: tflite.Model, path: str | Path) -> None:
     would be compiled to other shapes than LiteRT runs."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-    buf = Path(path).read_bytes()
     with native_stderr() as said:
         try:
-            interp = Interpreter(model_content=buf,
+            interp = Interpreter(model_path=str(path),
                                  experimental_op_resolver_type=OpResolverType.BUILTIN_REF)
             interp.allocate_tensors()
             why = None

@@ -73,10 +73,16 @@ def failure(target: str, err: Exception) -> Outcome:
 
     if isinstance(err, user_errors()):
         return Outcome(target, "refused", " ".join(str(err).split())[:300])
-    where = traceback.extract_tb(err.__traceback__)
-    place = f" at {Path(where[-1].filename).name}:{where[-1].lineno}" if where else ""
+    return Outcome(target, "crash", where(err))
+
+
+def where(err: BaseException) -> str:
+    """One line for an exception that is a bug: its type, the file and line it was raised at,
+    the last line of its message."""
+    frames = traceback.extract_tb(err.__traceback__)
+    place = f" at {Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else ""
     last = (str(err).strip().splitlines() or [""])[-1][:240]
-    return Outcome(target, "crash", f"{type(err).__name__}{place}: {last}")
+    return f"{type(err).__name__}{place}: {last}"
 
 
 def try_build(model: Path, target: str, out: Path):

@@ -24,7 +24,6 @@ import io
 import os
 import resource
 import shutil
-import traceback
 from pathlib import Path
 
 OK = ("exact", "refused")
@@ -52,13 +51,6 @@ def _layout(model: Path, buf: bytes, layout):
     return _LAYOUTS[key]
 
 
-def _where(err: BaseException) -> str:
-    frames = traceback.extract_tb(err.__traceback__)
-    place = f" at {Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else ""
-    last = (str(err).strip().splitlines() or [""])[-1][:240]
-    return f"{type(err).__name__}{place}: {last}"
-
-
 @contextlib.contextmanager
 def captured_stderr():
     """Everything written to stderr inside, by Python or by native code (TVM's LOG lines go
@@ -78,7 +70,10 @@ def check(path: Path, work: Path, target: str, n_inputs: int, seed: int, phase) 
     """Status and detail of one mutant file; ``phase(name)`` is called on entering each phase."""
     from compile import build, cli
     from compile.backends import run_bundle
-    from compile.frontend import example_input, read_model
+    from compile.bundle import model_info, read_manifest
+    from compile.difftest.check import where
+    from compile.frontend import example_input
+    from compile.targets import get_target
     from compile.measure import compare, run_litert
 
     out = work / f"bundle-{seed}"
@@ -88,7 +83,7 @@ def check(path: Path, work: Path, target: str, n_inputs: int, seed: int, phase) 
             code = cli.main(build.run, ["--model", str(path), "--target", target,
                                         "--out", str(out)])
     except BaseException as err:  # noqa: BLE001  (what the CLI would show as a traceback)
-        return {"status": "traceback", "detail": _where(err)}
+        return {"status": "traceback", "detail": where(err)}
     if code == cli.EXIT_USAGE:
         if len(lines) == 1 and lines[0].startswith("error: "):
             return {"status": "refused", "detail": lines[0][7:][:300]}
@@ -96,18 +91,18 @@ def check(path: Path, work: Path, target: str, n_inputs: int, seed: int, phase) 
                                              f"{lines[:3]!r}"[:400]}
     if code != 0:
         return {"status": "traceback", "detail": f"exit {code} with stderr {lines[-3:]!r}"}
+    info = model_info(read_manifest(out, get_target(target)))   # what the build read
+    x = example_input(info, n_inputs, seed)
     try:
-        _, info = read_model(path)
-        x = example_input(info, n_inputs, seed)
         phase("reference")
         reference = run_litert(path, x, reference=True)
     except Exception as err:  # noqa: BLE001  (LiteRT refuses what we compiled)
-        return {"status": "accepted", "detail": f"LiteRT: {_where(err)}"}
+        return {"status": "accepted", "detail": f"LiteRT: {where(err)}"}
     phase("run")
     try:
         actual, _ = run_bundle(out, target, x, {"estimate": "0"})
     except BaseException as err:  # noqa: BLE001
-        return {"status": "traceback", "detail": f"running the bundle: {_where(err)}"}
+        return {"status": "traceback", "detail": f"running the bundle: {where(err)}"}
     finally:
         shutil.rmtree(out, ignore_errors=True)
     got = compare(reference, actual)

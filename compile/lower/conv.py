@@ -60,29 +60,26 @@ def _patterns():
         if is_conv:
             call = m.value(conv)
             o_axis = str(call.attrs.kernel_layout).index("O")
-            wsum = weight.astype(np.int64).sum(axis=tuple(a for a in range(4) if a != o_axis))
-            # TFLite PopulateConvolutionQuantizationParams: double(sx) * double(sw) / double(sy).
-            real = np.float64(sx) * sw.astype(np.float64) / np.float64(sy)
+            per_channel = tuple(a for a in range(4) if a != o_axis)   # axes summed per output
         else:
-            wsum = weight.astype(np.int64).sum(axis=0)
-            # LiteRT reference FullyConnected[PerChannel]: double(sx) * double(sw) / double(sy).
-            real = np.float64(sx) * sw.astype(np.float64) / np.float64(sy)
+            per_channel = (0,)
+        # TFLite PopulateConvolutionQuantizationParams and LiteRT's reference
+        # FullyConnected[PerChannel] alike: double(sx) * double(sw) / double(sy).
+        real = np.float64(sx) * sw.astype(np.float64) / np.float64(sy)
+        wide = weight.astype(np.int64)
+        wsum = wide.sum(axis=per_channel)
         n_out = wsum.shape[0]
         bias_v = const_value(m[bias]).astype(np.int64) if bias in m else np.zeros(n_out, np.int64)
         # |acc| per output channel: the int32 TFLite accumulates in must hold it, or its
         # result is undefined (signed overflow in C++): a corrupt bias or weights
         taps = max(abs(-128 - zx), abs(127 - zx))
-        wabs = np.abs(weight.astype(np.int64))
-        wabs = wabs.sum(axis=tuple(a for a in range(4) if a != o_axis)) if is_conv \
-            else wabs.sum(axis=0)
-        bound = taps * wabs + np.abs(bias_v)
+        bound = taps * np.abs(wide).sum(axis=per_channel) + np.abs(bias_v)
         if np.any(bound >= 2**31):
             c = int(np.argmax(bound))
             layer = "convolution" if is_conv else "fully connected layer"
             raise ModelError(f"output channel {c} of a {layer} accumulates up to "
-                             f"{int(bound[c])} (bias "
-                             f"{int(bias_v[c])}), past int32, where TFLite's integer result "
-                             "is undefined")
+                             f"{int(bound[c])} (bias {int(bias_v[c])}), past int32, where "
+                             "TFLite's integer result is undefined")
         folded = (bias_v - zx * wsum).astype(np.int32)
         data = m[x]
         w_const = iconst(weight, "int8")

@@ -148,7 +148,7 @@ def run_over_link(bundle_dir: Path, manifest: dict, target: Target, inputs: np.n
             timeout = float(opts.get("timeout", emulator["run"].get("timeout_s", 300)))
             project.make_firmware(proj, emulator, goal="link")
             with link.qemu_board(emulator["run"]["command"], proj / "build/firmware-link.elf",
-                                 timeout) as (board, _):
+                                 timeout) as board:
                 outputs, counts, clock = link.run_inputs(board, inputs, out_dtype, out_shape)
         counter, name = "instructions", emulator.name
     else:

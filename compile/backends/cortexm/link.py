@@ -243,7 +243,7 @@ def qemu_board(command: list[str], elf: Path, timeout: float):
                 time.sleep(0.05)
         link = BoardLink(url, timeout, port_)
         try:
-            yield link, proc
+            yield link
         finally:
             link.close()
     finally:

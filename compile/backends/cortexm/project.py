@@ -33,7 +33,8 @@ from compile.backends.cortexm.graph import Graph
 from compile.targets import Target
 
 FIRMWARE = Path(__file__).resolve().parents[3] / "firmware"
-COMMON_FILES = ("board.h", "board_arm.h", "board_stm32.h", "sg_kernels.h", "sg_nn.h", "startup.c", "main.c")
+COMMON_FILES = ("board.h", "board_arm.h", "board_stm32.h", "sg_kernels.h", "sg_nn.h", "startup.c",
+                "main.c")
 # main.c's report lines: "sg:boot clock=..", "sg:out idx=0 instr=123 y=1,-2" and
 # "sg:summary arena=.. stack=.. n=..", and startup.c's "sg:fault pc=.. lr=.. cfsr=.. sp=.."
 # when the firmware faults

@@ -130,7 +130,7 @@ def test_the_firmware_refuses_bad_frames_and_keeps_serving(link_elf):
     elf, model = link_elf
     target = get_target("mps2-an386")
     x = random_int8_inputs(model, 1)[0].tobytes()
-    with link.qemu_board(target["run"]["command"], elf, 60) as (board, _):
+    with link.qemu_board(target["run"]["command"], elf, 60) as board:
         info = board.ready()
         assert info["input_bytes"] == len(x)
         with pytest.raises(LinkError, match="refused the frame .* length is not the model's"):
@@ -151,7 +151,7 @@ def test_a_board_that_resets_mid_run_is_named(link_elf, tmp_path):
     qmp = tmp_path / "qmp.sock"
     x = random_int8_inputs(model, 1)[0].tobytes()
     command = [*target["run"]["command"], "-qmp", f"unix:{qmp},server=on,wait=off"]
-    with link.qemu_board(command, elf, 30) as (board, _):
+    with link.qemu_board(command, elf, 30) as board:
         info = board.ready()
         board.infer(x, info["output_bytes"], 0, 4)
         board.infer(x, info["output_bytes"], 1, 4)
