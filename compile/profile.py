@@ -1,5 +1,5 @@
 """Per-kernel profile: ``python compile/profile.py --target T --bundle DIR [--repeat K] [--top N]
-[--json prof.json]`` (a Raspberry Pi or Cortex-M bundle: instructions and estimated cycles under
+[--json prof.json]`` (``--steps [--against DIR]``: a Cortex-M bundle's every call) (a Raspberry Pi or Cortex-M bundle: instructions and estimated cycles under
 QEMU) or ``--target host --model M.tflite`` (this machine: microseconds).
 
 Host: every fused kernel of the model, with its default schedule (``compile.llvm_cpu.schedules``), is
@@ -18,6 +18,10 @@ Cortex-M: runs the firmware on one input on its QEMU board (a real board's on th
 the same core) with the trace plugin between the model's entry and its return, and maps every
 block to the ELF's function it lies in (kernels, and the helpers they call, by name).
 
+``--steps``: the firmware built with -DSG_PROFILE counts each kernel call of one inference in
+its place (main.c's ``sg:prof`` lines, instructions under QEMU); ``--against DIR`` puts another
+bundle of the same model beside it, call by call (a tuned bundle against the untuned one).
+
 Per kernel: instructions, estimated core cycles on the board's CPU (``compile.cyclemodel``:
 llvm-mca per block plus taken branches; flash wait states are in ``run.py``'s estimate, not
 split per kernel) and bytes loaded + stored; largest first. One kernel = one fused TIR function
@@ -28,6 +32,7 @@ from __future__ import annotations
 import bisect
 import collections
 import json
+import math
 import subprocess
 import sys
 import tempfile
@@ -189,6 +194,65 @@ def profile_firmware(target, bundle: Path) -> dict:
                     emulated_on=emulator.name)
 
 
+def profile_steps(target, bundle: Path) -> dict:
+    """Instructions of every kernel call of one inference of a Cortex-M bundle, each in its
+    place in the model (the firmware built with -DSG_PROFILE: main.c's ``sg:prof`` lines)."""
+    import numpy as np
+
+    from compile.backends.cortexm import emulated_project, run_project
+
+    manifest = json.loads((Path(bundle) / "bundle.json").read_text())
+    if "step_kernels" not in manifest:
+        raise cli.UserError(f"{bundle} is no Cortex-M bundle with its steps in bundle.json "
+                            "(build it again)")
+    spec = manifest["model"]["input"]
+    with emulated_project(bundle, manifest, target) as (proj, emulator):
+        x = np.zeros((1, *spec["shape"][1:]), spec["dtype"])
+        _, summary, _ = run_project(proj, emulator, x, float(emulator["run"].get("timeout_s", 300)),
+                                    traced=False, extra_cflags="-DSG_PROFILE")
+    tuned = {k["kernel"]: k["choice"] for k in (manifest.get("tuned") or {}).get("kernels", [])}
+    # -icount shift=0 runs one instruction per ns: main.c reads SysTick, so every count is a
+    # whole number of ticks of this many instructions
+    tick = 1e9 / emulator["clock_hz"]
+    return {"board": target.name, "emulated_on": emulator.name, "tick": tick,
+            "unit": "instructions (QEMU -icount), per call, one inference",
+            "steps": [{"kernel": k, "instructions": n, "tuned": tuned.get(k)}
+                      for k, n in zip(manifest["step_kernels"], summary["steps"])]}
+
+
+def print_steps(this: dict, against: dict | None, top: int) -> None:
+    """The calls, largest first; with ``against``, its count beside each and the change."""
+    rows = list(enumerate(this["steps"]))
+    if against is not None:
+        if [s["kernel"] for s in against["steps"]] != [s["kernel"] for s in this["steps"]]:
+            raise cli.UserError("--against: the two bundles do not run the same kernel calls "
+                                "(not the same model?)")
+    rows.sort(key=lambda r: -r[1]["instructions"])
+    head = f"{'step':>4} {'instructions':>13}"
+    if against is not None:
+        head += f" {'against':>13} {'change':>8}"
+    print(f"{head}  kernel ({this['board']}, {this['unit']})")
+    for i, step in rows[:top]:
+        line = f"{i:>4} {step['instructions']:>13,}"
+        if against is not None:
+            other = against["steps"][i]["instructions"]
+            line += f" {other:>13,} {(step['instructions'] / other - 1) * 100:>+7.1f}%"
+        tuned = step["tuned"]
+        print(f"{line}  {step['kernel']}" + (f"  (tuned: {tuned})" if tuned else ""))
+    total = sum(s["instructions"] for s in this["steps"])
+    line = f"{'all':>4} {total:>13,}"
+    if against is not None:
+        other = sum(s["instructions"] for s in against["steps"])
+        line += f" {other:>13,} {(total / other - 1) * 100:>+7.1f}%"
+        slower = [i for i, s in enumerate(this["steps"])
+                  if s["instructions"] > against["steps"][i]["instructions"]
+                  + math.ceil(this["tick"])]
+        print(f"{line}  all calls; {len(slower)} of {len(rows)} calls more than against by "
+              f"more than one counter tick ({this['tick']:g} instructions)")
+    else:
+        print(f"{line}  all calls")
+
+
 def profile_host(model: Path, repeat: int) -> dict:
     """Microseconds per inference of every kernel of ``model``, each compiled and timed alone."""
     import os
@@ -280,6 +344,12 @@ def run(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=10, help="inferences in the profiled run")
     parser.add_argument("--top", type=int, default=25, help="kernels to print")
     parser.add_argument("--json", type=Path, help="write the whole profile here")
+    parser.add_argument("--steps", action="store_true",
+                        help="Cortex-M: instructions of every kernel call in its place "
+                             "(-DSG_PROFILE), not per function")
+    parser.add_argument("--against", type=Path, metavar="DIR",
+                        help="with --steps: another bundle of the same model (e.g. untuned), "
+                             "its counts beside")
     args = parser.parse_args(argv)
     if args.repeat < 1 or args.top < 1:
         raise cli.UserError("--repeat and --top must be >= 1")
@@ -303,6 +373,18 @@ def run(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.bundle is None or not (args.bundle / "bundle.json").is_file():
         raise cli.UserError(f"{args.bundle or '--bundle'} is no bundle (no bundle.json)")
+    if args.steps or args.against:
+        if target.kind != "cortex-m" or not args.steps:
+            raise cli.UserError("--steps (and --against) profile a Cortex-M bundle's calls")
+        if args.against is not None and not (args.against / "bundle.json").is_file():
+            raise cli.UserError(f"--against {args.against} is no bundle (no bundle.json)")
+        this = profile_steps(target, args.bundle)
+        against = profile_steps(target, args.against) if args.against else None
+        print_steps(this, against, args.top)
+        if args.json:
+            cli.save_json(args.json, {"target": target.name, **this,
+                                      "against": against})
+        return 0
     if target.kind == "linux-aarch64":
         result = profile_bundle(target, args.bundle, args.repeat)
     else:

@@ -2,6 +2,7 @@
 it was measured; the JSON next to it has everything."""
 from __future__ import annotations
 
+import re
 from fractions import Fraction
 
 from harness.analysis import layer_table
@@ -132,10 +133,17 @@ def _savings_table(report: dict) -> list[str]:
 
 
 def _agreement_table(report: dict) -> list[str]:
+    """One column per target, then one per bundle a model has beside them (a tuned one)."""
     targets = list(report["targets"])
+    for m in report["models"]:
+        a = m["agreement"]
+        targets += [t for t in (*a["targets"], *a.get("not_run", ())) if t not in targets]
     rows = ["| model | " + " | ".join(targets) + " | all targets that ran bit-exact |", "|---|" + "---|" * (len(targets) + 1)]
     for m in report["models"]:
-        cells = [_agreement(m["agreement"]["targets"].get(t), m["agreement"]["samples"]) for t in targets]
+        a = m["agreement"]
+        cells = [_agreement(a["targets"].get(t), a["samples"])
+                 if t in report["targets"] or t in a["targets"] or t in a.get("not_run", ()) else "–"
+                 for t in targets]
         rows.append(f"| {m['name']} | " + " | ".join(cells)
                     + f" | {'yes' if m['agreement']['all_bit_exact'] else 'NO'} |")
     return rows
@@ -212,6 +220,122 @@ def _target_section(report: dict, name: str) -> list[str]:
     return lines + [""]
 
 
+def _ok(rec: dict) -> dict:
+    return rec if rec.get("status") == "ok" else {}
+
+
+def _change(base: dict, new: dict, key: str) -> str:
+    """``_pct`` of ``key``, and of ``key_max`` too where either record has a range."""
+    low = _pct(new.get(key), base.get(key))
+    high = (base.get(f"{key}_max"), new.get(f"{key}_max"))
+    if None in high or high == (base.get(key), new.get(key)):
+        return low
+    return f"{low} .. {_pct(high[1], high[0])}"
+
+
+def _tuned_of(rec: dict) -> dict:
+    """What ``bundle.json`` says of a bundle's tuning (``tuned``: false, or the database and the kernels)."""
+    return rec.get("raw", {}).get("bundle", {}).get("tuned") or {}
+
+
+def _tuned_status(untuned: dict, tuned: dict) -> str:
+    cells = [f"{side}: {_status(r)} {r.get('error', '')}".strip()
+             for side, r in (("untuned", untuned), ("tuned", tuned)) if r.get("status") != "ok"]
+    if _tuned_of(untuned):
+        cells.append(f"the untuned bundle is tuned ({len(_tuned_of(untuned)['kernels'])} kernel calls)")
+    return "; ".join(cells) or "ok"
+
+
+def _tuned_row(report: dict, m: dict, name: str) -> str:
+    """One board: the untuned bundle's run against the tuned one's."""
+    u, t = m["targets"].get(name, {}), m["tuned"][name]
+    a, b, tuned = _ok(u), _ok(t), _tuned_of(t)
+    calls = len(tuned["kernels"]) if tuned else (0 if t.get("raw") else None)
+    return (f"| {name} | {_mhz(report['targets'][name].get('clock_hz'))} "
+            f"| {_n(a.get('tvm_instructions'))} | {_n(b.get('tvm_instructions'))} "
+            f"| {_pct(b.get('tvm_instructions'), a.get('tvm_instructions'))} "
+            f"| {_span(a, 'cycles_estimate', '{:,}')} | {_span(b, 'cycles_estimate', '{:,}')} "
+            f"| {_change(a, b, 'cycles_estimate')} "
+            f"| {_span(a, 'ms_estimate', '{:.1f}')} | {_span(b, 'ms_estimate', '{:.1f}')} "
+            f"| {_n(a.get('arena_bytes'))} / {_n(b.get('arena_bytes'))} "
+            f"| {_n(a.get('flash_code_bytes'))} / {_n(b.get('flash_code_bytes'))} "
+            f"| {_n(calls)} | {_n(tuned.get('tuning_trials'))} | {_tuned_status(u, t)} |")
+
+
+def _choice_change(k: dict) -> str:
+    changed = [f"{f} {k['default'][f]} → {v}" for f, v in k["choice"].items() if k["default"].get(f) != v]
+    return ", ".join(changed) or "–"
+
+
+def _kernels_table(report: dict, name: str, rec: dict) -> list[str]:
+    """The kernel calls of one tuned bundle that took a tuned choice, the largest saving first."""
+    tuned, clock = _tuned_of(rec), report["targets"][name].get("clock_hz")
+    state = rec.get("tuning", {})
+    where = f"`{state.get('db') or tuned.get('tuning_db', '–')}`, {_n(tuned.get('tuning_trials'))} trials"
+    before, after = state.get("trials_before"), tuned.get("tuning_trials")
+    if before is not None and after is not None:
+        where += ("; reused: this report measured none" if after == before
+                  else f"; {after - before} of them measured by this report's build")
+    lines = [f"### {name}: kernel calls with a tuned choice", "", f"Tuning database: {where}.", ""]
+    if rec.get("status") != "ok":
+        return lines + [f"(withheld: the tuned bundle's status is {_status(rec)} {rec.get('error', '')})".strip(),
+                        ""]
+    if not tuned or not tuned["kernels"] or not clock:
+        return lines + ["(no kernel call took a tuned choice)", ""]
+    unit = tuned.get("unit", "cycles")
+    lines += [f"Each call measured alone in its benchmark firmware while tuning, {unit} at "
+              f"{_mhz(clock)} (`bundle.json` `tuned.kernels`: seconds × the clock); not in the model, whose "
+              "figures are the runs' above. Calls measured alike (the same layer) share a row.", "",
+              f"| kernel calls | choice changed | {unit} alone, default | {unit} alone, tuned | change |",
+              "|---|---|---:|---:|---:|"]
+    for (change, default, best), names in _same_calls(tuned["kernels"]):
+        a, b = default * clock, best * clock
+        lines.append(f"| {', '.join(names)} | {change} | {a:,.0f} | {b:,.0f} | {_pct(b, a)} |")
+    return lines + [""]
+
+
+def _same_calls(kernels: list[dict]) -> list[tuple[tuple, list[str]]]:
+    """((choice changed, seconds default, seconds tuned), kernel names): calls measured alike (the same
+    workload) grouped, the largest saving per call first."""
+    groups: dict[tuple, list[str]] = {}
+    for k in sorted(kernels, key=lambda k: _in_order(k["kernel"])):
+        groups.setdefault((_choice_change(k), k["secs_default"], k["secs_tuned"]), []).append(k["kernel"])
+    return sorted(groups.items(), key=lambda g: (g[0][2] - g[0][1], _in_order(g[1][0])))
+
+
+def _in_order(kernel: str) -> list:
+    """Kernel names with their numbers as numbers: ``sg_k3_..`` before ``sg_k11_..``, the model's order."""
+    return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", kernel)]
+
+
+def _tuned_section(report: dict) -> list[str]:
+    """The default model untuned and tuned on each Cortex-M board (``report.py --tune-trials``)."""
+    m = next((m for m in report["models"] if m["name"] == report["default_model"] and m.get("tuned")), None)
+    if m is None:
+        return []
+    trials = report["settings"].get("tune_trials")
+    boards = [n for n in report["targets"] if n in m["tuned"]]
+    lines = [f"## Cortex-M: {m['name']} untuned and tuned", "",
+             "Untuned: the bundles of the tables above, built against an empty tuning database. Tuned: the same "
+             f"`compile/build.py` command with `--tune-trials {trials}` and the (model, board) tuning database "
+             "instead (both in Commands run, below; `compile/backends/cortexm/tuning.py`): each kernel call's "
+             "schedule choices measured alone in a benchmark firmware on the board's QEMU machine until the "
+             f"database holds {trials} trials or every choice (what it holds already is not measured again), "
+             "and per call the fastest measured choice that keeps the untuned arena. Both bundles ran the same "
+             f"{m['agreement']['samples']} inputs and were checked bit-exact against LiteRT alike (agreement "
+             "table above): the figures of this table are from those runs, measured as in the per-board tables "
+             "above. Change: tuned against untuned (negative = less); arena and flash code: untuned / tuned.",
+             "",
+             "| board | clock | instructions, untuned | instructions, tuned | change | cycles (est.), untuned "
+             "| cycles (est.), tuned | change | ms (est.), untuned | ms (est.), tuned | arena B | flash code B "
+             "| kernel calls tuned | tuning trials | status |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    lines += [_tuned_row(report, m, name) for name in boards] + [""]
+    for name in boards:
+        lines += _kernels_table(report, name, m["tuned"][name])
+    return lines
+
+
 def render(report: dict) -> str:
     v = report["versions"]
     lines = [
@@ -257,6 +381,7 @@ def render(report: dict) -> str:
     ]
     for name in report["targets"]:
         lines += _target_section(report, name)
+    lines += _tuned_section(report)
     lines += ["## Memory traffic: measured against analytical", "", *_traffic_section(report), ""]
     lines += ["## Plots", ""]
     for name, has_data in report.get("plots", {}).items():

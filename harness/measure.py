@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -40,8 +41,9 @@ class StepFailed(RuntimeError):
         self.command = shlex.join(command)
 
 
-def _cli(script: str, args: list[str], commands: list[str], timeout: float) -> str:
-    """Run ``python <script> args`` from the repo root; stdout, or StepFailed with its error line."""
+def _cli(script: str, args: list[str], commands: list[str], timeout: float, keep_stderr: bool = False) -> str:
+    """Run ``python <script> args`` from the repo root; stdout, or StepFailed with its error line. With
+    ``keep_stderr`` what it printed to stderr goes to the log when it succeeds too."""
     shown = ["python", script, *args]
     commands.append(shlex.join(shown))
     log.info("$ %s", shlex.join(shown))
@@ -61,6 +63,8 @@ def _cli(script: str, args: list[str], commands: list[str], timeout: float) -> s
         errors = [l for l in lines if l.startswith("error:")]
         message = errors[-1] if errors else (lines[-1] if lines else "no output")
         raise StepFailed(shown, f"{script} exit {proc.returncode}: {message[:400]}")
+    for line in (proc.stderr.splitlines() if keep_stderr else []):
+        log.info("  | %s", line)
     return proc.stdout
 
 
@@ -79,28 +83,37 @@ def compiler_fingerprint() -> str:
     return digest.hexdigest()
 
 
-def bundle_is_current(bundle: Path, model_sha256: str) -> bool:
-    """True when ``bundle`` holds a build of exactly this model file by exactly this compiler."""
+def _stamp(model_sha256: str, fingerprint: str, options: Sequence[str]) -> dict:
+    """What a bundle was built from; without options, as stamps always were."""
+    stamp = {"model_sha256": model_sha256, "compiler": fingerprint}
+    return {**stamp, "options": list(options)} if options else stamp
+
+
+def bundle_is_current(bundle: Path, model_sha256: str, options: Sequence[str] = ()) -> bool:
+    """True when ``bundle`` holds a build of exactly this model file by exactly this compiler, with these
+    ``compile/build.py`` options."""
     try:
         manifest = json.loads((bundle / "bundle.json").read_text())
         stamp = json.loads((bundle / STAMP).read_text())
         return (manifest["model"]["sha256"] == model_sha256
-                and stamp == {"model_sha256": model_sha256, "compiler": compiler_fingerprint()})
+                and stamp == _stamp(model_sha256, compiler_fingerprint(), options))
     except (OSError, ValueError, KeyError, TypeError):
         return False
 
 
 def build_bundle(model: Path, model_sha256: str, target: str, bundle: Path, reuse: bool,
-                 commands: list[str]) -> dict:
-    """Build (or reuse, when ``reuse`` and it is current) the bundle; returns its manifest."""
-    if not (reuse and bundle_is_current(bundle, model_sha256)):
+                 commands: list[str], options: Sequence[str] = ()) -> dict:
+    """Build (or reuse, when ``reuse`` and it is current) the bundle, ``options`` added to the build
+    command; returns its manifest."""
+    if not (reuse and bundle_is_current(bundle, model_sha256, options)):
         bundle.parent.mkdir(parents=True, exist_ok=True)
         fingerprint = compiler_fingerprint()
         _cli("compile/build.py", ["--target", target, "--model", repo_relative(model),
-                                  "--out", repo_relative(bundle)], commands, BUILD_TIMEOUT_S)
-        (bundle / STAMP).write_text(json.dumps({"model_sha256": model_sha256, "compiler": fingerprint}))
+                                  "--out", repo_relative(bundle), *options], commands, BUILD_TIMEOUT_S,
+             keep_stderr="--tune-trials" in options)   # what it measured, which choices it took and why
+        (bundle / STAMP).write_text(json.dumps(_stamp(model_sha256, fingerprint, options)))
     else:
-        note = f"# reused {repo_relative(bundle)} (same model sha256 and compiler sources)"
+        note = f"# reused {repo_relative(bundle)} (same model sha256, compiler sources and build options)"
         commands.append(note)
         log.info("%s", note)
     return json.loads((bundle / "bundle.json").read_text())

@@ -1,5 +1,5 @@
 """What the identity tensor multiplier saves, measured on every target:
-``python harness/report.py [--targets host,rpi4,...] [--models ...] [--quick] --out reports/NAME``;
+``python harness/report.py [--targets host,rpi4,...] [--models ...] [--quick] [--tune-trials N] --out reports/NAME``;
 MLPerf Tiny's models on the boards, beside the published results:
 ``python harness/report.py --suite mlperf-tiny [--targets ...] [--models ic,vww,kws] --out reports/mlperf-tiny``.
 
@@ -7,7 +7,10 @@ MobileNeXt (https://arxiv.org/abs/2007.02269) only reported FLOPs and ImageNet a
 tensor multiplier. This report adds, per model: the analytical costs of the int8 graph
 (``harness.analysis``), and per target: bit-exact agreement with LiteRT's reference kernels first, then
 speed (host ms, or instructions under QEMU) and memory (arena, flash), plus TFLite Micro's arena and the
-trained accuracy. Writes ``report.json``, ``report.md``, ``report.log`` and PNG plots into ``--out`` (built
+trained accuracy. With ``--tune-trials N`` the default model is also built tuned on every Cortex-M target
+(``compile/build.py --tune-trials N``: its kernel calls' schedule choices measured on the board's QEMU machine
+into the (model, board) tuning database, reused by the next report) and run and checked like every bundle,
+beside the untuned one. Writes ``report.json``, ``report.md``, ``report.log`` and PNG plots into ``--out`` (built
 in a temp dir and renamed: never half-written). Paths in the report are relative to the repository root,
 where its commands run.
 
@@ -76,6 +79,11 @@ EXIT_FAILED = 1
 # and its remaining time is estimated from the cost done so far.
 BUILD_COST = {"host": 1.0, "linux-aarch64": 1.3, "cortex-m": 3.8}
 RUN_COST = {"host": 0.2, "linux-aarch64": 2.0, "cortex-m": 1.0}
+TUNE_COST = 40.0   # tuning the default model on one board (~300 trials), on the same scale
+TUNED = "tuned"    # names a tuned bundle: its label, its agreement column, its bundle and run dirs
+# Cortex-M bundles are built untuned against this empty database: a build otherwise takes the (model, board)
+# tuning database when one exists, and --tune-trials fills exactly that one.
+NO_TUNING_DB = "no-tuning-db"
 PACKAGES = ("apache-tvm", "apache-tvm-ffi", "ai-edge-litert", "tflite-micro", "tensorflow", "tf-keras",
             "numpy", "matplotlib")
 TFLM_HOW = ("TFLite Micro's RecordingMicroAllocator after AllocateTensors, host interpreter "
@@ -109,6 +117,10 @@ def parse_args(argv: Sequence[str] | None):
                    help="bundles built in parallel before anything is measured (default: CPU count); "
                         "measurements always run one at a time")
     p.add_argument("--threads", type=int, default=1, help="threads for host timing, TVM and LiteRT (default 1)")
+    p.add_argument("--tune-trials", type=int, default=0, metavar="N",
+                   help=f"also build {DEFAULT_MODEL} tuned on every Cortex-M target (compile/build.py --tune-trials "
+                        "N, the (model, board) tuning database: measured once, reused by the next report), run it "
+                        "like the untuned bundle and tabulate both (default 0: off)")
     p.add_argument("--render-only", action="store_true",
                    help="measure nothing: redo report.md and the plots from --out/report.json")
     args = p.parse_args(argv)
@@ -124,6 +136,10 @@ def parse_args(argv: Sequence[str] | None):
     args.repeats = REPEATS[args.quick] if args.repeats is None else args.repeats
     if args.samples < 1 or args.repeats < 1 or args.threads < 1 or args.jobs < 1:
         raise UserError("--samples, --repeats, --jobs and --threads must be >= 1")
+    if args.tune_trials < 0:
+        raise UserError(f"--tune-trials must be >= 0, got {args.tune_trials}")
+    if args.tune_trials and args.suite is not None:
+        raise UserError(f"--tune-trials tunes the catalog's {DEFAULT_MODEL}, which --suite does not run")
     return args
 
 
@@ -189,6 +205,17 @@ def suite_entries(model_specs: list[str]) -> list:
         b = by_file[Path(spec).name]
         entries.append(ModelEntry(b.name, Path(spec), b.model, None, True, None, mlperf_tiny.source(b.key)))
     return entries
+
+
+def check_tuning(tune_trials: int, targets, model_specs: list[str]) -> None:
+    """``--tune-trials`` needs something to tune: the default model and a Cortex-M target."""
+    if not tune_trials:
+        return
+    names = [Path(s).stem.removesuffix("_int8") if s.endswith(".tflite") else s for s in model_specs]
+    if DEFAULT_MODEL not in names:
+        raise UserError(f"--tune-trials tunes {DEFAULT_MODEL}, which --models does not name")
+    if not any(t.kind == "cortex-m" for t in targets):
+        raise UserError("--tune-trials tunes on the Cortex-M targets, and --targets names none")
 
 
 def check_given_bundles(dirs: list[Path], targets, model_specs: list[str], cache: Path) -> dict:
@@ -322,21 +349,56 @@ def _run_opts(target, manifest: dict, inputs: np.ndarray) -> dict:
     return {} if batch >= CORTEXM_BATCH else {"batch": int(batch)}
 
 
-def _label(entry, target=None) -> str:
-    return entry.name if target is None else f"{entry.name} {target.name}"
+def _label(entry, target=None, tuned: bool = False) -> str:
+    return entry.name if target is None else f"{entry.name} {_variant(target.name, tuned)}"
 
 
-def _given(args, entry, target) -> Path | None:
-    """The ``--bundle`` dir for this model and target, if one was given."""
-    return args.given.get((entry.sha256(), target.name))
+def _variant(name: str, tuned: bool) -> str:
+    """A target's name, or its tuned bundle's: the key of its outputs and its column in the agreement."""
+    return f"{name} {TUNED}" if tuned else name
 
 
-def _bundle_dir(args, entry, target) -> Path:
-    return _given(args, entry, target) or args.cache / "bundles" / entry.name / target.name
+def _variants(entries, targets, args) -> list[tuple]:
+    """(entry, target, tuned) of every bundle the report builds and runs: each model on each target, and with
+    --tune-trials the default model tuned on each Cortex-M target."""
+    variants = [(e, t, False) for e in entries for t in targets]
+    if args.tune_trials:
+        variants += [(e, t, True) for e in entries if e.name == DEFAULT_MODEL for t in targets
+                     if t.kind == "cortex-m"]
+    return variants
 
 
-def _work_dir(args, entry, target) -> Path:
-    return args.cache / "runs" / entry.name / target.name
+def _given(args, entry, target, tuned: bool = False) -> Path | None:
+    """The ``--bundle`` dir for this model and target, if one was given (a tuned bundle is always built)."""
+    return None if tuned else args.given.get((entry.sha256(), target.name))
+
+
+def _bundle_dir(args, entry, target, tuned: bool = False) -> Path:
+    return (_given(args, entry, target, tuned)
+            or args.cache / "bundles" / entry.name / (f"{target.name}-{TUNED}" if tuned else target.name))
+
+
+def _work_dir(args, entry, target, tuned: bool = False) -> Path:
+    return args.cache / "runs" / entry.name / (f"{target.name}-{TUNED}" if tuned else target.name)
+
+
+def _build_options(args, target, tuned: bool) -> list[str]:
+    """``compile/build.py`` options beside target, model and out (``NO_TUNING_DB``; a suite is never tuned)."""
+    if tuned:
+        return ["--tune-trials", str(args.tune_trials)]
+    if target.kind == "cortex-m" and args.suite is None:
+        return ["--tuning-db", repo_relative(args.cache / NO_TUNING_DB)]
+    return []
+
+
+def _tuning_state(entry, target, args) -> dict:
+    """The tuned bundle's database and the trials it holds before the build (the build measures none of
+    them again)."""
+    from compile.backends.cortexm.tuning import options
+    from compile.llvm_cpu.tuning import count_trials
+
+    db = options({}, entry.sha256(), target)[0]
+    return {"db": repo_relative(db), "trials_asked": args.tune_trials, "trials_before": count_trials(db)}
 
 
 def resolve_models(model_specs: list[str], args, progress: Progress, failures: list[dict]) -> list:
@@ -363,34 +425,45 @@ def resolve_models(model_specs: list[str], args, progress: Progress, failures: l
     return entries
 
 
-def _slowest_first(pairs: list, cost: dict) -> list:
-    """(entry, target) pairs, the costliest target kinds first (stable: models keep their order)."""
-    return sorted(pairs, key=lambda pair: -cost.get(pair[1].kind, 1.0))
+def _slowest_first(variants: list, cost) -> list:
+    """(entry, target, tuned) variants by ``cost(variant)``, the costliest first (stable: models keep their
+    order)."""
+    return sorted(variants, key=lambda v: -cost(v))
 
 
-def prebuild(entries, targets, args, commands: list[str], progress: Progress) -> dict:
-    """Build every (model, target) bundle not given with ``--bundle``, ``--jobs`` at a time, before any
-    measurement (so no timing runs beside a compiler). Returns {(model, target): (build seconds, StepFailed
-    or None)}."""
+def prebuild(variants: list, args, commands: list[str], progress: Progress) -> dict:
+    """Build every bundle of ``variants`` not given with ``--bundle``, ``--jobs`` at a time, before any
+    measurement (so no timing runs beside a compiler). Returns {(model, variant): (build seconds, StepFailed
+    or None, entries for the target record)}."""
     from harness import measure
 
-    def one(entry, target, phase):
-        with phase.item(_label(entry, target), BUILD_COST.get(target.kind, 1.0)) as item:
+    tuning = {(e.name, t.name): _tuning_state(e, t, args) for e, t, tuned in variants if tuned}
+
+    def cost(variant) -> float:
+        entry, target, tuned = variant
+        state = tuning.get((entry.name, target.name)) if tuned else None
+        todo = 0.0 if state is None else max(0.0, 1 - state["trials_before"] / state["trials_asked"])
+        return BUILD_COST.get(target.kind, 1.0) + TUNE_COST * todo
+
+    def one(entry, target, tuned, phase):
+        with phase.item(_label(entry, target, tuned), cost((entry, target, tuned))) as item:
             start = time.perf_counter()
             try:
-                measure.build_bundle(entry.path, entry.sha256(), target.name, _bundle_dir(args, entry, target),
-                                     args.quick, commands)
+                measure.build_bundle(entry.path, entry.sha256(), target.name,
+                                     _bundle_dir(args, entry, target, tuned), args.quick, commands,
+                                     _build_options(args, target, tuned))
                 error = None
             except measure.StepFailed as err:
                 error = err
                 item.fail(str(err))
-        return (entry.name, target.name), (round(time.perf_counter() - start, 1), error)
+        extra = {"tuning": tuning[entry.name, target.name]} if tuned else {}
+        return (entry.name, _variant(target.name, tuned)), (round(time.perf_counter() - start, 1), error, extra)
 
-    todo = _slowest_first([(e, t) for e in entries for t in targets if _given(args, e, t) is None], BUILD_COST)
+    todo = _slowest_first([v for v in variants if _given(args, *v) is None], cost)
     if not todo:
         return {}
-    with progress.phase("build", [BUILD_COST.get(t.kind, 1.0) for _, t in todo]) as phase:
-        return dict(_pool_map(one, [(e, t, phase) for e, t in todo], args.jobs))
+    with progress.phase("build", [cost(v) for v in todo]) as phase:
+        return dict(_pool_map(one, [(*v, phase) for v in todo], args.jobs))
 
 
 def prepare_model(entry, args, failures: list[dict]) -> tuple[dict, object, np.ndarray, np.ndarray]:
@@ -427,16 +500,16 @@ def prepare_model(entry, args, failures: list[dict]) -> tuple[dict, object, np.n
     return result, info, inputs, expected
 
 
-def run_target(entry, target, inputs, args, commands: list[str], built: dict,
+def run_target(entry, target, tuned: bool, inputs, args, commands: list[str], built: dict,
                phase) -> tuple[dict, np.ndarray | None]:
     """Outputs and metrics of one bundle on ``inputs``: (target record, outputs or None when it failed)."""
     from compile.bundle import read_manifest
     from compile.errors import BundleError
     from harness import measure
 
-    bundle, given = _bundle_dir(args, entry, target), _given(args, entry, target)
+    bundle, given = _bundle_dir(args, entry, target, tuned), _given(args, entry, target, tuned)
     rec = {"measures": measure_note(target), "bundle": repo_relative(bundle)}
-    with phase.item(_label(entry, target), RUN_COST.get(target.kind, 1.0)) as item:
+    with phase.item(_label(entry, target, tuned), RUN_COST.get(target.kind, 1.0)) as item:
         failed = None
         try:
             if given is not None:
@@ -445,14 +518,16 @@ def run_target(entry, target, inputs, args, commands: list[str], built: dict,
                 commands.append(note)
                 log.info("%s", note)
             else:   # prebuild built or reused it
-                seconds, error = built[entry.name, target.name]
+                seconds, error, extra = built[entry.name, _variant(target.name, tuned)]
+                rec.update(extra)
                 if error is not None:
                     raise error
                 rec["build_seconds"] = seconds
             manifest = read_manifest(bundle)
             start = time.perf_counter()
-            outputs, metrics = measure.run_bundle(target.name, bundle, inputs, _work_dir(args, entry, target),
-                                                  commands, _run_opts(target, manifest, inputs))
+            outputs, metrics = measure.run_bundle(target.name, bundle, inputs,
+                                                  _work_dir(args, entry, target, tuned), commands,
+                                                  _run_opts(target, manifest, inputs))
             rec["run_seconds"] = round(time.perf_counter() - start, 1)
         except measure.StepFailed as err:
             failed = {"error": str(err), "command": err.command}
@@ -468,17 +543,22 @@ def run_target(entry, target, inputs, args, commands: list[str], built: dict,
     return rec, outputs
 
 
-def judge_agreement(result: dict, targets, outputs: dict, expected: np.ndarray,
-                    failures: list[dict]) -> None:
-    """Bit-exact gate: record each target's agreement; if any target differs, withhold every speed."""
+def _records(result: dict) -> dict:
+    """A model's run records by variant (``_variant``): its targets', then its tuned bundles'."""
+    return {**result["targets"], **{_variant(n, True): rec for n, rec in result.get(TUNED, {}).items()}}
+
+
+def judge_agreement(result: dict, outputs: dict, expected: np.ndarray, failures: list[dict]) -> None:
+    """Bit-exact gate: record each bundle's agreement (the tuned ones' too); if any differs, withhold every
+    speed."""
     from compile.measure import compare
 
-    per_target = result["targets"]
+    per_target = _records(result)
     agreement = {t: compare(expected, out) for t, out in outputs.items()}
     all_bit_exact = bool(agreement) and all(a["bit_exact"] for a in agreement.values())
     result["agreement"] = {"reference": "LiteRT BUILTIN_REF (reference kernels)", "samples": len(expected),
                            "targets": agreement, "all_bit_exact": all_bit_exact,
-                           "not_run": [t.name for t in targets if t.name not in agreement]}
+                           "not_run": [t for t in per_target if t not in agreement]}
     for name, rec in per_target.items():
         if rec["status"] == "failed":
             failures.append({"model": result["name"], "target": name, "error": rec["error"]})
@@ -490,9 +570,9 @@ def judge_agreement(result: dict, targets, outputs: dict, expected: np.ndarray,
         failures.append({"model": result["name"], "target": ",".join(bad), "error": "outputs disagree"})
 
 
-def measure_speed(entry, target, rec: dict, sample, args, commands: list[str], failures: list[dict],
+def measure_speed(entry, target, rec: dict, sample, name: str, args, commands: list[str], failures: list[dict],
                   item=None) -> None:
-    """Speed and memory of one target that ran and agreed, into ``rec``."""
+    """Speed and memory of one bundle (``name``: its variant) that ran and agreed, into ``rec``."""
     from harness import measure
 
     try:
@@ -500,7 +580,7 @@ def measure_speed(entry, target, rec: dict, sample, args, commands: list[str], f
         rec["status"] = "ok"
     except (measure.StepFailed, RuntimeError) as err:
         rec.update(status="failed", error=str(err))
-        failures.append({"model": entry.name, "target": target.name, "stage": "speed", "error": str(err)})
+        failures.append({"model": entry.name, "target": name, "stage": "speed", "error": str(err)})
         if item is not None:
             item.fail(str(err))
 
@@ -511,7 +591,8 @@ def measure_models(entries, targets, args, commands: list[str], failures: list[d
     outputs and TFLite Micro (one model at a time); outputs of every bundle (parallel); the bit-exact gate;
     instruction counts under emulation (parallel: they do not depend on the machine's load); host
     wall-clock timings last, one at a time, with nothing else running."""
-    built = prebuild(entries, targets, args, commands, progress)
+    variants = _variants(entries, targets, args)
+    built = prebuild(variants, args, commands, progress)
     prepared = []
     with progress.phase("reference", [1.0] * len(entries)) as phase:
         for entry in entries:
@@ -521,38 +602,47 @@ def measure_models(entries, targets, args, commands: list[str], failures: list[d
             models.append(result)
             prepared.append((entry, result, info, inputs, expected))
     inputs_of = {e.name: inputs for e, _, _, inputs, _ in prepared}
-    order = _slowest_first([(e, t) for e, *_ in prepared for t in targets], RUN_COST)
-    with progress.phase("run", [RUN_COST.get(t.kind, 1.0) for _, t in order]) as phase:
-        items = [(e, t, inputs_of[e.name], args, commands, built, phase) for e, t in order]
-        runs = dict(zip([(e.name, t.name) for e, t in order], _pool_map(run_target, items, args.jobs)))
+    order = _slowest_first(variants, lambda v: RUN_COST.get(v[1].kind, 1.0))
+    with progress.phase("run", [RUN_COST.get(t.kind, 1.0) for _, t, _ in order]) as phase:
+        items = [(e, t, tuned, inputs_of[e.name], args, commands, built, phase) for e, t, tuned in order]
+        runs = dict(zip([(e.name, _variant(t.name, tuned)) for e, t, tuned in order],
+                        _pool_map(run_target, items, args.jobs)))
     for entry, result, info, inputs, expected in prepared:
         outputs = {}
-        for target in targets:
-            rec, out = runs[entry.name, target.name]
-            result["targets"][target.name] = rec
+        for _, target, tuned in (v for v in variants if v[0] is entry):
+            name = _variant(target.name, tuned)
+            rec, out = runs[entry.name, name]
+            if tuned:
+                result.setdefault(TUNED, {})[target.name] = rec
+            else:
+                result["targets"][target.name] = rec
             if out is not None:
-                outputs[target.name] = out
-        judge_agreement(result, targets, outputs, expected, failures)
+                outputs[name] = out
+        judge_agreement(result, outputs, expected, failures)
     write_report(report, args.out, progress.log_path)
-    todo = [(entry, target, result["targets"][target.name], inputs[0])
-            for entry, result, _, inputs, _ in prepared for target in targets
-            if result["targets"][target.name]["status"] == "ran"]
-    for entry, target, rec, x in todo:   # cortex-m: the run already measured everything
+    results = {entry.name: (result, inputs[0]) for entry, result, _, inputs, _ in prepared}
+    todo = []
+    for entry, target, tuned in variants:
+        result, x = results[entry.name]
+        name = _variant(target.name, tuned)
+        if _records(result)[name]["status"] == "ran":
+            todo.append((entry, target, _records(result)[name], x, name))
+    for entry, target, rec, x, name in todo:   # cortex-m: the run already measured everything
         if target.kind == "cortex-m":
-            measure_speed(entry, target, rec, x, args, commands, failures)
+            measure_speed(entry, target, rec, x, name, args, commands, failures)
     counted = [item for item in todo if item[1].kind == "linux-aarch64"]
     if counted:
         with progress.phase("count", [1.0] * len(counted)) as phase:
-            def count(entry, target, rec, x):
+            def count(entry, target, rec, x, name):
                 with phase.item(_label(entry, target)) as item:
-                    measure_speed(entry, target, rec, x, args, commands, failures, item)
+                    measure_speed(entry, target, rec, x, name, args, commands, failures, item)
             _pool_map(count, counted, args.jobs)
     timed = [item for item in todo if item[1].kind == "host"]
     if timed:
         with progress.phase("host time", [1.0] * len(timed)) as phase:
-            for entry, target, rec, x in timed:
+            for entry, target, rec, x, name in timed:
                 with phase.item(_label(entry, target)) as item:
-                    measure_speed(entry, target, rec, x, args, commands, failures, item)
+                    measure_speed(entry, target, rec, x, name, args, commands, failures, item)
 
 
 def speed(entry, target, bundle: Path, sample, args, commands: list[str], raw: dict) -> dict:
@@ -581,7 +671,8 @@ def speed(entry, target, bundle: Path, sample, args, commands: list[str], raw: d
             "instructions_per_mac": run.get("instructions_per_mac"),
             "arena_bytes": run.get("arena_bytes"), "arena_lower_bound": run.get("arena_lower_bound"),
             "arena_live_bound": run.get("arena_live_bound"),
-            "flash_bytes": sum(flash) if None not in flash else None, **_estimates(run),
+            "flash_bytes": sum(flash) if None not in flash else None, "flash_code_bytes": flash[0],
+            **_estimates(run),
             "flash_weights_bytes": run.get("flash_weights_bytes"), "traffic": run.get("traffic")}
 
 
@@ -652,7 +743,7 @@ def _skeleton(args, targets, models, command, commands, failures) -> dict:
         "command": command,
         **environment(targets),
         "settings": {"quick": args.quick, "samples": args.samples, "repeats": args.repeats,
-                     "threads": args.threads, "jobs": args.jobs,
+                     "threads": args.threads, "jobs": args.jobs, "tune_trials": args.tune_trials,
                      "cache": repo_relative(args.cache)},
         "targets": {t.name: {"kind": t.kind, "description": t.description, "tvm": t.tvm,
                              "clock_hz": t.get("clock_hz"),
@@ -712,6 +803,7 @@ def run(argv: Sequence[str] | None = None) -> int:
         return render_only(args.out)
     targets = resolve_targets(args.targets)
     model_specs = check_suite_models(args.models) if args.suite else check_models(args.models)
+    check_tuning(args.tune_trials, targets, model_specs)
     args.given = check_given_bundles(args.bundle, targets, model_specs, args.cache)
     check_out(args.out)
     # TVM sizes its thread pool from this when first used (host timing runs in this process).

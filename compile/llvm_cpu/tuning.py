@@ -131,12 +131,20 @@ def _set_aside(db_dir: Path, why: str, log: Log) -> None:
         "starting a new one")
 
 
-def repair_database(db_dir: Path, log: Log) -> None:
+def repair_database(db_dir: Path, log: Log, strict: bool = False) -> None:
     """Make ``db_dir`` readable without losing a complete record. Both files are append-only logs of
     one JSON value per line: a run killed while appending leaves its last line cut, and that line
     is dropped (said so, with the records kept). A bad line anywhere else means the files were
-    damaged otherwise: the database is set aside (renamed) and a new one starts."""
+    damaged otherwise: the database is set aside (renamed) and a new one starts, or with
+    ``strict`` a TuningError says so and nothing is touched."""
     db_dir = Path(db_dir)
+
+    def damaged(why: str) -> None:
+        if strict:
+            raise TuningError(f"tuning database {db_dir} is damaged ({why}): move it away, or "
+                              "give another --tuning-db")
+        _set_aside(db_dir, why, log)
+
     for name in (WORKLOADS, RECORDS):
         path = db_dir / name
         try:
@@ -144,7 +152,7 @@ def repair_database(db_dir: Path, log: Log) -> None:
         except FileNotFoundError:
             continue
         except (OSError, UnicodeDecodeError) as err:
-            return _set_aside(db_dir, f"{name}: {type(err).__name__}", log)
+            return damaged(f"{name}: {type(err).__name__}")
         kept = [ln for ln in text.splitlines() if ln.strip()]
         bad = []
         for i, line in enumerate(kept):
@@ -160,7 +168,7 @@ def repair_database(db_dir: Path, log: Log) -> None:
                     f.write("\n")
             continue
         if bad != [len(kept) - 1]:
-            return _set_aside(db_dir, f"line {bad[0] + 1} of {name} is not JSON", log)
+            return damaged(f"line {bad[0] + 1} of {name} is not JSON")
         tmp = path.with_name(f".{name}.tmp{os.getpid()}")
         tmp.write_text("".join(ln + "\n" for ln in kept[:-1]))
         os.replace(tmp, path)
@@ -169,7 +177,7 @@ def repair_database(db_dir: Path, log: Log) -> None:
             f"{'records' if name == RECORDS else 'workloads'}")
 
 
-def open_database(db_dir: Path, log: Log) -> ms.database.JSONDatabase | None:
+def open_database(db_dir: Path, log: Log, strict: bool = False) -> ms.database.JSONDatabase | None:
     """The database in ``db_dir`` if it holds records (a cut last line dropped first); None if
     absent or damaged (then set aside, with a warning). While another process tunes into it, it
     is read as it is, never repaired under that process's feet."""
@@ -178,7 +186,7 @@ def open_database(db_dir: Path, log: Log) -> ms.database.JSONDatabase | None:
         return None
     with _lock(db_dir, wait=False) as owned:
         if owned:
-            repair_database(db_dir, log)    # TVM's loader aborts on bad JSON with a C++ error
+            repair_database(db_dir, log, strict)  # TVM's loader aborts on bad JSON (C++ error)
         elif not _all_json(db_dir):
             log(f"warning: tuning database {db_dir} is being written by a tuning run; "
                 "building without it")
@@ -189,6 +197,10 @@ def open_database(db_dir: Path, log: Log) -> ms.database.JSONDatabase | None:
             return ms.database.JSONDatabase(str(db_dir / WORKLOADS), str(db_dir / RECORDS),
                                             allow_missing=False)
         except (OSError, ValueError, RuntimeError) as err:   # RuntimeError: TVM FFI errors
+            if owned and strict:
+                raise TuningError(f"tuning database {db_dir} is damaged (TVM cannot load it: "
+                                  f"{type(err).__name__}): move it away, or give another "
+                                  "--tuning-db") from None
             if owned:
                 _set_aside(db_dir, f"TVM cannot load it: {type(err).__name__}", log)
             return None
@@ -442,17 +454,23 @@ def _seed_default_schedules(tasks, target: tvm.target.Target, builder, runner,
     return seeded
 
 
-def options(opts: dict, model_sha256: str, target: dict) -> tuple[Path, int, RPCSpec | None]:
-    """(database dir, trials, RPCSpec or None) from build options ``tune_trials``,
-    ``tuning_db``, ``rpc_tracker``, ``rpc_key`` (``build.py --opt KEY=VALUE``)."""
-    db = opts.get("tuning_db")
-    db_dir = Path(db) if db else default_db_dir(model_sha256, resolve_native(target))
+def trials_of(opts: dict) -> int:
+    """The ``tune_trials`` build option, checked."""
     try:
         trials = int(opts.get("tune_trials") or 0)
     except (TypeError, ValueError):
         raise TuningError(f"tune_trials must be a whole number, got {opts['tune_trials']!r}") from None
     if trials < 0:
         raise TuningError(f"tune_trials must be >= 0, got {trials}")
+    return trials
+
+
+def options(opts: dict, model_sha256: str, target: dict) -> tuple[Path, int, RPCSpec | None]:
+    """(database dir, trials, RPCSpec or None) from build options ``tune_trials``,
+    ``tuning_db``, ``rpc_tracker``, ``rpc_key`` (``build.py --opt KEY=VALUE``)."""
+    db = opts.get("tuning_db")
+    db_dir = Path(db) if db else default_db_dir(model_sha256, resolve_native(target))
+    trials = trials_of(opts)
     rpc = None
     if opts.get("rpc_tracker"):
         rpc = RPCSpec.parse(str(opts["rpc_tracker"]), opts.get("rpc_key"))

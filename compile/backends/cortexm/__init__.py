@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -45,11 +46,10 @@ import tvm
 
 from compile.errors import BackendError
 from compile.backends.cortexm import link, project
+from compile.backends.cortexm.project import run_project
 from compile.backends.cortexm.cemit import UnsupportedTIR
-from compile.backends.cortexm.graph import lower_model
 from compile.backends.cortexm.tflm import tflm_arena
 from compile.cyclemodel import estimate, timing_of
-from compile.cyclemodel.qemu import plugin_argument, read_trace
 from compile.cyclemodel.trace import Trace
 from compile.frontend import ModelInfo
 from compile.targets import Target, get_target
@@ -60,9 +60,14 @@ PROJECT = "firmware"
 def build(mod: tvm.IRModule, model: ModelInfo, target: Target, out_dir: Path,
           opts: dict) -> dict:
     """Write and compile the firmware project under ``out_dir/firmware``."""
+    from compile.backends.cortexm import tuning
+
     project.check_tool(target["toolchain"]["cc"], target["toolchain"]["package"])
+    db_dir, trials = tuning.options(opts, model.sha256, target)
     try:
-        graph = lower_model(mod)
+        if trials > 0:
+            tuning.tune(mod, target, trials, db_dir, opts, _log)
+        graph, tuned = tuning.tuned_graph(mod, target, db_dir, _log)
     except UnsupportedTIR as err:
         raise BackendError(f"cannot compile for {target.name}: unsupported {err}") from None
     proj = Path(out_dir) / PROJECT
@@ -85,10 +90,16 @@ def build(mod: tvm.IRModule, model: ModelInfo, target: Target, out_dir: Path,
         "macs": graph.macs,
         "kernels": len(graph.kernels),
         "steps": len(graph.steps),
+        "step_kernels": [step.kernel for step in graph.steps],
         "float_kernels": float_kernels,
         "flash": sizes,
         "tflm_arena": tflm_arena(model.path),     # None when TFLM cannot load the model
+        "tuned": tuned or False,
     }
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
 def emulator_of(target: Target) -> Target:
@@ -114,24 +125,6 @@ def emulated_project(bundle_dir: Path, manifest: dict, target: Target):
         if emulator is not target:
             project.retarget(proj, target, emulator)
         yield proj, emulator
-
-
-def run_project(proj: Path, emulator: Target, inputs: np.ndarray, timeout: float,
-                traced: bool, extra_cflags: str = "") -> tuple[list[dict], dict, Trace | None]:
-    """Embed ``inputs``, build, run on ``emulator``: main.c's records and summary, and with
-    ``traced`` the trace plugin's record of the inferences."""
-    project.write_inputs(proj, inputs, int(np.prod(inputs.shape[1:])) * inputs.dtype.itemsize)
-    project.make_firmware(proj, emulator, extra_cflags)
-    elf = proj / "build" / "firmware.elf"
-    trace_file = proj.parent / "trace.txt"
-    qemu_args = []
-    if traced:
-        window, regions = project.trace_layout(elf, emulator)
-        qemu_args = plugin_argument(trace_file, window=window, regions=regions)
-    records, summary = project.run_firmware(elf, emulator, timeout, qemu_args)
-    if len(records) != len(inputs):
-        raise BackendError(f"firmware printed {len(records)} results for {len(inputs)} inputs")
-    return records, summary, read_trace(trace_file) if traced else None
 
 
 def run_over_link(bundle_dir: Path, manifest: dict, target: Target, inputs: np.ndarray,

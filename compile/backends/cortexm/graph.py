@@ -23,6 +23,7 @@ Result: a ``Graph`` of tensors (input, output, constants, activations) and steps
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 import tvm
@@ -84,6 +85,10 @@ class Graph:
     input: str
     output: str
     macs: int = 0
+    library: dict[str, tirx.PrimFunc] = field(default_factory=dict)  # nnlib calls' PrimFuncs
+    # a placement to keep, with its buffers (memplan.refit): a tuned build keeps the untuned
+    # one's, so that only the scratch of the calls it changes moves
+    keep_plan: tuple | None = None
 
 
 @relax.expr_functor.mutator
@@ -331,9 +336,12 @@ def _sinfo(var) -> tuple[tuple[int, ...], str]:
     return shape, str(ty.dtype)
 
 
-def lower_model(mod: tvm.IRModule, library: bool = True) -> Graph:
+def lower_model(mod: tvm.IRModule, library: bool = True,
+                knobs: Callable[[tirx.PrimFunc], tirx.PrimFunc] | None = None) -> Graph:
     """Turn the Relax module into a static graph; UnsupportedTIR names what is not handled.
-    ``library``: quantized convolutions call ``firmware/sg_nn.h`` (``nnlib``)."""
+    ``library``: quantized convolutions call ``firmware/sg_nn.h`` (``nnlib``); ``knobs`` maps
+    each such call's PrimFunc to the one to emit (its schedule choices from a tuning
+    database: ``tuning.py``)."""
     with tvm.transform.PassContext(opt_level=3):
         mod = relax_passes(library)(mod)
     main = mod["main"]
@@ -347,6 +355,7 @@ def lower_model(mod: tvm.IRModule, library: bool = True) -> Graph:
     kernel_macs: dict[str, int] = {}
     kernel_inplace: dict[str, tuple[int, ...]] = {}
     lowered_of: dict[str, tirx.PrimFunc] = {}
+    library_of: dict[str, tirx.PrimFunc] = {}
 
     def key(expr):
         return expr.__hash__()
@@ -385,7 +394,8 @@ def lower_model(mod: tvm.IRModule, library: bool = True) -> Graph:
             if gv.name_hint not in kernel_of:
                 cname = f"sg_k{len(kernels)}_{gv.name_hint}"[:60]
                 if is_library_call(prim):      # firmware/sg_nn.h; the TIR is its reference
-                    scheduled = prim
+                    prim = knobs(prim) if knobs else prim
+                    library_of[cname] = scheduled = prim
                     lowered = tir_passes()(tvm.IRModule({"main": prim}))["main"]
                     kernels[cname] = emit(cname, prim)
                 else:
@@ -427,7 +437,7 @@ def lower_model(mod: tvm.IRModule, library: bool = True) -> Graph:
     tensors[output].kind = "output"
     narrow_constants(steps, tensors, kernels, lowered_of)
     _find_overlaps(steps, tensors, lowered_of)
-    return Graph(tensors, steps, kernels, "input", output, macs)
+    return Graph(tensors, steps, kernels, "input", output, macs, library_of)
 
 
 def _copy_kernel(shape: tuple[int, ...], dtype: str) -> tirx.PrimFunc:

@@ -254,6 +254,33 @@ def plan(buffers: list[Buffer], pairs=()) -> Plan:
                 lower_bound(buffers, inplace))
 
 
+def refit(base: Plan, base_buffers: list[Buffer], buffers: list[Buffer]) -> Plan | None:
+    """``base``'s placement kept for every buffer it placed with the same size and lifetime;
+    each other buffer (a kernel's scratch whose size changed) put at the lowest offset free
+    over its lifetime within ``base``'s arena; None when one does not fit there.  Nothing
+    placed before moves, so no kernel reads or writes anywhere else than in ``base``."""
+    before = {b.name: b for b in base_buffers}
+    kept = [b for b in buffers if before.get(b.name) == b]
+    offsets = {b.name: base.offsets[b.name] for b in kept}
+    placed = list(kept)
+    for b in (b for b in buffers if before.get(b.name) != b):
+        busy = sorted((offsets[o.name], offsets[o.name] + _align(o.size))
+                      for o in placed if o.overlaps_in_time(b))
+        at = 0
+        for lo, hi in busy:
+            if at + b.size <= lo:
+                break
+            at = max(at, hi)
+        if at + b.size > base.arena_bytes:
+            return None
+        offsets[b.name] = at
+        placed.append(b)
+    names = {b.name for b in buffers}
+    used = [a for a in base.aliases if a[0] in names and a[1] in names]
+    return Plan(offsets, base.arena_bytes, lower_bound(buffers, used), used, base.order,
+                base.live_bound)
+
+
 def _chain_span(buffers: list[Buffer], pairs, name: str) -> int:
     """Bytes the alias chain holding ``name`` spans."""
     group = next(g for g in _groups(buffers, pairs) if any(b.name == name for b, _ in g))

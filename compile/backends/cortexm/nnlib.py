@@ -54,17 +54,27 @@ class ConvLayer:
 
     @property
     def scratch_bytes(self) -> int:
-        s = self.shape
-        if self.kind == "conv":
-            # the gathered windows of 2 pixels (int8), then the 2 rows widened to int16
-            k = s["kh"] * s["kw"] * s["c"]
-            direct = s["kh"] == s["kw"] == 1 and s["pt"] == s["pl"] == 0
-            return (0 if direct else (2 * k + 3) & ~3) + 4 * k * s["widen"]
-        return s["cb"] * s["rows"] * band_width(s) * 2 if band_kernel(s) else 0
+        return scratch_bytes(self.kind, self.shape)
+
+
+def scratch_bytes(kind: str, s: dict) -> int:
+    """Scratch the kernel needs for a call with the sg_conv_shape ``s``."""
+    if kind == "conv":
+        # the gathered windows of 2 pixels (int8), then the 2 rows widened to int16
+        k = s["kh"] * s["kw"] * s["c"]
+        direct = s["kh"] == s["kw"] == 1 and s["pt"] == s["pl"] == 0
+        return (0 if direct else (2 * k + 3) & ~3) + 4 * k * s["widen"]
+    return s["cb"] * s["rows"] * band_width(s) * 2 if band_kernel(s) else 0
 
 
 def band_kernel(s: dict) -> bool:
-    """sg_dwconv_s8 reads through its int16 band: 3x3 windows, stride 1 or 2."""
+    """sg_dwconv_s8 reads through its int16 band: 3x3 windows, stride 1 or 2, and a band
+    (``rows`` > 0; 0 takes the plain loop)."""
+    return s["kh"] == s["kw"] == 3 and s["sh"] == s["sw"] and s["sw"] in (1, 2) and s["rows"] > 0
+
+
+def band_window(s: dict) -> bool:
+    """A window sg_dwconv_s8 can read through an int16 band: 3x3, stride 1 or 2."""
     return s["kh"] == s["kw"] == 3 and s["sh"] == s["sw"] and s["sw"] in (1, 2)
 
 
@@ -73,12 +83,12 @@ def plane_rows(s: dict) -> int:
     return (s["oh"] - 1) * s["sh"] + 3
 
 
-def plane_blocks(s: dict) -> tuple[int, int]:
-    """(channels, rows) sg_dwconv_s8 converts at a time within PLANES_BYTES."""
+def plane_blocks(s: dict, budget: int = PLANES_BYTES) -> tuple[int, int]:
+    """(channels, rows) sg_dwconv_s8 converts at a time within ``budget`` bytes."""
     row = band_width(s) * 2
-    if plane_rows(s) * row <= PLANES_BYTES:
-        return int(max(1, min(s["c"], PLANES_BYTES // (plane_rows(s) * row)))), plane_rows(s)
-    band_oh = max(1, (PLANES_BYTES // row - 3) // s["sh"] + 1)
+    if plane_rows(s) * row <= budget:
+        return int(max(1, min(s["c"], budget // (plane_rows(s) * row)))), plane_rows(s)
+    band_oh = max(1, min(s["oh"], (budget // row - 3) // s["sh"] + 1))
     return 1, (band_oh - 1) * s["sh"] + 3
 
 
@@ -86,6 +96,52 @@ def band_width(s: dict) -> int:
     """sg_band_width of sg_nn.h."""
     wd = (s["ow"] - 1) * s["sw"] + s["kw"] + 2
     return (wd + 1) & ~1
+
+
+# -- schedule choices ------------------------------------------------------------------------
+# The sg_conv_shape fields that choose how a kernel computes a call, not what it computes:
+# ``widen`` (sg_conv_s8 on M4/M7: SMLAD over rows widened to int16, or the int8 dot products)
+# and ``cb``/``rows`` (sg_dwconv_s8: channels and rows per int16 band; rows 0: no band, the
+# plain loop).  The defaults come from WIDEN_MIN and PLANES_BYTES; tuning.py measures the
+# others per call.
+KNOB_FIELDS = ("widen", "cb", "rows")
+# int16 bytes per band the depthwise choices try
+PLANES_BUDGETS = (256, 512, 1024, 2048, 4096, 8192, 16384)
+
+
+def shape_of(prim: tirx.PrimFunc) -> dict:
+    """A library call's sg_conv_shape fields."""
+    return dict(zip(SHAPE_FIELDS, (int(v) for v in prim.attrs["sg.shape"])))
+
+
+def knob_choices(prim: tirx.PrimFunc, widens: bool) -> list[dict]:
+    """The distinct schedule choices of a library call, its default first.  ``widens``: the
+    core runs sg_conv_s8's widened path (DSP without Helium)."""
+    s = shape_of(prim)
+    default = {f: s[f] for f in KNOB_FIELDS}
+    choices = [default]
+
+    def add(**change) -> None:
+        choice = {**default, **change}
+        if choice not in choices:
+            choices.append(choice)
+
+    if str(prim.attrs["sg.nn"]) == "conv":
+        if widens:
+            add(widen=1 - s["widen"])
+    elif band_window(s):
+        for budget in PLANES_BUDGETS:
+            cb, rows = plane_blocks(s, budget)
+            add(cb=cb, rows=rows)
+        add(cb=1, rows=0)
+    return choices
+
+
+def with_knobs(prim: tirx.PrimFunc, knobs: dict) -> tirx.PrimFunc:
+    """The call with the schedule choice ``knobs`` (fields of KNOB_FIELDS)."""
+    s = {**shape_of(prim), **{f: int(knobs[f]) for f in KNOB_FIELDS}}
+    return prim.with_attrs({"sg.shape": [s[f] for f in SHAPE_FIELDS],
+                            "sg.scratch": scratch_bytes(str(prim.attrs["sg.nn"]), s)})
 
 
 # -- matching -------------------------------------------------------------------------------
@@ -230,7 +286,7 @@ def _conv_layer(conv, data, bias, mult, rshift, zy, lo, hi) -> ConvLayer | None:
         kind, weights = "conv", np.ascontiguousarray(w)
     elif groups == c == o and w.shape[3] == 1:
         kind, weights = "dwconv", np.ascontiguousarray(w[:, :, :, 0])   # [C][KH][KW]
-        if band_kernel(shape):
+        if band_window(shape):
             shape["cb"], shape["rows"] = plane_blocks(shape)
     else:
         return None

@@ -30,15 +30,17 @@ from compile.errors import BackendError
 from compile.backends.cortexm import memplan
 from compile.backends.cortexm.cemit import ctype, prelude
 from compile.backends.cortexm.graph import Graph
+from compile.cyclemodel.qemu import plugin_argument, read_trace
+from compile.cyclemodel.trace import Trace
 from compile.targets import Target
 
 FIRMWARE = Path(__file__).resolve().parents[3] / "firmware"
 COMMON_FILES = ("board.h", "board_arm.h", "board_stm32.h", "sg_kernels.h", "sg_nn.h", "startup.c",
                 "main.c")
-# main.c's report lines: "sg:boot clock=..", "sg:out idx=0 instr=123 y=1,-2" and
-# "sg:summary arena=.. stack=.. n=..", and startup.c's "sg:fault pc=.. lr=.. cfsr=.. sp=.."
-# when the firmware faults
-LINE_RE = re.compile(r"^sg:(boot|out|summary|fault)((?: [a-z]+=-?[0-9]+(?:,-?[0-9]+)*)+)\r?$",
+# main.c's report lines: "sg:boot clock=..", "sg:out idx=0 instr=123 y=1,-2",
+# "sg:prof step=.. count=.." (built with -DSG_PROFILE) and "sg:summary arena=.. stack=.. n=..",
+# and startup.c's "sg:fault pc=.. lr=.. cfsr=.. sp=.." when the firmware faults
+LINE_RE = re.compile(r"^sg:(boot|out|prof|summary|fault)((?: [a-z]+=-?[0-9]+(?:,-?[0-9]+)*)+)\r?$",
                      re.M)
 
 
@@ -60,7 +62,7 @@ def plan_memory(graph: Graph) -> tuple[memplan.Plan, list[memplan.Buffer]]:
     """Lifetimes of activations/workspaces from the step list; the aliased pairs a step
     allows over an activation read once and dying there (in place where its kernel is
     element-wise, at the offsets its access order allows: ``Step.inplace``/``overlap``);
-    then the plan."""
+    then the plan (or ``Graph.keep_plan``'s, refitted)."""
     first: dict[str, int] = {}
     last: dict[str, int] = {}
     for i, step in enumerate(graph.steps):
@@ -76,7 +78,13 @@ def plan_memory(graph: Graph) -> tuple[memplan.Plan, list[memplan.Buffer]]:
         offsets = [(i, 0) for i in step.inplace] + [
             (i, d) for i, ds in sorted(step.overlap.items()) for d in ds]
         candidates += [(out, step.args[i], d) for i, d in offsets]
-    p = memplan.plan(buffers, memplan.aliases(buffers, candidates))
+    pairs = memplan.aliases(buffers, candidates)
+    if graph.keep_plan is not None:
+        p = memplan.refit(*graph.keep_plan, buffers)
+        if p is None:
+            raise BackendError("a kernel's scratch does not fit the memory plan it keeps")
+    else:
+        p = memplan.plan(buffers, pairs)
     memplan.check(buffers, p)
     return p, buffers
 
@@ -358,7 +366,7 @@ def trace_layout(elf: Path, target: Target) -> tuple[tuple[int, int], dict[str, 
 def run_firmware(elf: Path, target: Target, timeout: float,
                  qemu_args: list[str] = ()) -> tuple[list[dict], dict]:
     """Run ``elf`` in QEMU (with ``qemu_args``, e.g. a plugin); returns (one dict per
-    inference, summary dict)."""
+    inference, summary dict; with -DSG_PROFILE its ``steps``: the count per kernel call)."""
     run = target.get("run")
     if not run:
         raise BackendError(f"{target.name} is a real board: flash it with `make flash` "
@@ -370,7 +378,7 @@ def run_firmware(elf: Path, target: Target, timeout: float,
     except subprocess.TimeoutExpired:
         raise BackendError(f"firmware on {target.name} did not finish within {timeout:g} s "
                            "(QEMU stopped); raise it with --opt timeout=SECONDS") from None
-    records, summary, fault = [], None, None
+    records, summary, fault, steps = [], None, None, {}
     text = proc.stdout + proc.stderr          # QEMU writes semihosting output to stderr
     for kind, fields in LINE_RE.findall(text):
         values = {}
@@ -379,6 +387,8 @@ def run_firmware(elf: Path, target: Target, timeout: float,
             values[key] = [int(v) for v in value.split(",")] if key == "y" else int(value)
         if kind == "out":
             records.append(values)
+        elif kind == "prof":
+            steps[values["step"]] = values["count"]
         elif kind == "fault":
             fault = values
         elif kind == "summary":
@@ -399,8 +409,28 @@ def run_firmware(elf: Path, target: Target, timeout: float,
     if proc.returncode != 0 or summary is None:
         raise BackendError(f"firmware on {target.name} failed (QEMU exit code "
                            f"{proc.returncode}): {text.strip()[-300:]}")
+    if steps:
+        summary["steps"] = [steps[k] for k in sorted(steps)]
     if summary.get("stack", 0) >= stack:
         # main.c finds no painted word left: the stack grew past its limit, into the arena
         raise BackendError(f"firmware on {target.name} used all of its {stack}-byte stack and "
                            "overflowed it; raise [memory] stack_bytes in the board file")
     return records, summary
+
+
+def run_project(proj: Path, emulator: Target, inputs: np.ndarray, timeout: float,
+                traced: bool, extra_cflags: str = "") -> tuple[list[dict], dict, Trace | None]:
+    """Embed ``inputs``, build, run on ``emulator``: main.c's records and summary, and with
+    ``traced`` the trace plugin's record of the inferences."""
+    write_inputs(proj, inputs, int(np.prod(inputs.shape[1:])) * inputs.dtype.itemsize)
+    make_firmware(proj, emulator, extra_cflags)
+    elf = proj / "build" / "firmware.elf"
+    trace_file = proj.parent / "trace.txt"
+    qemu_args = []
+    if traced:
+        window, regions = trace_layout(elf, emulator)
+        qemu_args = plugin_argument(trace_file, window=window, regions=regions)
+    records, summary = run_firmware(elf, emulator, timeout, qemu_args)
+    if len(records) != len(inputs):
+        raise BackendError(f"firmware printed {len(records)} results for {len(inputs)} inputs")
+    return records, summary, read_trace(trace_file) if traced else None

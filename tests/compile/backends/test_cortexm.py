@@ -180,6 +180,30 @@ def test_kernel_profile_on_firmware(models, tmp_path):
     assert cycles == sorted(cycles, reverse=True) and sum(cycles) == result["model"]["cycles_estimate"]
 
 
+def test_step_profile_against_another_bundle(models, tmp_path):
+    """profile.py --steps: every kernel call's instructions in its place (-DSG_PROFILE), named
+    as bundle.json lists the steps; --against a bundle of the same model puts its counts beside
+    (the same bundle: no call changes)."""
+    from compile import profile
+
+    out = tmp_path / "bundle"
+    assert cli(BUILD, "--target", "mps2-an386", "--model", models["small_cnn"],
+               "--out", out).returncode == 0
+    result = profile.profile_steps(get_target("mps2-an386"), out)
+    manifest = json.loads((out / "bundle.json").read_text())
+    assert [s["kernel"] for s in result["steps"]] == manifest["step_kernels"]
+    assert len(result["steps"]) == manifest["steps"]
+    assert all(s["instructions"] > 0 and s["tuned"] is None for s in result["steps"])
+    shown = cli(REPO / "compile" / "profile.py", "--target", "mps2-an386", "--bundle", out,
+                "--steps", "--against", out)
+    assert shown.returncode == 0, shown.stderr
+    assert f"0 of {manifest['steps']} calls more than against by more than one counter tick (40 " \
+        "instructions)" in shown.stdout
+    assert "+0.0%" in shown.stdout
+    assert_user_error(cli(REPO / "compile" / "profile.py", "--target", "mps2-an386",
+                          "--bundle", out, "--against", out), "--steps")
+
+
 @pytest.mark.parametrize("edit, words", [
     (lambda d: {**d, "timing": {**d["timing"], "cpu": "cortex-m99"}}, ("cortex-m99", "cycle model")),
     (lambda d: {k: v for k, v in d.items() if k != "timing"}, ("[timing]",)),

@@ -114,6 +114,30 @@ def test_aliases_need_a_dying_input_and_one_partner_each():
         memplan.plan(bufs, [("y", "x", 0)])
 
 
+def test_refit_keeps_every_placement_and_puts_a_grown_scratch_in_a_gap():
+    """A kernel's scratch grows: the others keep their offsets, the scratch takes the lowest
+    gap free over its step, and a scratch with no such gap refuses the plan."""
+    base_buffers = [Buffer("a", 64, 0, 1), Buffer("ws1", 16, 1, 1), Buffer("b", 32, 1, 2),
+                    Buffer("c", 192, 2, 3)]
+    base = memplan.plan(base_buffers)
+    grown = [b if b.name != "ws1" else Buffer("ws1", 48, 1, 1) for b in base_buffers]
+    refit = memplan.refit(base, base_buffers, grown)
+    assert refit is not None and refit.arena_bytes == base.arena_bytes
+    assert {k: v for k, v in refit.offsets.items() if k != "ws1"} == {
+        k: v for k, v in base.offsets.items() if k != "ws1"}
+    memplan.check(grown, refit)
+    live = [(refit.offsets[n], refit.offsets[n] + s) for n, s in (("a", 64), ("b", 32))]
+    free = [o for o in range(0, refit.arena_bytes - 47, 16)
+            if all(o + 48 <= lo or o >= hi for lo, hi in live)]
+    assert refit.offsets["ws1"] == min(free)
+    too_big = [b if b.name != "ws1" else Buffer("ws1", base.arena_bytes, 1, 1)
+               for b in base_buffers]
+    assert memplan.refit(base, base_buffers, too_big) is None
+    gone = [b for b in base_buffers if b.name != "ws1"]
+    assert memplan.refit(base, base_buffers, gone).offsets == {
+        k: v for k, v in base.offsets.items() if k != "ws1"}
+
+
 def test_check_catches_overlap():
     buffers = [Buffer("a", 64, 0, 2), Buffer("b", 64, 1, 3)]
     bad = memplan.Plan({"a": 0, "b": 32}, 96, 128)

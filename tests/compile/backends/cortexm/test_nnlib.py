@@ -168,7 +168,7 @@ def _layer(rng, kind, ih, iw, c, o, k, stride, pad, fast=True, zx=None, clamp="r
     shape = dict(ih=ih, iw=iw, c=c, oh=oh, ow=ow, o=n, kh=k, kw=k, sh=stride, sw=stride,
                  pt=pad, pl=pad, zx=int(rng.integers(-128, 128)) if zx is None else zx,
                  zy=zy, lo=lo, hi=hi, cb=1, rows=0, widen=int(kind == "conv" and k * k * c >= 16))
-    if kind == "dwconv" and nnlib.band_kernel(shape):
+    if kind == "dwconv" and nnlib.band_window(shape):
         shape["cb"], shape["rows"] = blocks or nnlib.plane_blocks(shape)
     quick = nnlib.fast_channels(w, bias, rshift)
     shape["fast"] = int(quick.all())
