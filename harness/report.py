@@ -396,9 +396,10 @@ def _tuning_state(entry, target, args) -> dict:
     them again)."""
     from compile.backends.cortexm.tuning import options
     from compile.llvm_cpu.tuning import count_trials
+    from compile.paths import shown
 
     db = options({}, entry.sha256(), target)[0]
-    return {"db": repo_relative(db), "trials_asked": args.tune_trials, "trials_before": count_trials(db)}
+    return {"db": shown(db), "trials_asked": args.tune_trials, "trials_before": count_trials(db)}
 
 
 def resolve_models(model_specs: list[str], args, progress: Progress, failures: list[dict]) -> list:

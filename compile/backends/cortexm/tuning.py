@@ -29,7 +29,8 @@ cycle counter over the board link (``link.py``), the candidates spread over seve
 candidate whose output differs from the reference in any byte is recorded as failed, never
 as fast.
 
-**Database.** MetaSchedule's JSON database per (model sha256, board), managed as the LLVM CPU
+**Database.** MetaSchedule's JSON database per (model sha256, board, kernel library sources:
+measurements of other kernels say nothing about these), managed as the LLVM CPU
 targets' (``compile.llvm_cpu.tuning``: resumed, reused, repaired, one tuning run at a time).
 A build takes, per call, the fastest choice measured, only when the default was measured too
 and was slower, and only where the call's scratch fits the untuned build's memory plan: every
@@ -65,6 +66,7 @@ from compile.cyclemodel.qemu import plugin_argument, read_trace
 from compile.errors import BackendError, TuningError
 from compile.llvm_cpu.tuning import (INFO, RECORDS, WORKLOADS, Log, count_trials, default_db_dir,
                                      locked, open_database, trials_of)
+from compile.paths import shown
 from compile.targets import Target
 
 PROJECT = "firmware"       # the benchmark project inside a candidate's directory
@@ -474,12 +476,12 @@ def _tune(mod, target, trials, db_dir, log, builder, runner, where, unit) -> Non
     open_database(db_dir, log, strict=True)     # a cut last line dropped, damage refused
     done = count_trials(db_dir)
     if done >= trials:
-        log(f"tune: reusing tuning database {db_dir} ({done} trials >= {trials} asked): "
+        log(f"tune: reusing tuning database {shown(db_dir)} ({done} trials >= {trials} asked): "
             "no re-tuning")
         return
     info = _info(db_dir)
     if info.get("unit", unit) != unit:
-        raise TuningError(f"tuning database {db_dir} holds {info['unit']}, this run would "
+        raise TuningError(f"tuning database {shown(db_dir)} holds {info['unit']}, this run would "
                           f"measure {unit}: give this run its own --tuning-db")
     (db_dir / INFO).write_text(json.dumps({"board": target.name, "trials_asked": trials,
                                            "unit": unit}, indent=1))
@@ -494,7 +496,7 @@ def _tune(mod, target, trials, db_dir, log, builder, runner, where, unit) -> Non
     todo = todo[:trials - done]
     log(f"tune: {len(tasks)} kernel calls with a choice, "
         f"{sum(len(t.choices) for t in tasks)} choices; measuring {len(todo)} "
-        f"{where} in {unit}; database {db_dir}")
+        f"{where} in {unit}; database {shown(db_dir)}")
     started = time.monotonic()
     for start in range(0, len(todo), PER_ITER):
         batch = todo[start:start + PER_ITER]
@@ -505,7 +507,7 @@ def _tune(mod, target, trials, db_dir, log, builder, runner, where, unit) -> Non
                     f"{m.error}")
         log(f"tune: {done + start + len(batch)}/{trials} trials, "
             f"{time.monotonic() - started:.0f} s; {progress(seen, target, unit)}")
-    log(f"tune: done, {count_trials(db_dir)} trials in {db_dir}")
+    log(f"tune: done, {count_trials(db_dir)} trials in {shown(db_dir)}")
 
 
 def _info(db_dir: Path) -> dict:
@@ -542,13 +544,13 @@ def _check_dir(db_dir: Path) -> None:
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
     if not probe.is_dir():
-        raise TuningError(f"tuning database {db_dir}: {probe} is not a directory")
+        raise TuningError(f"tuning database {shown(db_dir)}: {probe} is not a directory")
     try:
         db_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=db_dir):
             pass
     except OSError as err:
-        raise TuningError(f"tuning database {db_dir} is not writable: "
+        raise TuningError(f"tuning database {shown(db_dir)} is not writable: "
                           f"{err.strerror or err}") from None
 
 
@@ -590,7 +592,7 @@ def tuned_graph(mod: tvm.IRModule, target: Target, db_dir: Path, log: Log
                         "default": task.choices[0], "secs_default": default,
                         "secs_tuned": best})
     n, unit, clock = count_trials(db_dir), _info(db_dir).get("unit", "cycles"), target["clock_hz"]
-    log(f"build: using tuning database {db_dir} ({n} trials): {len(kernels)} kernel calls "
+    log(f"build: using tuning database {shown(db_dir)} ({n} trials): {len(kernels)} kernel calls "
         f"take a tuned choice ({unit} of the call alone, measured when tuning):")
     for k in sorted(kernels, key=lambda k: k["secs_tuned"] - k["secs_default"]):
         a, b = k["secs_default"] * clock, k["secs_tuned"] * clock
@@ -598,7 +600,7 @@ def tuned_graph(mod: tvm.IRModule, target: Target, db_dir: Path, log: Log
                             for f in nnlib.KNOB_FIELDS if k["default"][f] != k["choice"][f])
         log(f"  {k['kernel']:<28} {changed:<28} {a:>12,.0f} -> {b:>12,.0f} "
             f"({(b / a - 1) * 100:+.1f} %)")
-    return with_choices(graph, taken), {"tuning_db": str(db_dir), "tuning_trials": n,
+    return with_choices(graph, taken), {"tuning_db": shown(db_dir), "tuning_trials": n,
                                         "unit": unit,
                                         "kernels": sorted(kernels, key=lambda k: k["kernel"])}
 
@@ -627,6 +629,15 @@ def with_choices(graph: Graph, prims: dict[str, tirx.PrimFunc]) -> Graph:
                                library=library)
 
 
+def kernel_library_digest() -> str:
+    """sha256 of the kernel library's sources: what a database's measurements were made with
+    (another version of the kernels starts another default database)."""
+    digest = hashlib.sha256()
+    for name in ("sg_nn.h", "sg_kernels.h"):
+        digest.update((project.FIRMWARE / name).read_bytes())
+    return digest.hexdigest()
+
+
 def options(opts: dict, model_sha256: str, target: Target) -> tuple[Path, int]:
     """(database dir, trials) from ``tune_trials`` / ``tuning_db``."""
     for key in ("rpc_tracker", "rpc_key"):
@@ -635,5 +646,6 @@ def options(opts: dict, model_sha256: str, target: Target) -> tuple[Path, int]:
                               "measures on QEMU, or on the board with --opt tune_port=PORT")
     db = opts.get("tuning_db")
     db_dir = Path(db) if db else default_db_dir(
-        model_sha256, {"board": target.name, "cpu": list(target["cpu"]["flags"])})
+        model_sha256, {"board": target.name, "cpu": list(target["cpu"]["flags"]),
+                       "kernels": kernel_library_digest()})
     return db_dir, trials_of(opts)

@@ -39,6 +39,22 @@ def test_board_cores():
     assert not tuning.widens(tuning.ms_target(get_target("mps3-an547")))     # Helium
 
 
+def test_default_database_follows_the_kernel_library(tmp_path, monkeypatch):
+    """Measurements of other kernels say nothing about these: another sg_nn.h, another
+    default database; an explicit --tuning-db stays as given."""
+    import shutil
+
+    target = get_target("mps2-an386")
+    before = tuning.options({}, "ab" * 32, target)[0]
+    for name in ("sg_nn.h", "sg_kernels.h"):
+        shutil.copy(project.FIRMWARE / name, tmp_path / name)
+    monkeypatch.setattr(project, "FIRMWARE", tmp_path)
+    assert tuning.options({}, "ab" * 32, target)[0] == before
+    (tmp_path / "sg_nn.h").write_text((tmp_path / "sg_nn.h").read_text() + "\n")
+    assert tuning.options({}, "ab" * 32, target)[0] != before
+    assert tuning.options({"tuning_db": "D"}, "ab" * 32, target)[0].name == "D"
+
+
 def test_choices_default_first_and_distinct():
     for layer, _ in kernel_cases():
         prim = nnlib.reference(layer)
