@@ -46,13 +46,13 @@ import tvm
 
 from compile.errors import BackendError
 from compile.backends.cortexm import link, project
-from compile.backends.cortexm.project import run_project
+from compile.backends.cortexm.project import emulator_of, run_project
 from compile.backends.cortexm.cemit import UnsupportedTIR
 from compile.backends.cortexm.tflm import tflm_arena
 from compile.cyclemodel import estimate, timing_of
 from compile.cyclemodel.trace import Trace
 from compile.frontend import ModelInfo
-from compile.targets import Target, get_target
+from compile.targets import Target
 
 PROJECT = "firmware"
 
@@ -100,18 +100,6 @@ def build(mod: tvm.IRModule, model: ModelInfo, target: Target, out_dir: Path,
 
 def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-def emulator_of(target: Target) -> Target:
-    """The QEMU board that runs ``target``'s firmware: itself, or for a real board the QEMU
-    board with the same core (``[timing] emulate_on`` in its board file)."""
-    if target.get("run"):
-        return target
-    emulate_on = (target.get("timing") or {}).get("emulate_on")
-    if not emulate_on:
-        raise BackendError(f"{target.name} is a real board: flash it with `make flash` "
-                           f"({target.get('flash', {}).get('tool', 'pyOCD/OpenOCD')})")
-    return get_target(emulate_on)
 
 
 @contextlib.contextmanager

@@ -32,7 +32,7 @@ from compile.backends.cortexm.cemit import ctype, prelude
 from compile.backends.cortexm.graph import Graph
 from compile.cyclemodel.qemu import plugin_argument, read_trace
 from compile.cyclemodel.trace import Trace
-from compile.targets import Target
+from compile.targets import Target, get_target
 
 FIRMWARE = Path(__file__).resolve().parents[3] / "firmware"
 COMMON_FILES = ("board.h", "board_arm.h", "board_stm32.h", "sg_kernels.h", "sg_nn.h", "startup.c",
@@ -266,6 +266,18 @@ def write_project(graph: Graph, target: Target, out_dir: Path, inputs: np.ndarra
 
 
 # -- checks, build, run --------------------------------------------------------------------
+def emulator_of(target: Target) -> Target:
+    """The QEMU board that runs ``target``'s firmware: itself, or for a real board the QEMU
+    board with the same core (``[timing] emulate_on`` in its board file)."""
+    if target.get("run"):
+        return target
+    emulate_on = (target.get("timing") or {}).get("emulate_on")
+    if not emulate_on:
+        raise BackendError(f"{target.name} is a real board: flash it with `make flash` "
+                           f"({target.get('flash', {}).get('tool', 'pyOCD/OpenOCD')})")
+    return get_target(emulate_on)
+
+
 def check_fit(graph: Graph, arena_bytes: int, target: Target) -> None:
     """Weights vs flash, arena + stack vs RAM, before any compiler runs (exit 2 upstream)."""
     mem = memory_of(target)

@@ -43,7 +43,6 @@ import concurrent.futures
 import dataclasses
 import hashlib
 import json
-import os
 import queue
 import shutil
 import subprocess
@@ -433,19 +432,17 @@ def runners(target: Target, opts: dict) -> tuple[FirmwareBuilder, ms.runner.PyRu
     """(builder, runner, where, unit of its times x clock) for ``opts["tune_port"]``: absent,
     the QEMU board; else a comma-separated list of boards to spread the candidates over,
     ``qemu`` (the link firmware on a QEMU board) or a real board's ``DEV[@PROBE]``."""
-    from compile.backends.cortexm import emulator_of
-
     port = str(opts.get("tune_port") or "")
     ports = [p.strip() for p in port.split(",") if p.strip()]
     if port and not ports:
         raise TuningError(f"tune_port: no port in {port!r}")
     if not ports:
-        emulator = emulator_of(target)
+        emulator = project.emulator_of(target)
         runner = QemuRunner(target, emulator)
         unit = "estimated cycles" if runner.timing is not None else "instructions"
         return (FirmwareBuilder(target, emulator), runner, f"on {emulator.name} (QEMU)", unit)
     if set(ports) == {"qemu"}:
-        emulator = emulator_of(target)
+        emulator = project.emulator_of(target)
         return (FirmwareBuilder(target, emulator, goal="link"),
                 LinkRunner(target, emulator, ports),
                 f"over the link on {len(ports)} x {emulator.name} (QEMU)", "instructions")
