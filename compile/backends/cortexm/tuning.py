@@ -61,7 +61,7 @@ from tvm.s_tir import meta_schedule as ms
 from compile.backends.cortexm import link, nnlib, project
 from compile.backends.cortexm.graph import Graph, Step, Tensor, lower_model
 from compile.cyclemodel import estimate, timing_of
-from compile.cyclemodel.qemu import plugin_argument, read_trace
+from compile.cyclemodel.qemu import plugin, plugin_argument, read_trace
 from compile.errors import BackendError, TuningError
 from compile.llvm_cpu.tuning import (INFO, RECORDS, WORKLOADS, Log, count_trials, default_db_dir,
                                      locked, open_database, trials_of)
@@ -262,6 +262,12 @@ class QemuRunner(ms.runner.PyRunner):
         self.target, self.emulator = target, emulator
         self.timing = timing_of(target) if target.get("timing", {}).get("cpu") else None
         self.timeout = float(emulator["run"].get("timeout_s", 300))
+        # what every run needs, here once: a missing QEMU or plugin is this machine's
+        # problem, not a candidate's (a BackendError in a run is recorded as its failure)
+        run = emulator["run"]
+        project.check_tool(run["command"][0], run.get("package", run["command"][0]))
+        if self.timing is not None:
+            plugin()
 
     def run(self, runner_inputs: list[ms.runner.RunnerInput]) -> list[ms.runner.RunnerFuture]:
         with concurrent.futures.ThreadPoolExecutor(WORKERS) as pool:
@@ -306,6 +312,9 @@ class LinkRunner(ms.runner.PyRunner):
                  timeout: float = 60) -> None:
         super().__init__()
         self.target, self.board, self.ports, self.timeout = target, board, ports, timeout
+        if "qemu" in ports:
+            run = board["run"]
+            project.check_tool(run["command"][0], run.get("package", run["command"][0]))
 
     def run(self, runner_inputs: list[ms.runner.RunnerInput]) -> list[ms.runner.RunnerFuture]:
         free: queue.Queue = queue.Queue()
