@@ -373,13 +373,16 @@ def _given(args, entry, target, tuned: bool = False) -> Path | None:
     return None if tuned else args.given.get((entry.sha256(), target.name))
 
 
+def _dir_name(target, tuned: bool) -> str:
+    return f"{target.name}-{TUNED}" if tuned else target.name
+
+
 def _bundle_dir(args, entry, target, tuned: bool = False) -> Path:
-    return (_given(args, entry, target, tuned)
-            or args.cache / "bundles" / entry.name / (f"{target.name}-{TUNED}" if tuned else target.name))
+    return _given(args, entry, target, tuned) or args.cache / "bundles" / entry.name / _dir_name(target, tuned)
 
 
 def _work_dir(args, entry, target, tuned: bool = False) -> Path:
-    return args.cache / "runs" / entry.name / (f"{target.name}-{TUNED}" if tuned else target.name)
+    return args.cache / "runs" / entry.name / _dir_name(target, tuned)
 
 
 def _build_options(args, target, tuned: bool) -> list[str]:

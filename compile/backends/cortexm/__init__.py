@@ -48,8 +48,9 @@ from compile.errors import BackendError
 from compile.backends.cortexm import link, project
 from compile.backends.cortexm.project import emulator_of, run_project
 from compile.backends.cortexm.cemit import UnsupportedTIR
+from compile.backends.cortexm.graph import lower_model
 from compile.backends.cortexm.tflm import tflm_arena
-from compile.cyclemodel import estimate, timing_of
+from compile.cyclemodel import timing_of
 from compile.cyclemodel.trace import Trace
 from compile.frontend import ModelInfo
 from compile.targets import Target
@@ -65,11 +66,12 @@ def build(mod: tvm.IRModule, model: ModelInfo, target: Target, out_dir: Path,
     project.check_tool(target["toolchain"]["cc"], target["toolchain"]["package"])
     db_dir, trials = tuning.options(opts, model.sha256, target)
     try:
-        if trials > 0:
-            tuning.tune(mod, target, trials, db_dir, opts, _log)
-        graph, tuned = tuning.tuned_graph(mod, target, db_dir, _log)
+        graph = lower_model(mod)
     except UnsupportedTIR as err:
         raise BackendError(f"cannot compile for {target.name}: unsupported {err}") from None
+    if trials > 0:
+        tuning.tune(graph, target, trials, db_dir, opts, _log)
+    graph, tuned = tuning.tuned_graph(graph, target, db_dir, _log)
     proj = Path(out_dir) / PROJECT
     proj.mkdir()
     zeros = np.zeros((1, *graph.tensors[graph.input].shape[1:]),
@@ -199,8 +201,5 @@ def run(bundle_dir: Path, manifest: dict, target: Target, inputs: np.ndarray,
         if trace.windows != len(outputs):
             raise BackendError(f"the trace saw {trace.windows} inferences, the firmware "
                                f"printed {len(outputs)}")
-        # weights in the board's flash wait like code; a WEIGHTS region of its own is SRAM
-        in_flash = ("flash",) if "weights" in target["memory"] else ("flash", "weights")
-        metrics.update(estimate(trace, timing, trace.windows, code_regions=("flash",),
-                                flash_regions=in_flash))
+        metrics.update(project.board_estimate(trace, timing, target, trace.windows))
     return np.stack(outputs), metrics

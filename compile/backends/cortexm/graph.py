@@ -401,7 +401,7 @@ def lower_model(mod: tvm.IRModule, library: bool = True,
                 else:
                     scheduled, lowered = lower_kernel(prim)
                     kernels[cname] = emit_kernel(cname, lowered)
-                kernel_macs[cname] = _count_macs(scheduled)
+                kernel_macs[cname] = count_macs(scheduled)
                 kernel_of[gv.name_hint] = cname
                 kernel_inplace[cname] = elementwise_inputs(prim)
                 lowered_of[cname] = lowered
@@ -503,7 +503,7 @@ def _find_overlaps(steps: list[Step], tensors: dict[str, Tensor], lowered: dict)
                 step.overlap[k] = found[(step.kernel, k)]
 
 
-def _count_macs(func: tirx.PrimFunc) -> int:
+def count_macs(func: tirx.PrimFunc) -> int:
     """Iteration volume of reduction blocks whose update multiplies (conv, dense, ...)."""
     total = 0
     sch = s_tir.Schedule(func)

@@ -30,6 +30,7 @@ from compile.errors import BackendError
 from compile.backends.cortexm import memplan
 from compile.backends.cortexm.cemit import ctype, prelude
 from compile.backends.cortexm.graph import Graph
+from compile.cyclemodel import Timing, estimate
 from compile.cyclemodel.qemu import plugin_argument, read_trace
 from compile.cyclemodel.trace import Trace
 from compile.targets import Target, get_target
@@ -78,13 +79,12 @@ def plan_memory(graph: Graph) -> tuple[memplan.Plan, list[memplan.Buffer]]:
         offsets = [(i, 0) for i in step.inplace] + [
             (i, d) for i, ds in sorted(step.overlap.items()) for d in ds]
         candidates += [(out, step.args[i], d) for i, d in offsets]
-    pairs = memplan.aliases(buffers, candidates)
     if graph.keep_plan is not None:
         p = memplan.refit(*graph.keep_plan, buffers)
         if p is None:
             raise BackendError("a kernel's scratch does not fit the memory plan it keeps")
     else:
-        p = memplan.plan(buffers, pairs)
+        p = memplan.plan(buffers, memplan.aliases(buffers, candidates))
     memplan.check(buffers, p)
     return p, buffers
 
@@ -299,6 +299,12 @@ def check_tool(name: str, package: str) -> None:
                            "(scripts/setup.sh)")
 
 
+def check_qemu(board: Target) -> None:
+    """The QEMU that runs the board (a QEMU board: its ``[run] command``) is installed."""
+    run = board["run"]
+    check_tool(run["command"][0], run.get("package", run["command"][0]))
+
+
 def make_firmware(project: Path, target: Target, extra_cflags: str = "",
                   goal: str = "") -> dict:
     """``make`` in ``project``; returns the size report {code, weights, other, ram} in bytes
@@ -383,7 +389,7 @@ def run_firmware(elf: Path, target: Target, timeout: float,
     if not run:
         raise BackendError(f"{target.name} is a real board: flash it with `make flash` "
                            f"({target.get('flash', {}).get('tool', 'pyOCD/OpenOCD')})")
-    check_tool(run["command"][0], run.get("package", run["command"][0]))
+    check_qemu(target)
     try:
         proc = subprocess.run([*run["command"], *qemu_args, "-kernel", str(elf)],
                               capture_output=True, text=True, timeout=timeout)
@@ -446,3 +452,10 @@ def run_project(proj: Path, emulator: Target, inputs: np.ndarray, timeout: float
     if len(records) != len(inputs):
         raise BackendError(f"firmware printed {len(records)} results for {len(inputs)} inputs")
     return records, summary, read_trace(trace_file) if traced else None
+
+
+def board_estimate(trace: Trace, timing: Timing, target: Target, inferences: int) -> dict:
+    """The cycle model's estimate per inference of ``trace`` on ``target``: weights in the
+    board's flash wait like code; a WEIGHTS region of its own is SRAM."""
+    in_flash = ("flash",) if "weights" in target["memory"] else ("flash", "weights")
+    return estimate(trace, timing, inferences, code_regions=("flash",), flash_regions=in_flash)

@@ -59,8 +59,8 @@ from tvm.ir.utils import derived_object
 from tvm.s_tir import meta_schedule as ms
 
 from compile.backends.cortexm import link, nnlib, project
-from compile.backends.cortexm.graph import Graph, Step, Tensor, lower_model
-from compile.cyclemodel import estimate, timing_of
+from compile.backends.cortexm.graph import Graph, Step, Tensor, count_macs
+from compile.cyclemodel import timing_of
 from compile.cyclemodel.qemu import plugin, plugin_argument, read_trace
 from compile.errors import BackendError, TuningError
 from compile.llvm_cpu.tuning import (INFO, RECORDS, WORKLOADS, Log, count_trials, default_db_dir,
@@ -115,11 +115,8 @@ def extract_tasks(graph: Graph, target: tvm.target.Target) -> list[Task]:
             continue
         x, *consts, y = (graph.tensors[a] for a in step.args)
         choices = nnlib.knob_choices(prim, widens(target))
-        s = nnlib.shape_of(prim)
-        macs = s["oh"] * s["ow"] * s["o"] * s["kh"] * s["kw"] * (
-            s["c"] if str(prim.attrs["sg.nn"]) == "conv" else 1)
         tasks[step.kernel] = Task(step.kernel, prim, [t.data for t in consts], x.shape, y.shape,
-                                  macs, choices)
+                                  count_macs(prim), choices)
     return sorted((t for t in tasks.values() if len(t.choices) > 1), key=lambda t: -t.macs)
 
 
@@ -150,7 +147,7 @@ def apply_choice(prim: tirx.PrimFunc, index: int, target: tvm.target.Target) -> 
 
 # -- the benchmark firmware -------------------------------------------------------------------
 def bench_graph(name: str, prim: tirx.PrimFunc, consts: list[np.ndarray],
-                x_shape: tuple[int, ...], y_shape: tuple[int, ...], macs: int) -> Graph:
+                x_shape: tuple[int, ...], y_shape: tuple[int, ...]) -> Graph:
     """One call of ``prim`` as a one-step model: its input, its constants, its output."""
     tensors = {"input": Tensor("input", tuple(x_shape), "int8", "input")}
     args = ["input"]
@@ -163,7 +160,7 @@ def bench_graph(name: str, prim: tirx.PrimFunc, consts: list[np.ndarray],
     if kernel.workspace_bytes:
         tensors["ws0"] = Tensor("ws0", (kernel.workspace_bytes,), "uint8", "workspace")
         step.workspace = "ws0"
-    return Graph(tensors, [step], {name: kernel}, "input", "t0", macs, {name: prim})
+    return Graph(tensors, [step], {name: kernel}, "input", "t0", library={name: prim})
 
 
 def bench_input(prim: tirx.PrimFunc, x_shape: tuple[int, ...]) -> np.ndarray:
@@ -190,7 +187,7 @@ PARAMS = ("x", "w", "bias", "mult", "rshift", "expected")
 @derived_object
 class FirmwareBuilder(ms.builder.PyBuilder):
     """MetaSchedule builder: a candidate -> its benchmark firmware project (the artifact is
-    the project's directory, holding ``expected.npy``).  ``params``: the call's input,
+    the project's directory, holding ``x.npy`` and ``expected.npy``).  ``params``: the call's input,
     constants and reference output (``PARAMS``)."""
 
     def __init__(self, target: Target, board: Target, goal: str = "") -> None:
@@ -216,13 +213,14 @@ class FirmwareBuilder(ms.builder.PyBuilder):
             x = params["x"]
             graph = bench_graph(f"sg_bench_{str(prim.attrs['sg.nn'])}", prim,
                                 [params[k] for k in PARAMS[1:5]], x.shape,
-                                params["expected"].shape, 0)
+                                params["expected"].shape)
             proj = out / PROJECT
             proj.mkdir(parents=True)
             project.write_project(graph, self.target, proj, x)
             if self.board is not self.target:
                 project.retarget(proj, self.target, self.board)
             np.save(out / "expected.npy", params["expected"])
+            np.save(out / "x.npy", x)
             project.make_firmware(proj, self.board, goal=self.goal)
             return ms.builder.BuilderResult(str(out), None)
         except BackendError as err:          # does not fit the board: rejected, said why
@@ -264,8 +262,7 @@ class QemuRunner(ms.runner.PyRunner):
         self.timeout = float(emulator["run"].get("timeout_s", 300))
         # what every run needs, here once: a missing QEMU or plugin is this machine's
         # problem, not a candidate's (a BackendError in a run is recorded as its failure)
-        run = emulator["run"]
-        project.check_tool(run["command"][0], run.get("package", run["command"][0]))
+        project.check_qemu(emulator)
         if self.timing is not None:
             plugin()
 
@@ -290,9 +287,7 @@ class QemuRunner(ms.runner.PyRunner):
             if self.timing is None:
                 return ms.runner.RunnerResult([records[0]["instr"] / self.target["clock_hz"]],
                                               None)
-            in_flash = ("flash",) if "weights" in self.target["memory"] else ("flash", "weights")
-            est = estimate(read_trace(trace_file), self.timing, 1, code_regions=("flash",),
-                           flash_regions=in_flash)
+            est = project.board_estimate(read_trace(trace_file), self.timing, self.target, 1)
             return ms.runner.RunnerResult([est["cycles_estimate"] / self.timing.clock_hz], None)
         except BackendError as err:
             return ms.runner.RunnerResult(None, str(err))
@@ -313,8 +308,7 @@ class LinkRunner(ms.runner.PyRunner):
         super().__init__()
         self.target, self.board, self.ports, self.timeout = target, board, ports, timeout
         if "qemu" in ports:
-            run = board["run"]
-            project.check_tool(run["command"][0], run.get("package", run["command"][0]))
+            project.check_qemu(board)
 
     def run(self, runner_inputs: list[ms.runner.RunnerInput]) -> list[ms.runner.RunnerFuture]:
         free: queue.Queue = queue.Queue()
@@ -380,34 +374,32 @@ def measure(tasks_and_choices: list[tuple[Task, int]], builder, runner,
             target: tvm.target.Target, database: ms.database.Database | None) -> list[Measured]:
     """Build and run the candidates; each is committed to ``database`` as it is measured
     (a failed one without run time, so MetaSchedule never takes it as fast)."""
-    inputs, params = [], []
+    inputs, schedules, params = [], [], {}
     for task, index in tasks_and_choices:
-        x = bench_input(task.prim, task.x_shape)
-        expected = reference_output(task.prim, x, task.consts, task.y_shape)
-        p = {"x": x, **dict(zip(PARAMS[1:5], task.consts)), "expected": expected}
-        params.append(p)
-        inputs.append(ms.builder.BuilderInput(candidate(task, index).mod, target,
-                                              {k: tvm.runtime.tensor(np.ascontiguousarray(v))
-                                               for k, v in p.items()}))
+        if id(task) not in params:      # the same input and reference for every choice
+            x = bench_input(task.prim, task.x_shape)
+            expected = reference_output(task.prim, x, task.consts, task.y_shape)
+            params[id(task)] = {
+                k: tvm.runtime.tensor(np.ascontiguousarray(v))
+                for k, v in zip(PARAMS, (x, *task.consts, expected))}
+        schedules.append(candidate(task, index))
+        inputs.append(ms.builder.BuilderInput(schedules[-1].mod, target, params[id(task)]))
     built = builder.build(inputs)
-    to_run, where = [], []
-    for i, result in enumerate(built):
-        if result.error_msg is None:
-            np.save(Path(result.artifact_path) / "x.npy", params[i]["x"])
-            args = ms.arg_info.ArgInfo.from_prim_func(tasks_and_choices[i][0].prim)
-            to_run.append(ms.runner.RunnerInput(result.artifact_path, "cpu", args))
-            where.append(i)
+    where = [i for i, result in enumerate(built) if result.error_msg is None]
+    futures = runner.run([ms.runner.RunnerInput(
+        built[i].artifact_path, "cpu", ms.arg_info.ArgInfo.from_prim_func(
+            tasks_and_choices[i][0].prim)) for i in where])
     results: list[ms.runner.RunnerResult | ms.builder.BuilderResult] = list(built)
-    for i, future in zip(where, runner.run(to_run)):
+    for i, future in zip(where, futures):
         results[i] = future.result()
     out = []
-    for (task, index), result in zip(tasks_and_choices, results):
+    for (task, index), sch, result in zip(tasks_and_choices, schedules, results):
         secs = None
         if result.error_msg is None:
             secs = float(sum(result.run_secs) / len(result.run_secs))
         if database is not None:
             database.commit_tuning_record(ms.database.TuningRecord(
-                candidate(task, index).trace, database.commit_workload(task.workload),
+                sch.trace, database.commit_workload(task.workload),
                 None if secs is None else [secs], target,
                 ms.arg_info.ArgInfo.from_prim_func(task.prim)))
         out.append(Measured(task, index, secs, result.error_msg))
@@ -417,23 +409,24 @@ def measure(tasks_and_choices: list[tuple[Task, int]], builder, runner,
     return out
 
 
-def measured_choices(database: ms.database.Database, task: Task) -> dict[int, float | None]:
-    """choice -> seconds (None: failed) of the records ``database`` holds for ``task``."""
-    if not database.has_workload(task.workload):
-        return {}
-    key = tvm_ffi.structural_hash(task.workload)
-    out: dict[int, float | None] = {}
+def measured(database: ms.database.Database) -> dict[int, dict[int, float | None]]:
+    """Per workload (its structural hash): choice -> seconds (None: failed) of the records
+    ``database`` holds, the fastest of each choice's."""
+    out: dict[int, dict[int, float | None]] = {}
     for record in database.get_all_tuning_records():
-        if tvm_ffi.structural_hash(record.workload.mod) != key:
-            continue
+        times = out.setdefault(tvm_ffi.structural_hash(record.workload.mod), {})
         secs = record.run_secs
         value = float(sum(float(s) for s in secs) / len(secs)) if secs else None
         index = choice_of_record(record)
-        if value is not None and (out.get(index) is None or value < out[index]):
-            out[index] = value
-        else:
-            out.setdefault(index, value)
+        if index not in times or (value is not None
+                                  and (times[index] is None or value < times[index])):
+            times[index] = value
     return out
+
+
+def measured_choices(database: ms.database.Database, task: Task) -> dict[int, float | None]:
+    """choice -> seconds (None: failed) of the records ``database`` holds for ``task``."""
+    return measured(database).get(tvm_ffi.structural_hash(task.workload), {})
 
 
 # -- the tuning run ----------------------------------------------------------------------------
@@ -465,7 +458,7 @@ def runners(target: Target, opts: dict) -> tuple[FirmwareBuilder, ms.runner.PyRu
             f"on {len(ports)} x {target.name} at {', '.join(ports)}", "cycles")
 
 
-def tune(mod: tvm.IRModule, target: Target, trials: int, db_dir: Path, opts: dict,
+def tune(graph: Graph, target: Target, trials: int, db_dir: Path, opts: dict,
          log: Log) -> None:
     """Measure candidates until ``db_dir`` holds ``trials`` records (module doc)."""
     db_dir = Path(db_dir)
@@ -473,12 +466,12 @@ def tune(mod: tvm.IRModule, target: Target, trials: int, db_dir: Path, opts: dic
     try:
         _check_dir(db_dir)
         with locked(db_dir):
-            _tune(mod, target, trials, db_dir, log, builder, runner, where, unit)
+            _tune(graph, target, trials, db_dir, log, builder, runner, where, unit)
     finally:
         shutil.rmtree(builder.root, ignore_errors=True)
 
 
-def _tune(mod, target, trials, db_dir, log, builder, runner, where, unit) -> None:
+def _tune(graph, target, trials, db_dir, log, builder, runner, where, unit) -> None:
     open_database(db_dir, log, strict=True)     # a cut last line dropped, damage refused
     done = count_trials(db_dir)
     if done >= trials:
@@ -494,10 +487,11 @@ def _tune(mod, target, trials, db_dir, log, builder, runner, where, unit) -> Non
     tvm_target = ms_target(target)
     database = ms.database.JSONDatabase(str(db_dir / WORKLOADS), str(db_dir / RECORDS),
                                         allow_missing=True)
-    tasks = extract_tasks(lower_model(mod), tvm_target)
+    tasks = extract_tasks(graph, tvm_target)
+    done_before = measured(database)
     todo, seen = [], {}
     for task in tasks:
-        seen[task.name] = measured_choices(database, task)
+        seen[task.name] = done_before.get(tvm_ffi.structural_hash(task.workload), {})
         todo += [(task, i) for i in range(len(task.choices)) if i not in seen[task.name]]
     todo = todo[:trials - done]
     log(f"tune: {len(tasks)} kernel calls with a choice, "
@@ -561,18 +555,18 @@ def _check_dir(db_dir: Path) -> None:
 
 
 # -- building with the database ---------------------------------------------------------------
-def tuned_graph(mod: tvm.IRModule, target: Target, db_dir: Path, log: Log
+def tuned_graph(graph: Graph, target: Target, db_dir: Path, log: Log
                 ) -> tuple[Graph, dict | None]:
-    """The model lowered with the database's choices (module doc), and what the bundle
-    records of them; (untuned graph, None) without a database."""
-    graph = lower_model(mod)
+    """``graph`` (the model lowered untuned) with the database's choices (module doc), and
+    what the bundle records of them; (``graph``, None) without a database."""
     database = open_database(db_dir, log, strict=True)
     if database is None:
         return graph, None
     tvm_target = ms_target(target)
-    picks = []
+    picks, times = [], measured(database)
     for task in extract_tasks(graph, tvm_target):
-        seen = {i: s for i, s in measured_choices(database, task).items() if s is not None}
+        seen = {i: s for i, s in times.get(tvm_ffi.structural_hash(task.workload), {}).items()
+                if s is not None}
         if 0 not in seen:
             continue                     # the default unmeasured: nothing to compare with
         index = min(seen, key=lambda i: (seen[i], i))
