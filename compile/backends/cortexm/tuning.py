@@ -29,8 +29,9 @@ cycle counter over the board link (``link.py``), the candidates spread over seve
 candidate whose output differs from the reference in any byte is recorded as failed, never
 as fast.
 
-**Database.** MetaSchedule's JSON database per (model sha256, board, kernel library sources:
-measurements of other kernels say nothing about these), managed as the LLVM CPU
+**Database.** MetaSchedule's JSON database per (model sha256, board, kernel library sources,
+cycle model's method: measurements of other kernels, or costed another way, say nothing about
+these), managed as the LLVM CPU
 targets' (``compile.llvm_cpu.tuning``: resumed, reused, repaired, one tuning run at a time).
 A build takes, per call, the fastest choice measured, only when the default was measured too
 and was slower, and only where the call's scratch fits the untuned build's memory plan: every
@@ -60,7 +61,7 @@ from tvm.s_tir import meta_schedule as ms
 
 from compile.backends.cortexm import link, nnlib, project
 from compile.backends.cortexm.graph import Graph, Step, Tensor, count_macs
-from compile.cyclemodel import timing_of
+from compile.cyclemodel import mca, timing_of
 from compile.cyclemodel.qemu import plugin, plugin_argument, read_trace
 from compile.errors import BackendError, TuningError
 from compile.llvm_cpu.tuning import (INFO, RECORDS, WORKLOADS, Log, count_trials, default_db_dir,
@@ -647,5 +648,5 @@ def options(opts: dict, model_sha256: str, target: Target) -> tuple[Path, int]:
     db = opts.get("tuning_db")
     db_dir = Path(db) if db else default_db_dir(
         model_sha256, {"board": target.name, "cpu": list(target["cpu"]["flags"]),
-                       "kernels": kernel_library_digest()})
+                       "kernels": kernel_library_digest(), "cycle_model": mca.METHOD})
     return db_dir, trials_of(opts)
