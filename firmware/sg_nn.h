@@ -261,6 +261,131 @@ SG_INLINE void sg_mm22_w(const int16_t *xw, const int8_t *w0, const int8_t *w1, 
   acc[2] = a10;
   acc[3] = a11;
 }
+
+/* Every output channel pair of two pixels, the fast requantization and the clamp included,
+ * for rows of a multiple of 4 values: one asm loop, so that nothing it keeps is spilled.
+ * What it does not hold in its 14 registers it reads from ``e`` (its address pushed at
+ * [sp] while it runs). Requantization per value: (SMMLAR(2 acc, m, add) + (acc >> 31)) >> rs
+ * with add = (2 zy + 1) << (rs - 1): the fast form of sg_rq_val, h + (h >> 31) + add with
+ * h = SMMULR(2 acc, m), where acc's sign stands for h's, which differ only when h = 0, and
+ * then both give zy (proved in test_nnlib's edges). */
+typedef struct {
+  const int16_t *xw;         /*  0: the widened rows of the two pixels (sg_widen2) */
+  int32_t k;                 /*  4: values per row, a multiple of 4 */
+  const int8_t *w;           /*  8: the pair's two weight rows, advancing */
+  const int32_t *bias;       /* 12: advancing, as mult and rsh */
+  const int32_t *mult;       /* 16 */
+  const int32_t *rsh;        /* 20 */
+  int8_t *y;                 /* 24: pixel 0's output at the pair, advancing */
+  int32_t dy;                /* 28: pixel 1's output - pixel 0's */
+  uint32_t lo2, hi2;         /* 32, 36: the clamp in both halfwords */
+  int32_t zy2;               /* 40: 2 zy + 1 */
+  int8_t *end;               /* 44: y after the last pair */
+} sg_pairs_w;
+
+SG_INLINE void sg_conv_pairs_w(sg_pairs_w *e) {
+  uint32_t a0, a1, a2, a3, w, xp, wa, wb, xa, xb, t, u, n, d = (uint32_t)e;
+  __asm__ volatile(
+      "str %[d], [sp, #-8]!\n\t"
+      "1:\n\t"
+      "ldr %[d], [sp]\n\t"
+      "ldr %[t], [%[d], #12]\n\t"
+      "ldrd %[a0], %[a1], [%[t]], #8\n\t"
+      "str %[t], [%[d], #12]\n\t"
+      "mov %[a2], %[a0]\n\t"
+      "mov %[a3], %[a1]\n\t"
+      "ldr %[w], [%[d], #8]\n\t"
+      "ldr %[xp], [%[d], #0]\n\t"
+      "ldr %[d], [%[d], #4]\n\t"
+      "add %[n], %[w], %[d]\n\t"
+      "2:\n\t"
+      "ldr %[wb], [%[w], %[d]]\n\t"
+      "ldr %[wa], [%[w]], #4\n\t"
+      "ldrd %[xa], %[xb], [%[xp]], #8\n\t"
+      "sxtb16 %[t], %[wa]\n\t"
+      "sxtb16 %[wa], %[wa], ror #8\n\t"
+      "smlad %[a0], %[xa], %[t], %[a0]\n\t"
+      "smlad %[a0], %[xb], %[wa], %[a0]\n\t"
+      "sxtb16 %[u], %[wb]\n\t"
+      "sxtb16 %[wb], %[wb], ror #8\n\t"
+      "smlad %[a1], %[xa], %[u], %[a1]\n\t"
+      "smlad %[a1], %[xb], %[wb], %[a1]\n\t"
+      "ldrd %[xa], %[xb], [%[xp]], #8\n\t"
+      "smlad %[a2], %[xa], %[t], %[a2]\n\t"
+      "smlad %[a2], %[xb], %[wa], %[a2]\n\t"
+      "smlad %[a3], %[xa], %[u], %[a3]\n\t"
+      "smlad %[a3], %[xb], %[wb], %[a3]\n\t"
+      "cmp %[w], %[n]\n\t"
+      "bne 2b\n\t"
+      /* the next pair's rows start a row after the second */
+      "add %[w], %[w], %[d]\n\t"
+      "ldr %[d], [sp]\n\t"
+      "str %[w], [%[d], #8]\n\t"
+      "ldr %[t], [%[d], #16]\n\t"
+      "ldrd %[wa], %[wb], [%[t]], #8\n\t"
+      "str %[t], [%[d], #16]\n\t"
+      "ldr %[t], [%[d], #20]\n\t"
+      "ldrd %[xa], %[xb], [%[t]], #8\n\t"
+      "str %[t], [%[d], #20]\n\t"
+      "ldr %[n], [%[d], #40]\n\t"
+      /* channel o: a0 (pixel 0), a2 (pixel 1) */
+      "sub %[u], %[xa], #1\n\t"
+      "lsl %[u], %[n], %[u]\n\t"
+      "lsl %[t], %[a0], #1\n\t"
+      "smmlar %[t], %[t], %[wa], %[u]\n\t"
+      "add %[t], %[t], %[a0], asr #31\n\t"
+      "asr %[a0], %[t], %[xa]\n\t"
+      "lsl %[t], %[a2], #1\n\t"
+      "smmlar %[t], %[t], %[wa], %[u]\n\t"
+      "add %[t], %[t], %[a2], asr #31\n\t"
+      "asr %[a2], %[t], %[xa]\n\t"
+      /* channel o + 1: a1, a3 */
+      "sub %[u], %[xb], #1\n\t"
+      "lsl %[u], %[n], %[u]\n\t"
+      "lsl %[t], %[a1], #1\n\t"
+      "smmlar %[t], %[t], %[wb], %[u]\n\t"
+      "add %[t], %[t], %[a1], asr #31\n\t"
+      "asr %[a1], %[t], %[xb]\n\t"
+      "lsl %[t], %[a3], #1\n\t"
+      "smmlar %[t], %[t], %[wb], %[u]\n\t"
+      "add %[t], %[t], %[a3], asr #31\n\t"
+      "asr %[a3], %[t], %[xb]\n\t"
+      /* saturated to int8, each pixel's two channels in halfwords, clamped */
+      "ssat %[a0], #8, %[a0]\n\t"
+      "ssat %[a1], #8, %[a1]\n\t"
+      "pkhbt %[a0], %[a0], %[a1], lsl #16\n\t"
+      "ssat %[a2], #8, %[a2]\n\t"
+      "ssat %[a3], #8, %[a3]\n\t"
+      "pkhbt %[a2], %[a2], %[a3], lsl #16\n\t"
+      "ldrd %[xa], %[xb], [%[d], #32]\n\t"
+      "ssub16 %[t], %[a0], %[xa]\n\t"
+      "sel %[a0], %[a0], %[xa]\n\t"
+      "ssub16 %[t], %[xb], %[a0]\n\t"
+      "sel %[a0], %[a0], %[xb]\n\t"
+      "ssub16 %[t], %[a2], %[xa]\n\t"
+      "sel %[a2], %[a2], %[xa]\n\t"
+      "ssub16 %[t], %[xb], %[a2]\n\t"
+      "sel %[a2], %[a2], %[xb]\n\t"
+      "ldrd %[t], %[u], [%[d], #24]\n\t"
+      "strb %[a0], [%[t]]\n\t"
+      "lsr %[a0], %[a0], #16\n\t"
+      "strb %[a0], [%[t], #1]\n\t"
+      "strb %[a2], [%[t], %[u]]\n\t"
+      "add %[u], %[u], #1\n\t"
+      "lsr %[a2], %[a2], #16\n\t"
+      "strb %[a2], [%[t], %[u]]\n\t"
+      "ldr %[u], [%[d], #44]\n\t"
+      "add %[t], %[t], #2\n\t"
+      "str %[t], [%[d], #24]\n\t"
+      "cmp %[t], %[u]\n\t"
+      "bne 1b\n\t"
+      "add sp, sp, #8"
+      : [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2), [a3] "=&r"(a3), [w] "=&r"(w),
+        [xp] "=&r"(xp), [wa] "=&r"(wa), [wb] "=&r"(wb), [xa] "=&r"(xa), [xb] "=&r"(xb),
+        [t] "=&r"(t), [u] "=&r"(u), [n] "=&r"(n), [d] "+r"(d)
+      :
+      : "cc", "memory");
+}
 #else
 #define SG_NN_WIDEN 0
 #endif
@@ -293,6 +418,14 @@ SG_INLINE void sg_conv_body(const sg_conv_shape *s, const int8_t *x,
     }
 #endif
     int32_t o = 0;
+#if SG_NN_WIDEN
+    if (widen && two && fast && !(k & 3) && no >= 2) {
+      sg_pairs_w e = {xw, k, w, bias, mult, rsh, y0, (int32_t)(y1 - y0), lo2, hi2,
+                      2 * zy + 1, y0 + (no & ~1)};
+      sg_conv_pairs_w(&e);
+      o = no & ~1;
+    }
+#endif
     for (; o + 2 <= no; o += 2) {
       const int8_t *wo = w + o * k;
       int32_t acc[4] = {bias[o], bias[o + 1], bias[o], bias[o + 1]};
@@ -378,7 +511,12 @@ SG_INLINE void sg_planes(const sg_conv_shape *s, const int8_t *x, int32_t c0, in
       if (iy >= 0 && iy < ih) {
         const int8_t *in = src + iy * iw * c;
         for (; j < pl; ++j) dst[j] = zx;
-        for (int32_t ix = 0; ix < cols; ++ix, in += c) dst[j++] = *in;
+        int32_t ix = 0;
+        for (; ix + 2 <= cols; ix += 2, in += 2 * c, j += 2) {   /* two per store */
+          const uint32_t v = sg_pack16(in[0], in[c]);
+          memcpy(dst + j, &v, 4);
+        }
+        if (ix < cols) dst[j++] = *in;
       }
       for (; j < width; ++j) dst[j] = zx;
     }
@@ -402,6 +540,15 @@ SG_INLINE sg_w3x3 sg_pack3x3(const int8_t *wc) {
                sg_pack16(wc[4], wc[5]), sg_pack16(wc[6], wc[7]), sg_pack16(wc[7], wc[8])};
   return k;
 }
+
+/* a channel's constants for its rows, filled once per channel; ``end`` set per row */
+typedef struct {
+  sg_w3x3 k;                 /*  0: the channel's weights */
+  int32_t b, m, add, rs;     /* 24, 28, 32, 36: bias; fast requantization (rs >= 1) */
+  uint32_t lo2, hi2;         /* 40, 44 */
+  int32_t step;              /* 48: bytes between output pixels */
+  int8_t *end;               /* 52: y after the last pass */
+} sg_dw4;
 
 /* the taps of output pixels ox, ox+1 of one 3x3 window row pair-loaded from r (the row
  * below is wb bytes on): p, q += sums over the 3 rows.  Stride 1 reads columns ox..ox+3,
@@ -452,6 +599,76 @@ SG_INLINE void sg_dw_pair_s2(const int16_t *r, int32_t wb, const sg_w3x3 *k, int
   *pp = p;
   *qq = q;
 }
+
+/* Stride 1, four output pixels per pass: the three words of columns ox..ox+5 of each window
+ * row feed all four (8 SMLAxx per row), then the four are requantized (the fast form, as
+ * sg_conv_pairs_w) and stored, in one asm loop over the row.  Its 14 registers hold the
+ * accumulators, the loaded words, one weight row and the pointers; the rest is read from
+ * ``e`` (sg_dw4). */
+SG_INLINE void sg_dw4_s1(const int16_t *r, int32_t wb, int8_t *y, const sg_dw4 *e) {
+  uint32_t p0, p1, p2, p3, A, B, C, wa, wz, t;
+  __asm__ volatile(
+      "1:\n\t"
+      "ldr %[p0], [%[e], #24]\n\t"
+      "mov %[p1], %[p0]\n\t"
+      "mov %[p2], %[p0]\n\t"
+      "mov %[p3], %[p0]\n\t"
+      "mov %[t], %[r]\n\t"
+#define SG_DW4_ROW(i)                                                                        \
+      "ldrd %[wa], %[wz], [%[e], #" #i "*8]\n\t"                                             \
+      "ldrd %[A], %[B], [%[t]]\n\t"                                                          \
+      "ldr %[C], [%[t], #8]\n\t"                                                             \
+      "smlad %[p0], %[A], %[wa], %[p0]\n\t"                                                  \
+      "smlatb %[p1], %[A], %[wa], %[p1]\n\t"                                                 \
+      "smlabt %[p0], %[B], %[wz], %[p0]\n\t"                                                 \
+      "smlad %[p1], %[B], %[wz], %[p1]\n\t"                                                  \
+      "smlad %[p2], %[B], %[wa], %[p2]\n\t"                                                  \
+      "smlatb %[p3], %[B], %[wa], %[p3]\n\t"                                                 \
+      "smlabt %[p2], %[C], %[wz], %[p2]\n\t"                                                 \
+      "smlad %[p3], %[C], %[wz], %[p3]\n\t"
+      SG_DW4_ROW(0) "add %[t], %[t], %[wb]\n\t" SG_DW4_ROW(1) "add %[t], %[t], %[wb]\n\t"
+      SG_DW4_ROW(2)
+#undef SG_DW4_ROW
+      "ldrd %[wa], %[wz], [%[e], #28]\n\t"
+      "ldr %[C], [%[e], #36]\n\t"
+#define SG_DW4_RQ(p)                                                                         \
+      "lsl %[t], %[" #p "], #1\n\t"                                                          \
+      "smmlar %[t], %[t], %[wa], %[wz]\n\t"                                                  \
+      "add %[t], %[t], %[" #p "], asr #31\n\t"                                               \
+      "asr %[" #p "], %[t], %[C]\n\t"                                                        \
+      "ssat %[" #p "], #8, %[" #p "]\n\t"
+      SG_DW4_RQ(p0) SG_DW4_RQ(p1) SG_DW4_RQ(p2) SG_DW4_RQ(p3)
+#undef SG_DW4_RQ
+      "pkhbt %[p0], %[p0], %[p1], lsl #16\n\t"
+      "pkhbt %[p2], %[p2], %[p3], lsl #16\n\t"
+      "ldrd %[wa], %[wz], [%[e], #40]\n\t"
+      "ssub16 %[t], %[p0], %[wa]\n\t"
+      "sel %[p0], %[p0], %[wa]\n\t"
+      "ssub16 %[t], %[wz], %[p0]\n\t"
+      "sel %[p0], %[p0], %[wz]\n\t"
+      "ssub16 %[t], %[p2], %[wa]\n\t"
+      "sel %[p2], %[p2], %[wa]\n\t"
+      "ssub16 %[t], %[wz], %[p2]\n\t"
+      "sel %[p2], %[p2], %[wz]\n\t"
+      "ldr %[C], [%[e], #48]\n\t"
+      "strb %[p0], [%[y]]\n\t"
+      "lsr %[p0], %[p0], #16\n\t"
+      "strb %[p0], [%[y], %[C]]\n\t"
+      "add %[y], %[y], %[C], lsl #1\n\t"
+      "strb %[p2], [%[y]]\n\t"
+      "lsr %[p2], %[p2], #16\n\t"
+      "strb %[p2], [%[y], %[C]]\n\t"
+      "add %[y], %[y], %[C], lsl #1\n\t"
+      "add %[r], %[r], #8\n\t"
+      "ldr %[C], [%[e], #52]\n\t"
+      "cmp %[y], %[C]\n\t"
+      "bne 1b"
+      : [p0] "=&r"(p0), [p1] "=&r"(p1), [p2] "=&r"(p2), [p3] "=&r"(p3), [A] "=&r"(A),
+        [B] "=&r"(B), [C] "=&r"(C), [wa] "=&r"(wa), [wz] "=&r"(wz), [t] "=&r"(t),
+        [r] "+r"(r), [y] "+r"(y)
+      : [wb] "r"(wb), [e] "r"(e)
+      : "cc", "memory");
+}
 #else
 SG_INLINE void sg_dw_pair_s1(const int16_t *r, int32_t wb, const sg_w3x3 *k, int32_t *pp,
                              int32_t *qq) {
@@ -473,30 +690,40 @@ SG_INLINE void sg_dw_pair_s2(const int16_t *r, int32_t wb, const sg_w3x3 *k, int
 }
 #endif
 
-SG_INLINE void sg_dw3x3_row(const int16_t *r0, int32_t wb, sg_w3x3 k, int32_t b, sg_rqc c,
-                            int8_t *y,
+SG_INLINE void sg_dw3x3_row(const int16_t *r0, int32_t wb, sg_dw4 *e, sg_rqc c, int8_t *y,
                             int32_t ow, int32_t sw, int32_t step, int32_t lo, int32_t hi,
                             uint32_t lo2, uint32_t hi2, const int fast) {
-  const uint32_t a0 = k.a0, b0 = k.b0, a1 = k.a1, b1 = k.b1, a2 = k.a2, b2 = k.b2;
+  const sg_w3x3 *k = &e->k;
+  const int32_t b = e->b;
   int32_t ox = 0;
+#if defined(__ARM_FEATURE_DSP)
+  if (sw == 1 && fast && ow >= 4) {
+    const int32_t n4 = ow & ~3;
+    e->end = y + n4 * step;
+    sg_dw4_s1(r0, wb, y, e);
+    ox = n4;
+    r0 += n4;
+    y += n4 * step;
+  }
+#endif
   if (sw == 1) {
     for (; ox + 2 <= ow; ox += 2, r0 += 2, y += 2 * step) {
       int32_t p = b, q = b;
-      sg_dw_pair_s1(r0, wb, &k, &p, &q);
+      sg_dw_pair_s1(r0, wb, k, &p, &q);
       sg_store2(y, y + step, sg_rq_val(p, c, fast), sg_rq_val(q, c, fast), lo, hi, lo2, hi2);
     }
   } else {
     for (; ox + 2 <= ow; ox += 2, r0 += 4, y += 2 * step) {
       int32_t p = b, q = b;
-      sg_dw_pair_s2(r0, wb, &k, &p, &q);
+      sg_dw_pair_s2(r0, wb, k, &p, &q);
       sg_store2(y, y + step, sg_rq_val(p, c, fast), sg_rq_val(q, c, fast), lo, hi, lo2, hi2);
     }
   }
   const int16_t *r1 = r0 + wb / 2, *r2 = r1 + wb / 2;
   if (ox < ow) {
-    int32_t p = sg_smlabt(sg_ld32(r0 + 2), b0, sg_smlad(sg_ld32(r0), a0, b));
-    p = sg_smlabt(sg_ld32(r1 + 2), b1, sg_smlad(sg_ld32(r1), a1, p));
-    p = sg_smlabt(sg_ld32(r2 + 2), b2, sg_smlad(sg_ld32(r2), a2, p));
+    int32_t p = sg_smlabt(sg_ld32(r0 + 2), k->b0, sg_smlad(sg_ld32(r0), k->a0, b));
+    p = sg_smlabt(sg_ld32(r1 + 2), k->b1, sg_smlad(sg_ld32(r1), k->a1, p));
+    p = sg_smlabt(sg_ld32(r2 + 2), k->b2, sg_smlad(sg_ld32(r2), k->a2, p));
     y[0] = sg_rq_out(p, c, lo, hi, fast);
   }
 }
@@ -522,11 +749,10 @@ SG_INLINE void sg_dwconv_body(const sg_conv_shape *s, const int8_t *x,
         for (int32_t ci = 0; ci < cb; ++ci) {
           const int32_t ch = c0 + ci;
           const sg_rqc rq = sg_rq_channel(mult[ch], rsh[ch], zy, fast);
-          const sg_w3x3 k = sg_pack3x3(w + ch * 9);
-          const int32_t b = bias[ch];
+          sg_dw4 e = {sg_pack3x3(w + ch * 9), bias[ch], rq.m, rq.add, rq.rs, lo2, hi2, c, 0};
           const int16_t *pc = band + ci * stride;
           for (int32_t oy = oy0; oy < oy0 + n_oy; ++oy)
-            sg_dw3x3_row(pc + (oy - oy0) * sh * width, 2 * width, k, b, rq,
+            sg_dw3x3_row(pc + (oy - oy0) * sh * width, 2 * width, &e, rq,
                          y + oy * ow * c + ch, ow, sw, c, lo, hi, lo2, hi2, fast);
         }
       }
