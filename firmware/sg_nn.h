@@ -17,14 +17,16 @@
  *                  a time), widened to int16 with the padding in place, so that two neighbouring
  *                  taps of one channel are one 32-bit word: 2 taps per SMLAD, two output
  *                  pixels per pass sharing the loads, each channel's weights packed once.
- *                  Other windows take a plain loop.
+ *                  3x3 windows over few pixels (``cb`` 4, ``rows`` 0): four channels per
+ *                  pass straight from the NHWC input.  Other windows take a plain loop.
  *
  * Order of reads and writes (the memory plan lets an output overlap the input it reads, from
  * the order of the reference TIR nnlib.py builds for each call): sg_conv_s8 goes through the
  * output pixels in pairs, in raster order, all output channels of a pair before the next;
  * sg_dwconv_s8 channel by channel, each channel's output rows top to bottom, pixels left to
- * right.  Inputs may be read earlier than that, never later; x and y are not ``restrict``,
- * so the compiler keeps that order where they overlap.
+ * right (four channels per pass: quad by quad, pixels in raster order, the quad's four
+ * channels of a pixel together).  Inputs may be read earlier than that, never later; x and
+ * y are not ``restrict``, so the compiler keeps that order where they overlap.
  *
  * Requantization as the integer lowering (compile/lower/fixedpoint.py) and LiteRT's
  * reference: h = (acc * m + 2^30) >> 31 in 64 bits (SaturatingRoundingDoublingHighMul for a
@@ -154,31 +156,55 @@ SG_INLINE void sg_store2(int8_t *y0, int8_t *y1, int32_t v0, int32_t v1, int32_t
 
 /* -- standard convolution ------------------------------------------------------------------ */
 
+/* n bytes, n small: a loop, not a library call (the empty asm keeps GCC from turning the
+ * loop back into memcpy / memset) */
+SG_INLINE void sg_copy_small(int8_t *d, const int8_t *src, int32_t n) {
+  for (int32_t i = 0; i < n; ++i) {
+    d[i] = src[i];
+    __asm__("");
+  }
+}
+SG_INLINE void sg_fill_small(int8_t *d, int8_t v, int32_t n) {
+  for (int32_t i = 0; i < n; ++i) {
+    d[i] = v;
+    __asm__("");
+  }
+}
+
 /* the window of output pixel p as one row of K = kh * kw * c values: x itself for a 1x1
- * window without padding, else gathered into col */
+ * window without padding, else gathered into col (rows of under 16 bytes, as a first
+ * layer's few channels, copied by a loop) */
 SG_INLINE const int8_t *sg_window(const sg_conv_shape *s, const int8_t *x, int32_t p,
                                   int8_t *col) {
   int32_t oy = p / s->ow, ox = p - oy * s->ow;
   int32_t iy0 = oy * s->sh - s->pt, ix0 = ox * s->sw - s->pl;
   if (!col) return x + (iy0 * s->iw + ix0) * s->c;
+  const int32_t c = s->c, small = s->kw * c < 16;
   int8_t *dst = col;
   for (int32_t ky = 0; ky < s->kh; ++ky) {
     int32_t iy = iy0 + ky;
     if (iy < 0 || iy >= s->ih) {
-      memset(dst, s->zx, (size_t)(s->kw * s->c));
-      dst += s->kw * s->c;
+      if (small)
+        sg_fill_small(dst, (int8_t)s->zx, s->kw * c);
+      else
+        memset(dst, s->zx, (size_t)(s->kw * c));
+      dst += s->kw * c;
       continue;
     }
     int32_t kx = 0;
-    for (; kx < s->kw && ix0 + kx < 0; ++kx, dst += s->c) memset(dst, s->zx, (size_t)s->c);
+    for (; kx < s->kw && ix0 + kx < 0; ++kx, dst += c) sg_fill_small(dst, (int8_t)s->zx, c);
     int32_t inside = s->kw - kx;
     if (ix0 + s->kw > s->iw) inside -= ix0 + s->kw - s->iw;
     if (inside > 0) {
-      memcpy(dst, x + (iy * s->iw + ix0 + kx) * s->c, (size_t)(inside * s->c));
-      dst += inside * s->c;
+      const int8_t *src = x + (iy * s->iw + ix0 + kx) * c;
+      if (small)
+        sg_copy_small(dst, src, inside * c);
+      else
+        memcpy(dst, src, (size_t)(inside * c));
+      dst += inside * c;
       kx += inside;
     }
-    for (; kx < s->kw; ++kx, dst += s->c) memset(dst, s->zx, (size_t)s->c);
+    for (; kx < s->kw; ++kx, dst += c) sg_fill_small(dst, (int8_t)s->zx, c);
   }
   return col;
 }
@@ -262,8 +288,8 @@ SG_INLINE void sg_mm22_w(const int16_t *xw, const int8_t *w0, const int8_t *w1, 
   acc[3] = a11;
 }
 
-/* Every output channel pair of two pixels, the fast requantization and the clamp included,
- * for rows of a multiple of 4 values: one asm loop, so that nothing it keeps is spilled.
+/* Every output channel pair of two pixels, the fast requantization and the clamp included:
+ * one asm loop, so that nothing it keeps is spilled.
  * What it does not hold in its 14 registers it reads from ``e`` (its address pushed at
  * [sp] while it runs). Requantization per value: (SMMLAR(2 acc, m, add) + (acc >> 31)) >> rs
  * with add = (2 zy + 1) << (rs - 1): the fast form of sg_rq_val, h + (h >> 31) + add with
@@ -271,7 +297,7 @@ SG_INLINE void sg_mm22_w(const int16_t *xw, const int8_t *w0, const int8_t *w1, 
  * then both give zy (proved in test_nnlib's edges). */
 typedef struct {
   const int16_t *xw;         /*  0: the widened rows of the two pixels (sg_widen2) */
-  int32_t k;                 /*  4: values per row, a multiple of 4 */
+  int32_t k;                 /*  4: values per row */
   const int8_t *w;           /*  8: the pair's two weight rows, advancing */
   const int32_t *bias;       /* 12: advancing, as mult and rsh */
   const int32_t *mult;       /* 16 */
@@ -297,7 +323,10 @@ SG_INLINE void sg_conv_pairs_w(sg_pairs_w *e) {
       "ldr %[w], [%[d], #8]\n\t"
       "ldr %[xp], [%[d], #0]\n\t"
       "ldr %[d], [%[d], #4]\n\t"
-      "add %[n], %[w], %[d]\n\t"
+      "bic %[n], %[d], #3\n\t"
+      "adds %[n], %[w], %[n]\n\t"
+      "cmp %[w], %[n]\n\t"
+      "beq 3f\n\t"
       "2:\n\t"
       "ldr %[wb], [%[w], %[d]]\n\t"
       "ldr %[wa], [%[w]], #4\n\t"
@@ -317,6 +346,23 @@ SG_INLINE void sg_conv_pairs_w(sg_pairs_w *e) {
       "smlad %[a3], %[xb], %[wb], %[a3]\n\t"
       "cmp %[w], %[n]\n\t"
       "bne 2b\n\t"
+      /* the k % 4 last values: int16 of pixel 0, then of pixel 1 (sg_widen2) */
+      "3:\n\t"
+      "ands %[n], %[d], #3\n\t"
+      "beq 5f\n\t"
+      "add %[u], %[xp], %[n], lsl #1\n\t"
+      "4:\n\t"
+      "ldrsh %[xa], [%[xp]], #2\n\t"
+      "ldrsh %[xb], [%[u]], #2\n\t"
+      "ldrsb %[wb], [%[w], %[d]]\n\t"
+      "ldrsb %[wa], [%[w]], #1\n\t"
+      "mla %[a0], %[xa], %[wa], %[a0]\n\t"
+      "mla %[a1], %[xa], %[wb], %[a1]\n\t"
+      "mla %[a2], %[xb], %[wa], %[a2]\n\t"
+      "mla %[a3], %[xb], %[wb], %[a3]\n\t"
+      "subs %[n], %[n], #1\n\t"
+      "bne 4b\n\t"
+      "5:\n\t"
       /* the next pair's rows start a row after the second */
       "add %[w], %[w], %[d]\n\t"
       "ldr %[d], [sp]\n\t"
@@ -419,7 +465,7 @@ SG_INLINE void sg_conv_body(const sg_conv_shape *s, const int8_t *x,
 #endif
     int32_t o = 0;
 #if SG_NN_WIDEN
-    if (widen && two && fast && !(k & 3) && no >= 2) {
+    if (widen && two && fast && no >= 2) {
       sg_pairs_w e = {xw, k, w, bias, mult, rsh, y0, (int32_t)(y1 - y0), lo2, hi2,
                       2 * zy + 1, y0 + (no & ~1)};
       sg_conv_pairs_w(&e);
@@ -728,6 +774,97 @@ SG_INLINE void sg_dw3x3_row(const int16_t *r0, int32_t wb, sg_dw4 *e, sg_rqc c, 
   }
 }
 
+/* -- depthwise, four channels per pass from the NHWC input ----------------------------- */
+/* Small planes cost more to convert and to set up per channel than they save: a 3x3 layer of
+ * few pixels and a multiple of 4 channels (nnlib.quad_kernel) reads the input as it is.  Per
+ * tap, one word holds the 4 channels' inputs: SXTB16 gives channels 0, 2 and 1, 3 as
+ * halfwords, less the input zero point (SSUB16), against the tap's weights packed the same
+ * way (once per quad, on the stack), SMLABB/SMLATT.  Only the taps inside the input are
+ * visited: the accumulators start at bias + zx * (the channel's weight sum), what the
+ * padding adds, and each tap inside adds (x - zx) w. */
+#if defined(__ARM_FEATURE_DSP)
+#define sg_smlabb(a, b, acc) ((int32_t)__smlabb((int32_t)(a), (int32_t)(b), (acc)))
+#define sg_smlatt(a, b, acc) ((int32_t)__smlatt((int32_t)(a), (int32_t)(b), (acc)))
+#define sg_sx16_even(v) ((uint32_t)__sxtb16(v))
+#define sg_ssub16(a, b) ((uint32_t)__ssub16((int16x2_t)(a), (int16x2_t)(b)))
+SG_INLINE uint32_t sg_sx16_odd(uint32_t v) {    /* sg_kernels.h's is not there on Helium */
+  uint32_t r;
+  __asm__("sxtb16 %0, %1, ror #8" : "=r"(r) : "r"(v));
+  return r;
+}
+#else
+SG_INLINE int32_t sg_smlabb(uint32_t a, uint32_t b, int32_t acc) {
+  return acc + (int16_t)(a & 0xffffu) * (int16_t)(b & 0xffffu);
+}
+SG_INLINE int32_t sg_smlatt(uint32_t a, uint32_t b, int32_t acc) {
+  return acc + (int16_t)(a >> 16) * (int16_t)(b >> 16);
+}
+SG_INLINE uint32_t sg_sx16_even(uint32_t v) {
+  return sg_pack16((int8_t)(v & 0xffu), (int8_t)((v >> 16) & 0xffu));
+}
+SG_INLINE uint32_t sg_sx16_odd(uint32_t v) { return sg_sx16_even(v >> 8); }
+SG_INLINE uint32_t sg_ssub16(uint32_t a, uint32_t b) {
+  return sg_pack16((int16_t)(a & 0xffffu) - (int16_t)(b & 0xffffu),
+                   (int16_t)(a >> 16) - (int16_t)(b >> 16));
+}
+#endif
+
+SG_INLINE void sg_dw_quads(const sg_conv_shape *s, const int8_t *x, const int8_t *restrict w,
+                           const int32_t *restrict bias, const int32_t *restrict mult,
+                           const int32_t *restrict rsh, int8_t *y, const int fast) {
+  const int32_t c = s->c, ih = s->ih, iw = s->iw, oh = s->oh, ow = s->ow;
+  const int32_t sh = s->sh, sw = s->sw, pt = s->pt, pl = s->pl, zx = s->zx, zy = s->zy;
+  const int32_t lo = s->lo, hi = s->hi;
+  const uint32_t lo2 = sg_pack16(lo, lo), hi2 = sg_pack16(hi, hi), zx2 = sg_pack16(zx, zx);
+  uint32_t wk[18];   /* per tap: [w0, w2], [w1, w3] of the quad's channels */
+  for (int32_t c0 = 0; c0 < c; c0 += 4) {
+    const int8_t *wq = w + c0 * 9;
+    int32_t b[4] = {0, 0, 0, 0};
+    for (int32_t t = 0; t < 9; ++t) {
+      wk[2 * t] = sg_pack16(wq[t], wq[18 + t]);
+      wk[2 * t + 1] = sg_pack16(wq[9 + t], wq[27 + t]);
+      b[0] += wq[t];
+      b[1] += wq[9 + t];
+      b[2] += wq[18 + t];
+      b[3] += wq[27 + t];
+    }
+    /* a padded tap adds zx w: every tap does, and those inside add (x - zx) w on top */
+    for (int32_t i = 0; i < 4; ++i) b[i] = bias[c0 + i] + zx * b[i];
+    const sg_rqc r0 = sg_rq_channel(mult[c0], rsh[c0], zy, fast);
+    const sg_rqc r1 = sg_rq_channel(mult[c0 + 1], rsh[c0 + 1], zy, fast);
+    const sg_rqc r2 = sg_rq_channel(mult[c0 + 2], rsh[c0 + 2], zy, fast);
+    const sg_rqc r3 = sg_rq_channel(mult[c0 + 3], rsh[c0 + 3], zy, fast);
+    int8_t *yq = y + c0;
+    for (int32_t oy = 0; oy < oh; ++oy) {
+      const int32_t iy0 = oy * sh - pt;
+      const int32_t ky0 = iy0 < 0 ? -iy0 : 0, ky1 = ih - iy0 < 3 ? ih - iy0 : 3;
+      for (int32_t ox = 0; ox < ow; ++ox, yq += c) {
+        const int32_t ix0 = ox * sw - pl;
+        const int32_t kx0 = ix0 < 0 ? -ix0 : 0, kx1 = iw - ix0 < 3 ? iw - ix0 : 3;
+        int32_t a0 = b[0], a1 = b[1], a2 = b[2], a3 = b[3];
+        for (int32_t ky = ky0; ky < ky1; ++ky) {
+          const int8_t *xp = x + ((iy0 + ky) * iw + ix0 + kx0) * c + c0;
+          const uint32_t *k = wk + 2 * (3 * ky + kx0);
+          for (int32_t kx = kx0; kx < kx1; ++kx, xp += c, k += 2) {
+            uint32_t v;
+            memcpy(&v, xp, 4);
+            const uint32_t e = sg_ssub16(sg_sx16_even(v), zx2);
+            const uint32_t o = sg_ssub16(sg_sx16_odd(v), zx2);
+            a0 = sg_smlabb(e, k[0], a0);
+            a2 = sg_smlatt(e, k[0], a2);
+            a1 = sg_smlabb(o, k[1], a1);
+            a3 = sg_smlatt(o, k[1], a3);
+          }
+        }
+        sg_store2(yq, yq + 1, sg_rq_val(a0, r0, fast), sg_rq_val(a1, r1, fast), lo, hi, lo2,
+                  hi2);
+        sg_store2(yq + 2, yq + 3, sg_rq_val(a2, r2, fast), sg_rq_val(a3, r3, fast), lo, hi,
+                  lo2, hi2);
+      }
+    }
+  }
+}
+
 SG_INLINE void sg_dwconv_body(const sg_conv_shape *s, const int8_t *x,
                               const int8_t *restrict w, const int32_t *restrict bias,
                               const int32_t *restrict mult, const int32_t *restrict rsh,
@@ -757,6 +894,10 @@ SG_INLINE void sg_dwconv_body(const sg_conv_shape *s, const int8_t *x,
         }
       }
     }
+    return;
+  }
+  if (s->cb == 4) {     /* nnlib.quad_kernel: 3x3, channels a multiple of 4 */
+    sg_dw_quads(s, x, w, bias, mult, rsh, y, fast);
     return;
   }
   const int32_t ih = s->ih, iw = s->iw, pt = s->pt, pl = s->pl, zx = s->zx;

@@ -204,6 +204,14 @@ def kernel_cases(seed: int = 7) -> list[tuple[nnlib.ConvLayer, np.ndarray]]:
                               ((11, 9, 2), (1, 7), 2)):
         layer = _layer(rng, "dwconv", *shape, shape[2], 3, st, 1, True, None, "relu", blocks)
         cases.append((layer, rng.integers(-128, 128, shape).astype(np.int8)))
+    # four channels per pass from the NHWC input: padded on every side, stride 2, not fast
+    for shape, st, fast, clamp in (((2, 2, 8), 1, True, "relu"), ((5, 4, 12), 2, True, "none"),
+                                   ((3, 3, 8), 1, False, "relu6")):
+        layer = _layer(rng, "dwconv", *shape, shape[2], 3, st, 1, fast, None, clamp, (4, 0))
+        assert nnlib.quad_kernel(layer.shape)
+        x = rng.integers(-128, 128, shape).astype(np.int8)
+        x.reshape(-1)[::3] = -128
+        cases.append((layer, x))
     return cases
 
 
