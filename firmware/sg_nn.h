@@ -774,6 +774,98 @@ SG_INLINE void sg_dw3x3_row(const int16_t *r0, int32_t wb, sg_dw4 *e, sg_rqc c, 
   }
 }
 
+#if defined(__ARM_FEATURE_MVE) && (__ARM_FEATURE_MVE & 1)
+/* Helium: one output row of one channel, 3x3, fast requantization, four output pixels per
+ * vector (int32 lanes).  Per tap one widening load of four plane values (every other one at
+ * stride 2: a gather) and one VMLA by the tap's weight; then in vector TFLite's rounding
+ * exactly: VQRDMULH is SaturatingRoundingDoublingHighMul, h + (h >> 31) rounded right by
+ * VRSHL is the fast form of RoundingDivideByPOT (sg_rq_val), + zy, clamped; the four bytes
+ * stored ``step`` apart.  The tail is predicated: nothing is read or written past the row. */
+SG_INLINE void sg_dw3x3_row_mve(const int16_t *r0, int32_t wb, const int8_t *wc, int32_t b,
+                                sg_rqc c, int32_t zy, int8_t *y, int32_t ow, int32_t sw,
+                                int32_t step, int32_t lo, int32_t hi) {
+  const int32_t wr = wb / 2;     /* int16 between rows */
+  const int32_t k0 = wc[0], k1 = wc[1], k2 = wc[2], k3 = wc[3], k4 = wc[4], k5 = wc[5];
+  const int32_t k6 = wc[6], k7 = wc[7], k8 = wc[8];
+  const uint32x4_t out = vmulq_n_u32(vidupq_n_u32(0, 1), (uint32_t)step);
+  const uint32x4_t two = vidupq_n_u32(0, 2);
+  const int32x4_t vlo = vdupq_n_s32(lo), vhi = vdupq_n_s32(hi);
+  for (int32_t ox = 0; ox < ow; ox += 4, y += 4 * step) {
+    const mve_pred16_t p = vctp32q((uint32_t)(ow - ox));
+    const int16_t *r = r0 + ox * sw;
+    int32x4_t acc = vdupq_n_s32(b);
+#define SG_TAP(q, k)                                                                          \
+  acc = vmlaq_n_s32(acc, sw == 1 ? vldrhq_z_s32((q), p)                                      \
+                                 : vldrhq_gather_shifted_offset_z_s32((q), two, p), (k))
+    SG_TAP(r, k0);
+    SG_TAP(r + 1, k1);
+    SG_TAP(r + 2, k2);
+    SG_TAP(r + wr, k3);
+    SG_TAP(r + wr + 1, k4);
+    SG_TAP(r + wr + 2, k5);
+    SG_TAP(r + 2 * wr, k6);
+    SG_TAP(r + 2 * wr + 1, k7);
+    SG_TAP(r + 2 * wr + 2, k8);
+#undef SG_TAP
+    int32x4_t h = vqrdmulhq_n_s32(acc, c.m);
+    h = vaddq_s32(h, vshrq_n_s32(h, 31));
+    h = vaddq_n_s32(vrshlq_n_s32(h, -c.rs), zy);
+    h = vminq_s32(vmaxq_s32(h, vlo), vhi);
+    vstrbq_scatter_offset_p_s32(y, out, h, p);
+  }
+}
+/* Stride 1 written out: GCC keeps the nine weights in registers it does not have and
+ * predicates every load.  A tail-predicated loop (DLSTP/LETP: the last pass stores only the
+ * pixels left), the weights read per window row from ``e``. */
+typedef struct {
+  int32_t w[9];              /*  0: the channel's weights */
+  int32_t lo[4], hi[4];      /* 36, 52: the clamp, in vector */
+  uint32_t out[4];           /* 68: byte offsets of 4 output pixels */
+} sg_dwq;
+
+SG_INLINE void sg_dw3x3_row_mve_s1(const int16_t *r, int32_t wb, const sg_dwq *e, int32_t b,
+                                   int32_t m, int32_t rs, int32_t zy, int8_t *y, int32_t ow,
+                                   int32_t step) {
+  uint32_t wa, wz, wc;
+  const int32_t step4 = 4 * step, rsn = -rs;
+  __asm__ volatile(
+      "vldrw.u32 q3, [%[e], #36]\n\t"
+      "vldrw.u32 q4, [%[e], #52]\n\t"
+      "vldrw.u32 q2, [%[e], #68]\n\t"
+      "dlstp.32 lr, %[n]\n\t"
+      "1:\n\t"
+      "vdup.32 q0, %[b]\n\t"
+#define SG_DWQ_ROW(o)                                                                         \
+      "ldrd %[wa], %[wz], [%[e], #" #o "]\n\t"                                                  \
+      "ldr %[wc], [%[e], #" #o "+8]\n\t"                                                        \
+      "vldrh.s32 q1, [%[r]]\n\t"                                                                \
+      "vmla.s32 q0, q1, %[wa]\n\t"                                                              \
+      "vldrh.s32 q1, [%[r], #2]\n\t"                                                            \
+      "vmla.s32 q0, q1, %[wz]\n\t"                                                              \
+      "vldrh.s32 q1, [%[r], #4]\n\t"                                                            \
+      "vmla.s32 q0, q1, %[wc]\n\t"
+      SG_DWQ_ROW(0) "add %[r], %[r], %[wb]\n\t" SG_DWQ_ROW(12) "add %[r], %[r], %[wb]\n\t"
+      SG_DWQ_ROW(24)
+#undef SG_DWQ_ROW
+      "sub %[r], %[r], %[wb], lsl #1\n\t"
+      "add %[r], %[r], #8\n\t"
+      "vqrdmulh.s32 q0, q0, %[m]\n\t"
+      "vshr.s32 q1, q0, #31\n\t"
+      "vadd.i32 q0, q0, q1\n\t"
+      "vrshl.s32 q0, %[rsn]\n\t"
+      "vadd.i32 q0, q0, %[zy]\n\t"
+      "vmax.s32 q0, q0, q3\n\t"
+      "vmin.s32 q0, q0, q4\n\t"
+      "vstrb.32 q0, [%[y], q2]\n\t"
+      "add %[y], %[y], %[step4]\n\t"
+      "letp lr, 1b"
+      : [wa] "=&r"(wa), [wz] "=&r"(wz), [wc] "=&r"(wc), [r] "+r"(r), [y] "+r"(y)
+      : [e] "r"(e), [wb] "r"(wb), [b] "r"(b), [m] "r"(m), [rsn] "r"(rsn), [zy] "r"(zy),
+        [step4] "r"(step4), [n] "r"(ow)
+      : "lr", "memory", "d0", "d1", "d2", "d3", "d4", "d5", "d6", "d7", "d8", "d9");
+}
+#endif
+
 /* -- depthwise, four channels per pass from the NHWC input ----------------------------- */
 /* Small planes cost more to convert and to set up per channel than they save: a 3x3 layer of
  * few pixels and a multiple of 4 channels (nnlib.quad_kernel) reads the input as it is.  Per
@@ -877,6 +969,14 @@ SG_INLINE void sg_dwconv_body(const sg_conv_shape *s, const int8_t *x,
      * several channels at a time), else bands of output rows of one channel */
     const int32_t width = sg_band_width(s), stride = s->rows * width, blk = s->cb;
     const int32_t band_oh = (s->rows - 3) / sh + 1;
+#if defined(__ARM_FEATURE_MVE) && (__ARM_FEATURE_MVE & 1)
+    sg_dwq q;
+    for (int32_t i = 0; i < 4; ++i) {
+      q.lo[i] = lo;
+      q.hi[i] = hi;
+      q.out[i] = (uint32_t)(i * c);
+    }
+#endif
     for (int32_t c0 = 0; c0 < c; c0 += blk) {
       const int32_t cb = c - c0 < blk ? c - c0 : blk;
       for (int32_t oy0 = 0; oy0 < oh; oy0 += band_oh) {
@@ -886,8 +986,23 @@ SG_INLINE void sg_dwconv_body(const sg_conv_shape *s, const int8_t *x,
         for (int32_t ci = 0; ci < cb; ++ci) {
           const int32_t ch = c0 + ci;
           const sg_rqc rq = sg_rq_channel(mult[ch], rsh[ch], zy, fast);
-          sg_dw4 e = {sg_pack3x3(w + ch * 9), bias[ch], rq.m, rq.add, rq.rs, lo2, hi2, c, 0};
           const int16_t *pc = band + ci * stride;
+#if defined(__ARM_FEATURE_MVE) && (__ARM_FEATURE_MVE & 1)
+          if (fast && sw == 1) {
+            for (int32_t t = 0; t < 9; ++t) q.w[t] = w[ch * 9 + t];
+            for (int32_t oy = oy0; oy < oy0 + n_oy; ++oy)
+              sg_dw3x3_row_mve_s1(pc + (oy - oy0) * width, 2 * width, &q, bias[ch], rq.m,
+                                  rq.rs, zy, y + oy * ow * c + ch, ow, c);
+            continue;
+          }
+          if (fast) {
+            for (int32_t oy = oy0; oy < oy0 + n_oy; ++oy)
+              sg_dw3x3_row_mve(pc + (oy - oy0) * sh * width, 2 * width, w + ch * 9, bias[ch],
+                               rq, zy, y + oy * ow * c + ch, ow, sw, c, lo, hi);
+            continue;
+          }
+#endif
+          sg_dw4 e = {sg_pack3x3(w + ch * 9), bias[ch], rq.m, rq.add, rq.rs, lo2, hi2, c, 0};
           for (int32_t oy = oy0; oy < oy0 + n_oy; ++oy)
             sg_dw3x3_row(pc + (oy - oy0) * sh * width, 2 * width, &e, rq,
                          y + oy * ow * c + ch, ow, sw, c, lo, hi, lo2, hi2, fast);
