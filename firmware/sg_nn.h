@@ -209,6 +209,92 @@ SG_INLINE const int8_t *sg_window(const sg_conv_shape *s, const int8_t *x, int32
   return col;
 }
 
+/* Every output channel pair of two pixels, the fast requantization and the clamp included:
+ * one asm loop, so that nothing it keeps is spilled.
+ * What it does not hold in its 14 registers it reads from ``e`` (its address pushed at
+ * [sp] while it runs). Requantization per value: (SMMLAR(2 acc, m, add) + (acc >> 31)) >> rs
+ * with add = (2 zy + 1) << (rs - 1): the fast form of sg_rq_val, h + (h >> 31) + add with
+ * h = SMMULR(2 acc, m), where acc's sign stands for h's, which differ only when h = 0, and
+ * then both give zy (proved in test_nnlib's edges). */
+typedef struct {
+  const int16_t *xw;         /*  0: the widened rows of the two pixels (sg_widen2) */
+  int32_t k;                 /*  4: values per row */
+  const int8_t *w;           /*  8: the pair's two weight rows, advancing */
+  const int32_t *bias;       /* 12: advancing, as mult and rsh */
+  const int32_t *mult;       /* 16 */
+  const int32_t *rsh;        /* 20 */
+  int8_t *y;                 /* 24: pixel 0's output at the pair, advancing */
+  int32_t dy;                /* 28: pixel 1's output - pixel 0's */
+  uint32_t lo2, hi2;         /* 32, 36: the clamp in both halfwords */
+  int32_t zy2;               /* 40: 2 zy + 1 */
+  int8_t *end;               /* 44: y after the last pair */
+  int32_t dx;                /* 48: Helium: pixel 1's row - pixel 0's (xw: pixel 0's row) */
+} sg_pairs_w;
+
+/* the pair's four accumulators a0..a3 (channel o of pixels 0, 1: a0, a2; o + 1: a1, a3)
+ * requantized, clamped and stored; ``d`` holds ``e`` (sg_pairs_w); loops to 1: while pairs
+ * are left */
+
+#define SG_PAIRS_RQ_STORE                                                                     \
+      "ldr %[t], [%[d], #16]\n\t"                                                              \
+      "ldrd %[wa], %[wb], [%[t]], #8\n\t"                                                      \
+      "str %[t], [%[d], #16]\n\t"                                                              \
+      "ldr %[t], [%[d], #20]\n\t"                                                              \
+      "ldrd %[xa], %[xb], [%[t]], #8\n\t"                                                      \
+      "str %[t], [%[d], #20]\n\t"                                                              \
+      "ldr %[n], [%[d], #40]\n\t"                                                              \
+      /* channel o: a0 (pixel 0), a2 (pixel 1) */                                              \
+      "sub %[u], %[xa], #1\n\t"                                                                \
+      "lsl %[u], %[n], %[u]\n\t"                                                               \
+      "lsl %[t], %[a0], #1\n\t"                                                                \
+      "smmlar %[t], %[t], %[wa], %[u]\n\t"                                                     \
+      "add %[t], %[t], %[a0], asr #31\n\t"                                                     \
+      "asr %[a0], %[t], %[xa]\n\t"                                                             \
+      "lsl %[t], %[a2], #1\n\t"                                                                \
+      "smmlar %[t], %[t], %[wa], %[u]\n\t"                                                     \
+      "add %[t], %[t], %[a2], asr #31\n\t"                                                     \
+      "asr %[a2], %[t], %[xa]\n\t"                                                             \
+      /* channel o + 1: a1, a3 */                                                              \
+      "sub %[u], %[xb], #1\n\t"                                                                \
+      "lsl %[u], %[n], %[u]\n\t"                                                               \
+      "lsl %[t], %[a1], #1\n\t"                                                                \
+      "smmlar %[t], %[t], %[wb], %[u]\n\t"                                                     \
+      "add %[t], %[t], %[a1], asr #31\n\t"                                                     \
+      "asr %[a1], %[t], %[xb]\n\t"                                                             \
+      "lsl %[t], %[a3], #1\n\t"                                                                \
+      "smmlar %[t], %[t], %[wb], %[u]\n\t"                                                     \
+      "add %[t], %[t], %[a3], asr #31\n\t"                                                     \
+      "asr %[a3], %[t], %[xb]\n\t"                                                             \
+      /* saturated to int8, each pixel's two channels in halfwords, clamped */                 \
+      "ssat %[a0], #8, %[a0]\n\t"                                                              \
+      "ssat %[a1], #8, %[a1]\n\t"                                                              \
+      "pkhbt %[a0], %[a0], %[a1], lsl #16\n\t"                                                 \
+      "ssat %[a2], #8, %[a2]\n\t"                                                              \
+      "ssat %[a3], #8, %[a3]\n\t"                                                              \
+      "pkhbt %[a2], %[a2], %[a3], lsl #16\n\t"                                                 \
+      "ldrd %[xa], %[xb], [%[d], #32]\n\t"                                                     \
+      "ssub16 %[t], %[a0], %[xa]\n\t"                                                          \
+      "sel %[a0], %[a0], %[xa]\n\t"                                                            \
+      "ssub16 %[t], %[xb], %[a0]\n\t"                                                          \
+      "sel %[a0], %[a0], %[xb]\n\t"                                                            \
+      "ssub16 %[t], %[a2], %[xa]\n\t"                                                          \
+      "sel %[a2], %[a2], %[xa]\n\t"                                                            \
+      "ssub16 %[t], %[xb], %[a2]\n\t"                                                          \
+      "sel %[a2], %[a2], %[xb]\n\t"                                                            \
+      "ldrd %[t], %[u], [%[d], #24]\n\t"                                                       \
+      "strb %[a0], [%[t]]\n\t"                                                                 \
+      "lsr %[a0], %[a0], #16\n\t"                                                              \
+      "strb %[a0], [%[t], #1]\n\t"                                                             \
+      "strb %[a2], [%[t], %[u]]\n\t"                                                           \
+      "add %[u], %[u], #1\n\t"                                                                 \
+      "lsr %[a2], %[a2], #16\n\t"                                                              \
+      "strb %[a2], [%[t], %[u]]\n\t"                                                           \
+      "ldr %[u], [%[d], #44]\n\t"                                                              \
+      "add %[t], %[t], #2\n\t"                                                                 \
+      "str %[t], [%[d], #24]\n\t"                                                              \
+      "cmp %[t], %[u]\n\t"                                                                     \
+      "bne 1b\n\t"
+
 #if defined(__ARM_FEATURE_DSP) && !(defined(__ARM_FEATURE_MVE) && (__ARM_FEATURE_MVE & 1))
 /* M4/M7: the two pixels' rows widened to int16 once, for all output channels */
 #define SG_NN_WIDEN 1
@@ -288,26 +374,6 @@ SG_INLINE void sg_mm22_w(const int16_t *xw, const int8_t *w0, const int8_t *w1, 
   acc[3] = a11;
 }
 
-/* Every output channel pair of two pixels, the fast requantization and the clamp included:
- * one asm loop, so that nothing it keeps is spilled.
- * What it does not hold in its 14 registers it reads from ``e`` (its address pushed at
- * [sp] while it runs). Requantization per value: (SMMLAR(2 acc, m, add) + (acc >> 31)) >> rs
- * with add = (2 zy + 1) << (rs - 1): the fast form of sg_rq_val, h + (h >> 31) + add with
- * h = SMMULR(2 acc, m), where acc's sign stands for h's, which differ only when h = 0, and
- * then both give zy (proved in test_nnlib's edges). */
-typedef struct {
-  const int16_t *xw;         /*  0: the widened rows of the two pixels (sg_widen2) */
-  int32_t k;                 /*  4: values per row */
-  const int8_t *w;           /*  8: the pair's two weight rows, advancing */
-  const int32_t *bias;       /* 12: advancing, as mult and rsh */
-  const int32_t *mult;       /* 16 */
-  const int32_t *rsh;        /* 20 */
-  int8_t *y;                 /* 24: pixel 0's output at the pair, advancing */
-  int32_t dy;                /* 28: pixel 1's output - pixel 0's */
-  uint32_t lo2, hi2;         /* 32, 36: the clamp in both halfwords */
-  int32_t zy2;               /* 40: 2 zy + 1 */
-  int8_t *end;               /* 44: y after the last pair */
-} sg_pairs_w;
 
 SG_INLINE void sg_conv_pairs_w(sg_pairs_w *e) {
   uint32_t a0, a1, a2, a3, w, xp, wa, wb, xa, xb, t, u, n, d = (uint32_t)e;
@@ -367,64 +433,7 @@ SG_INLINE void sg_conv_pairs_w(sg_pairs_w *e) {
       "add %[w], %[w], %[d]\n\t"
       "ldr %[d], [sp]\n\t"
       "str %[w], [%[d], #8]\n\t"
-      "ldr %[t], [%[d], #16]\n\t"
-      "ldrd %[wa], %[wb], [%[t]], #8\n\t"
-      "str %[t], [%[d], #16]\n\t"
-      "ldr %[t], [%[d], #20]\n\t"
-      "ldrd %[xa], %[xb], [%[t]], #8\n\t"
-      "str %[t], [%[d], #20]\n\t"
-      "ldr %[n], [%[d], #40]\n\t"
-      /* channel o: a0 (pixel 0), a2 (pixel 1) */
-      "sub %[u], %[xa], #1\n\t"
-      "lsl %[u], %[n], %[u]\n\t"
-      "lsl %[t], %[a0], #1\n\t"
-      "smmlar %[t], %[t], %[wa], %[u]\n\t"
-      "add %[t], %[t], %[a0], asr #31\n\t"
-      "asr %[a0], %[t], %[xa]\n\t"
-      "lsl %[t], %[a2], #1\n\t"
-      "smmlar %[t], %[t], %[wa], %[u]\n\t"
-      "add %[t], %[t], %[a2], asr #31\n\t"
-      "asr %[a2], %[t], %[xa]\n\t"
-      /* channel o + 1: a1, a3 */
-      "sub %[u], %[xb], #1\n\t"
-      "lsl %[u], %[n], %[u]\n\t"
-      "lsl %[t], %[a1], #1\n\t"
-      "smmlar %[t], %[t], %[wb], %[u]\n\t"
-      "add %[t], %[t], %[a1], asr #31\n\t"
-      "asr %[a1], %[t], %[xb]\n\t"
-      "lsl %[t], %[a3], #1\n\t"
-      "smmlar %[t], %[t], %[wb], %[u]\n\t"
-      "add %[t], %[t], %[a3], asr #31\n\t"
-      "asr %[a3], %[t], %[xb]\n\t"
-      /* saturated to int8, each pixel's two channels in halfwords, clamped */
-      "ssat %[a0], #8, %[a0]\n\t"
-      "ssat %[a1], #8, %[a1]\n\t"
-      "pkhbt %[a0], %[a0], %[a1], lsl #16\n\t"
-      "ssat %[a2], #8, %[a2]\n\t"
-      "ssat %[a3], #8, %[a3]\n\t"
-      "pkhbt %[a2], %[a2], %[a3], lsl #16\n\t"
-      "ldrd %[xa], %[xb], [%[d], #32]\n\t"
-      "ssub16 %[t], %[a0], %[xa]\n\t"
-      "sel %[a0], %[a0], %[xa]\n\t"
-      "ssub16 %[t], %[xb], %[a0]\n\t"
-      "sel %[a0], %[a0], %[xb]\n\t"
-      "ssub16 %[t], %[a2], %[xa]\n\t"
-      "sel %[a2], %[a2], %[xa]\n\t"
-      "ssub16 %[t], %[xb], %[a2]\n\t"
-      "sel %[a2], %[a2], %[xb]\n\t"
-      "ldrd %[t], %[u], [%[d], #24]\n\t"
-      "strb %[a0], [%[t]]\n\t"
-      "lsr %[a0], %[a0], #16\n\t"
-      "strb %[a0], [%[t], #1]\n\t"
-      "strb %[a2], [%[t], %[u]]\n\t"
-      "add %[u], %[u], #1\n\t"
-      "lsr %[a2], %[a2], #16\n\t"
-      "strb %[a2], [%[t], %[u]]\n\t"
-      "ldr %[u], [%[d], #44]\n\t"
-      "add %[t], %[t], #2\n\t"
-      "str %[t], [%[d], #24]\n\t"
-      "cmp %[t], %[u]\n\t"
-      "bne 1b\n\t"
+      SG_PAIRS_RQ_STORE
       "add sp, sp, #8"
       : [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2), [a3] "=&r"(a3), [w] "=&r"(w),
         [xp] "=&r"(xp), [wa] "=&r"(wa), [wb] "=&r"(wb), [xa] "=&r"(xa), [xb] "=&r"(xb),
@@ -434,6 +443,52 @@ SG_INLINE void sg_conv_pairs_w(sg_pairs_w *e) {
 }
 #else
 #define SG_NN_WIDEN 0
+#endif
+
+#if defined(__ARM_FEATURE_MVE) && (__ARM_FEATURE_MVE & 1)
+/* Helium: every output channel pair of two pixels in one asm loop, as sg_conv_pairs_w: the
+ * four dot products of the pair's int8 rows by VMLAVA, 16 values per instruction, in a
+ * tail-predicated loop (DLSTP/LETP), then the same requantization and stores.  VMLAVA
+ * accumulates into even registers: the accumulators are pinned to r0, r2, r4, r6. */
+SG_INLINE void sg_conv_pairs_mve(sg_pairs_w *e) {
+  register int32_t a0 __asm__("r0"), a1 __asm__("r2"), a2 __asm__("r4"), a3 __asm__("r6");
+  uint32_t w, wa, wb, xa, xb, t, u, n, d = (uint32_t)e;
+  __asm__ volatile(
+      "str %[d], [sp, #-8]!\n\t"
+      "1:\n\t"
+      "ldr %[d], [sp]\n\t"
+      "ldr %[t], [%[d], #12]\n\t"
+      "ldrd %[a0], %[a1], [%[t]], #8\n\t"
+      "str %[t], [%[d], #12]\n\t"
+      "mov %[a2], %[a0]\n\t"
+      "mov %[a3], %[a1]\n\t"
+      "ldr %[w], [%[d], #8]\n\t"
+      "ldr %[xa], [%[d], #0]\n\t"
+      "ldr %[xb], [%[d], #48]\n\t"
+      "add %[xb], %[xa], %[xb]\n\t"
+      "ldr %[n], [%[d], #4]\n\t"
+      "add %[wb], %[w], %[n]\n\t"
+      "add %[t], %[wb], %[n]\n\t"
+      "str %[t], [%[d], #8]\n\t"
+      "dlstp.8 lr, %[n]\n\t"
+      "2:\n\t"
+      "vldrb.u8 q0, [%[xa]], #16\n\t"
+      "vldrb.u8 q1, [%[xb]], #16\n\t"
+      "vldrb.u8 q2, [%[w]], #16\n\t"
+      "vldrb.u8 q3, [%[wb]], #16\n\t"
+      "vmlava.s8 %[a0], q0, q2\n\t"
+      "vmlava.s8 %[a1], q0, q3\n\t"
+      "vmlava.s8 %[a2], q1, q2\n\t"
+      "vmlava.s8 %[a3], q1, q3\n\t"
+      "letp lr, 2b\n\t"
+      SG_PAIRS_RQ_STORE
+      "add sp, sp, #8"
+      : [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2), [a3] "=&r"(a3), [w] "=&r"(w),
+        [wa] "=&r"(wa), [wb] "=&r"(wb), [xa] "=&r"(xa), [xb] "=&r"(xb), [t] "=&r"(t),
+        [u] "=&r"(u), [n] "=&r"(n), [d] "+r"(d)
+      :
+      : "lr", "cc", "memory", "d0", "d1", "d2", "d3", "d4", "d5", "d6", "d7");
+}
 #endif
 
 /* scratch: the gathered windows (2 k bytes, when the window is not read in place), then
@@ -467,8 +522,17 @@ SG_INLINE void sg_conv_body(const sg_conv_shape *s, const int8_t *x,
 #if SG_NN_WIDEN
     if (widen && two && fast && no >= 2) {
       sg_pairs_w e = {xw, k, w, bias, mult, rsh, y0, (int32_t)(y1 - y0), lo2, hi2,
-                      2 * zy + 1, y0 + (no & ~1)};
+                      2 * zy + 1, y0 + (no & ~1), 0};
       sg_conv_pairs_w(&e);
+      o = no & ~1;
+    }
+#elif defined(__ARM_FEATURE_MVE) && (__ARM_FEATURE_MVE & 1)
+    if (two && fast && no >= 2) {
+      sg_pairs_w e = {(const int16_t *)(const void *)x0, k, w, bias, mult, rsh, y0,
+                      (int32_t)(y1 - y0), lo2, hi2, 2 * zy + 1, y0 + (no & ~1),
+                      (int32_t)(x1 - x0)};
+      SG_NN_BARRIER();
+      sg_conv_pairs_mve(&e);
       o = no & ~1;
     }
 #endif

@@ -252,14 +252,17 @@ def check_source(cases) -> str:
     edges = [(a, m, r) for a in accs for m in mults for r in (0, 1, 2, 7, 22, 31)]
     rq = [(a, m, r, int(np_multiply_by_quantized_multiplier(a, m, -r))) for a, m, r in edges]
     fast = [(a, m, r, e) for a, m, r, e in rq if abs(a) < 2 ** 30 and 1 <= r <= 22]
-    # the asm pairs' requantization (M4/M7): accumulators where h = 0 for one sign and not
+    # the asm pairs' requantization (M4/M7, M55): accumulators where h = 0 for one sign and not
     # the other, around powers of two, at the fast form's limits; output = clamp(rq + 5)
     small = [v for e in range(0, 30) for v in (2 ** e - 1, 2 ** e, 2 ** e + 1)]
     paccs = sorted({a for v in small for a in (v, -v)} | {2 ** 30 - 1, -2 ** 30 + 1})
     prq = [(a, m, r, int(np.clip(np_multiply_by_quantized_multiplier(a, m, -r) + 5,
                                  -128, 127)))
            for a in paccs for m in mults for r in (1, 2, 7, 13, 22)]
-    out.append("#if SG_NN_WIDEN\nstatic const int32_t RQP[][4] = {" + ", ".join(
+    out.append("#if SG_NN_WIDEN\n#define SG_NN_PAIRS sg_conv_pairs_w\n"
+               "#elif defined(__ARM_FEATURE_MVE) && (__ARM_FEATURE_MVE & 1)\n"
+               "#define SG_NN_PAIRS sg_conv_pairs_mve\n#endif\n")
+    out.append("#ifdef SG_NN_PAIRS\nstatic const int32_t RQP[][4] = {" + ", ".join(
         _c_array("int32_t", row) for row in prq) + "};\n#endif")
     out.append("static const int32_t RQ[][4] = {" + ", ".join(
         _c_array("int32_t", row) for row in rq) + "};")
@@ -274,14 +277,14 @@ def check_source(cases) -> str:
                "  for (unsigned i = 0; i < sizeof RQF / sizeof RQF[0]; i++) {\n"
                "    sg_rqc c = sg_rq_channel(RQF[i][1], RQF[i][2], 5, 1);\n"
                "    bad += sg_rq_val(RQF[i][0], c, 1) != RQF[i][3] + 5;\n  }\n"
-               "#if SG_NN_WIDEN\n"
+               "#ifdef SG_NN_PAIRS\n"
                "  for (unsigned i = 0; i < sizeof RQP / sizeof RQP[0]; i++) {\n"
                "    static const int16_t xw[8];\n    static const int8_t w[8];\n"
                "    const int32_t b[2] = {RQP[i][0], RQP[i][0]}, m[2] = {RQP[i][1], RQP[i][1]};\n"
                "    const int32_t r[2] = {RQP[i][2], RQP[i][2]};\n    int8_t o[4];\n"
                "    sg_pairs_w e = {xw, 4, w, b, m, r, o, 2, sg_pack16(-128, -128),\n"
-               "                    sg_pack16(127, 127), 11, o + 2};\n"
-               "    sg_conv_pairs_w(&e);\n"
+               "                    sg_pack16(127, 127), 11, o + 2, 4};\n"
+               "    SG_NN_PAIRS(&e);\n"
                "    for (int j = 0; j < 4; j++) bad += o[j] != RQP[i][3];\n  }\n"
                "#endif\n"
                "  return bad;\n}\n")
