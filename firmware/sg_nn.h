@@ -375,6 +375,26 @@ SG_INLINE void sg_mm22_w(const int16_t *xw, const int8_t *w0, const int8_t *w1, 
 }
 
 
+/* 4 values of the pair's two weight rows (the second d bytes on) against both pixels' widened
+ * rows: 2 weight words unpacked once, 8 SMLAD */
+#define SG_MM22_W4                                                                            \
+      "ldr %[wb], [%[w], %[d]]\n\t"                                                            \
+      "ldr %[wa], [%[w]], #4\n\t"                                                              \
+      "ldrd %[xa], %[xb], [%[xp]], #8\n\t"                                                     \
+      "sxtb16 %[t], %[wa]\n\t"                                                                 \
+      "sxtb16 %[wa], %[wa], ror #8\n\t"                                                        \
+      "smlad %[a0], %[xa], %[t], %[a0]\n\t"                                                    \
+      "smlad %[a0], %[xb], %[wa], %[a0]\n\t"                                                   \
+      "sxtb16 %[u], %[wb]\n\t"                                                                 \
+      "sxtb16 %[wb], %[wb], ror #8\n\t"                                                        \
+      "smlad %[a1], %[xa], %[u], %[a1]\n\t"                                                    \
+      "smlad %[a1], %[xb], %[wb], %[a1]\n\t"                                                   \
+      "ldrd %[xa], %[xb], [%[xp]], #8\n\t"                                                     \
+      "smlad %[a2], %[xa], %[t], %[a2]\n\t"                                                    \
+      "smlad %[a2], %[xb], %[wa], %[a2]\n\t"                                                   \
+      "smlad %[a3], %[xa], %[u], %[a3]\n\t"                                                    \
+      "smlad %[a3], %[xb], %[wb], %[a3]\n\t"
+
 SG_INLINE void sg_conv_pairs_w(sg_pairs_w *e) {
   uint32_t a0, a1, a2, a3, w, xp, wa, wb, xa, xb, t, u, n, d = (uint32_t)e;
   __asm__ volatile(
@@ -389,29 +409,19 @@ SG_INLINE void sg_conv_pairs_w(sg_pairs_w *e) {
       "ldr %[w], [%[d], #8]\n\t"
       "ldr %[xp], [%[d], #0]\n\t"
       "ldr %[d], [%[d], #4]\n\t"
-      "bic %[n], %[d], #3\n\t"
-      "adds %[n], %[w], %[n]\n\t"
+      "bic %[n], %[d], #7\n\t"
+      "add %[n], %[w], %[n]\n\t"
       "cmp %[w], %[n]\n\t"
-      "beq 3f\n\t"
+      "beq 6f\n\t"
       "2:\n\t"
-      "ldr %[wb], [%[w], %[d]]\n\t"
-      "ldr %[wa], [%[w]], #4\n\t"
-      "ldrd %[xa], %[xb], [%[xp]], #8\n\t"
-      "sxtb16 %[t], %[wa]\n\t"
-      "sxtb16 %[wa], %[wa], ror #8\n\t"
-      "smlad %[a0], %[xa], %[t], %[a0]\n\t"
-      "smlad %[a0], %[xb], %[wa], %[a0]\n\t"
-      "sxtb16 %[u], %[wb]\n\t"
-      "sxtb16 %[wb], %[wb], ror #8\n\t"
-      "smlad %[a1], %[xa], %[u], %[a1]\n\t"
-      "smlad %[a1], %[xb], %[wb], %[a1]\n\t"
-      "ldrd %[xa], %[xb], [%[xp]], #8\n\t"
-      "smlad %[a2], %[xa], %[t], %[a2]\n\t"
-      "smlad %[a2], %[xb], %[wa], %[a2]\n\t"
-      "smlad %[a3], %[xa], %[u], %[a3]\n\t"
-      "smlad %[a3], %[xb], %[wb], %[a3]\n\t"
+      SG_MM22_W4
+      SG_MM22_W4
       "cmp %[w], %[n]\n\t"
       "bne 2b\n\t"
+      "6:\n\t"
+      "tst %[d], #4\n\t"
+      "beq 3f\n\t"
+      SG_MM22_W4
       /* the k % 4 last values: int16 of pixel 0, then of pixel 1 (sg_widen2) */
       "3:\n\t"
       "ands %[n], %[d], #3\n\t"
@@ -603,6 +613,17 @@ SG_INLINE uint32_t sg_ld32(const int16_t *p) {
   return v;
 }
 
+/* lo, hi as the low and high halfwords (PKHBT: GCC masks and ors) */
+SG_INLINE uint32_t sg_pack2(int32_t lo, int32_t hi) {
+#if defined(__ARM_FEATURE_DSP)
+  uint32_t r;
+  __asm__("pkhbt %0, %1, %2, lsl #16" : "=r"(r) : "r"(lo), "r"(hi));
+  return r;
+#else
+  return sg_pack16(lo, hi);
+#endif
+}
+
 /* rows [r0, r0 + rows) (padded: row 0 is pt rows above the input) of channels
  * [c0, c0 + cb), widened to int16, one plane per channel, ``stride`` int16 apart:
  * plane[c][r][j] = x[r0 + r - pt][j - pl][c0 + c], zx outside the input */
@@ -622,8 +643,14 @@ SG_INLINE void sg_planes(const sg_conv_shape *s, const int8_t *x, int32_t c0, in
         const int8_t *in = src + iy * iw * c;
         for (; j < pl; ++j) dst[j] = zx;
         int32_t ix = 0;
+#if defined(__ARM_FEATURE_MVE) && (__ARM_FEATURE_MVE & 1)
+        /* 8 at a time: a gather of every c-th byte, widened, stored contiguously */
+        const uint16x8_t every = vmulq_n_u16(vidupq_n_u16(0, 1), (uint16_t)c);
+        for (; ix + 8 <= cols; ix += 8, in += 8 * c, j += 8)
+          vst1q_s16(dst + j, vldrbq_gather_offset_s16(in, every));
+#endif
         for (; ix + 2 <= cols; ix += 2, in += 2 * c, j += 2) {   /* two per store */
-          const uint32_t v = sg_pack16(in[0], in[c]);
+          const uint32_t v = sg_pack2(in[0], in[c]);
           memcpy(dst + j, &v, 4);
         }
         if (ix < cols) dst[j++] = *in;
