@@ -228,8 +228,31 @@ typedef struct {
   uint32_t lo2, hi2;         /* 32, 36: the clamp in both halfwords */
   int32_t zy2;               /* 40: 2 zy + 1 */
   int8_t *end;               /* 44: y after the last pair */
-  int32_t dx;                /* 48: Helium: pixel 1's row - pixel 0's (xw: pixel 0's row) */
+#if defined(__ARM_FEATURE_MVE) && (__ARM_FEATURE_MVE & 1)
+  int32_t dx;                /* 48: pixel 1's row - pixel 0's (xw: pixel 0's int8 row) */
+  int32_t zy;                /* 52: the output zero point */
+  uint32_t moff[4];          /* 56: byte offsets of channels o, o + 1, o, o + 1 */
+  int32_t lo4[4], hi4[4];    /* 72, 88: the clamp */
+  uint32_t yoff[4];          /* 104: byte offsets of the four outputs from pixel 0's at o */
+#endif
 } sg_pairs_w;
+
+/* the pairs of channels [0, no & ~1) of pixels 0 (row x0, output y0) and 1 (x0 + dx,
+ * y0 + dy); x0: the widened rows on M4/M7, the int8 row on Helium */
+SG_INLINE sg_pairs_w sg_pairs_make(const void *x0, int32_t dx, int32_t k, const int8_t *w,
+                                   const int32_t *bias, const int32_t *mult,
+                                   const int32_t *rsh, int8_t *y0, int32_t dy, int32_t no,
+                                   int32_t zy, int32_t lo, int32_t hi) {
+  sg_pairs_w e = {(const int16_t *)x0, k, w, bias, mult, rsh, y0, dy, sg_pack16(lo, lo),
+                  sg_pack16(hi, hi), 2 * zy + 1, y0 + (no & ~1)
+#if defined(__ARM_FEATURE_MVE) && (__ARM_FEATURE_MVE & 1)
+                  , dx, zy, {0, 4, 0, 4}, {lo, lo, lo, lo}, {hi, hi, hi, hi},
+                  {0, 1, (uint32_t)dy, (uint32_t)dy + 1}
+#endif
+  };
+  (void)dx;
+  return e;
+}
 
 /* the pair's four accumulators a0..a3 (channel o of pixels 0, 1: a0, a2; o + 1: a1, a3)
  * requantized, clamped and stored; ``d`` holds ``e`` (sg_pairs_w); loops to 1: while pairs
@@ -458,12 +481,18 @@ SG_INLINE void sg_conv_pairs_w(sg_pairs_w *e) {
 #if defined(__ARM_FEATURE_MVE) && (__ARM_FEATURE_MVE & 1)
 /* Helium: every output channel pair of two pixels in one asm loop, as sg_conv_pairs_w: the
  * four dot products of the pair's int8 rows by VMLAVA, 16 values per instruction, in a
- * tail-predicated loop (DLSTP/LETP), then the same requantization and stores.  VMLAVA
- * accumulates into even registers: the accumulators are pinned to r0, r2, r4, r6. */
+ * tail-predicated loop (DLSTP/LETP), then the four requantized in one vector as the Helium
+ * depthwise rows do (gathers of the pair's multipliers and shifts, VQRDMULH, h + (h >> 31)
+ * rounded right by VRSHL, + zy, clamped) and stored by one scatter.  VMLAVA accumulates into
+ * even registers: the accumulators are pinned to r0, r2, r4, r6. */
 SG_INLINE void sg_conv_pairs_mve(sg_pairs_w *e) {
   register int32_t a0 __asm__("r0"), a1 __asm__("r2"), a2 __asm__("r4"), a3 __asm__("r6");
   uint32_t w, wa, wb, xa, xb, t, u, n, d = (uint32_t)e;
   __asm__ volatile(
+      "vldrw.u32 q4, [%[d], #56]\n\t"
+      "vldrw.u32 q5, [%[d], #72]\n\t"
+      "vldrw.u32 q6, [%[d], #88]\n\t"
+      "vldrw.u32 q7, [%[d], #104]\n\t"
       "str %[d], [sp, #-8]!\n\t"
       "1:\n\t"
       "ldr %[d], [sp]\n\t"
@@ -491,13 +520,40 @@ SG_INLINE void sg_conv_pairs_mve(sg_pairs_w *e) {
       "vmlava.s8 %[a2], q1, q2\n\t"
       "vmlava.s8 %[a3], q1, q3\n\t"
       "letp lr, 2b\n\t"
-      SG_PAIRS_RQ_STORE
+      "ldr %[d], [sp]\n\t"
+      "vmov q0[2], q0[0], %[a0], %[a2]\n\t"
+      "vmov q0[3], q0[1], %[a1], %[a3]\n\t"
+      "ldr %[t], [%[d], #16]\n\t"
+      "vldrw.u32 q1, [%[t], q4]\n\t"
+      "adds %[t], #8\n\t"
+      "str %[t], [%[d], #16]\n\t"
+      "ldr %[t], [%[d], #20]\n\t"
+      "vldrw.u32 q2, [%[t], q4]\n\t"
+      "adds %[t], #8\n\t"
+      "str %[t], [%[d], #20]\n\t"
+      "vneg.s32 q2, q2\n\t"
+      "vqrdmulh.s32 q0, q0, q1\n\t"
+      "vshr.s32 q1, q0, #31\n\t"
+      "vadd.i32 q0, q0, q1\n\t"
+      "vrshl.s32 q0, q0, q2\n\t"
+      "ldr %[t], [%[d], #52]\n\t"
+      "vadd.i32 q0, q0, %[t]\n\t"
+      "vmax.s32 q0, q0, q5\n\t"
+      "vmin.s32 q0, q0, q6\n\t"
+      "ldrd %[t], %[u], [%[d], #24]\n\t"
+      "vstrb.32 q0, [%[t], q7]\n\t"
+      "adds %[t], #2\n\t"
+      "str %[t], [%[d], #24]\n\t"
+      "ldr %[u], [%[d], #44]\n\t"
+      "cmp %[t], %[u]\n\t"
+      "bne 1b\n\t"
       "add sp, sp, #8"
       : [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2), [a3] "=&r"(a3), [w] "=&r"(w),
         [wa] "=&r"(wa), [wb] "=&r"(wb), [xa] "=&r"(xa), [xb] "=&r"(xb), [t] "=&r"(t),
         [u] "=&r"(u), [n] "=&r"(n), [d] "+r"(d)
       :
-      : "lr", "cc", "memory", "d0", "d1", "d2", "d3", "d4", "d5", "d6", "d7");
+      : "lr", "cc", "memory", "d0", "d1", "d2", "d3", "d4", "d5", "d6", "d7", "d8", "d9",
+        "d10", "d11", "d12", "d13", "d14", "d15");
 }
 #endif
 
@@ -531,16 +587,15 @@ SG_INLINE void sg_conv_body(const sg_conv_shape *s, const int8_t *x,
     int32_t o = 0;
 #if SG_NN_WIDEN
     if (widen && two && fast && no >= 2) {
-      sg_pairs_w e = {xw, k, w, bias, mult, rsh, y0, (int32_t)(y1 - y0), lo2, hi2,
-                      2 * zy + 1, y0 + (no & ~1), 0};
+      sg_pairs_w e = sg_pairs_make(xw, 0, k, w, bias, mult, rsh, y0, (int32_t)(y1 - y0), no,
+                                   zy, lo, hi);
       sg_conv_pairs_w(&e);
       o = no & ~1;
     }
 #elif defined(__ARM_FEATURE_MVE) && (__ARM_FEATURE_MVE & 1)
     if (two && fast && no >= 2) {
-      sg_pairs_w e = {(const int16_t *)(const void *)x0, k, w, bias, mult, rsh, y0,
-                      (int32_t)(y1 - y0), lo2, hi2, 2 * zy + 1, y0 + (no & ~1),
-                      (int32_t)(x1 - x0)};
+      sg_pairs_w e = sg_pairs_make(x0, (int32_t)(x1 - x0), k, w, bias, mult, rsh, y0,
+                                   (int32_t)(y1 - y0), no, zy, lo, hi);
       SG_NN_BARRIER();
       sg_conv_pairs_mve(&e);
       o = no & ~1;
