@@ -91,9 +91,9 @@ def attribute(trace, timing, name_of, per: int) -> dict[str, dict]:
         row = rows[name_of(b.vaddr)]
         row["instructions"] += b.executions * b.instructions
         row["cycles_estimate"] += cycles[key]
-        for t in b.traffic.values():
-            row["load_bytes"] += t.load_bytes
-            row["store_bytes"] += t.store_bytes
+        # a block that moves no data still gives its row both keys
+        row["load_bytes"] += sum(t.load_bytes for t in b.traffic.values())
+        row["store_bytes"] += sum(t.store_bytes for t in b.traffic.values())
     table = {name: {k: round(v / per) for k, v in row.items()} for name, row in rows.items()}
     return dict(sorted(table.items(), key=lambda item: -item[1]["cycles_estimate"]))
 
