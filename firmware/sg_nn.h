@@ -9,16 +9,19 @@
  *                  into a scratch row (pad taps hold the input zero point) unless it is one
  *                  contiguous pixel (1x1, no padding); 2 pixels x 2 output channels at a
  *                  time.  M4/M7, rows of at least nnlib.WIDEN_MIN values: the two pixels'
- *                  rows widened to int16 once (SXTB16 order), then per 4 values 2 weight
- *                  words unpacked and 8 SMLAD; shorter rows, and Helium on M55: the dot
- *                  products of sg_kernels.h over the int8 rows (sg_dot22_s8).
+ *                  rows widened to int16 once (SXTB16 order), then every channel pair, fast
+ *                  requantization and stores included, in one asm loop (sg_conv_pairs_w: per
+ *                  4 values 2 weight words unpacked and 8 SMLAD).  Helium: the same loop with
+ *                  VMLAVA over the int8 rows (sg_conv_pairs_mve).  Otherwise the dot
+ *                  products of sg_kernels.h and the requantization in C.
  *   sg_dwconv_s8   depthwise, channel multiplier 1, weights [C][KH][KW].  3x3 windows with
  *                  stride 1 or 2 read the input as planes (``cb`` channels, ``rows`` rows at
  *                  a time), widened to int16 with the padding in place, so that two neighbouring
- *                  taps of one channel are one 32-bit word: 2 taps per SMLAD, two output
- *                  pixels per pass sharing the loads, each channel's weights packed once.
- *                  3x3 windows over few pixels (``cb`` 4, ``rows`` 0): four channels per
- *                  pass straight from the NHWC input.  Other windows take a plain loop.
+ *                  taps of one channel are one 32-bit word: 2 taps per SMLAD, four output
+ *                  pixels per pass at stride 1 (sg_dw4_s1), two at stride 2; Helium: four
+ *                  pixels per vector.  3x3 windows over few pixels (``cb`` 4, ``rows`` 0): four
+ *                  channels per pass straight from the NHWC input.  Other windows take a plain
+ *                  loop.
  *
  * Order of reads and writes (the memory plan lets an output overlap the input it reads, from
  * the order of the reference TIR nnlib.py builds for each call): sg_conv_s8 goes through the

@@ -116,7 +116,7 @@ def band_width(s: dict) -> int:
 # The sg_conv_shape fields that choose how a kernel computes a call, not what it computes:
 # ``widen`` (sg_conv_s8 on M4/M7: SMLAD over rows widened to int16, or the int8 dot products)
 # and ``cb``/``rows`` (sg_dwconv_s8: channels and rows per int16 band; rows 0: no band, the
-# plain loop).  The defaults come from WIDEN_MIN and PLANES_BYTES; tuning.py measures the
+# plain loop, or with cb 4 four channels per pass from the NHWC input, which has no other choice).  The defaults come from WIDEN_MIN and PLANES_BYTES; tuning.py measures the
 # others per call.
 KNOB_FIELDS = ("widen", "cb", "rows")
 # int16 bytes per band the depthwise choices try
