@@ -45,6 +45,16 @@ SG_INLINE int64_t sg_mac_s32(int64_t acc, int32_t x, int32_t y) {
 SG_INLINE int32_t sg_sat_s8(int32_t x) { return x < -128 ? -128 : x > 127 ? 127 : x; }
 #endif
 
+#if defined(__ARM_FEATURE_DSP)
+/* SXTB16 of the word rotated by 8 (bytes 1 and 3) in one instruction; GCC 12's arm_acle.h
+ * has no __ror and does not fold a rotate into __sxtb16 */
+SG_INLINE uint32_t sg_sxtb16_ror8(uint32_t v) {
+  uint32_t r;
+  __asm__("sxtb16 %0, %1, ror #8" : "=r"(r) : "r"(v));
+  return r;
+}
+#endif
+
 #if defined(__ARM_FEATURE_MVE) && (__ARM_FEATURE_MVE & 1)
 #include <arm_mve.h>
 
@@ -91,14 +101,6 @@ SG_INLINE void sg_dot22_s8(const int8_t *x, int32_t xs, const int8_t *w, int32_t
 
 #elif defined(__ARM_FEATURE_DSP)
 #include <arm_acle.h>
-
-/* SXTB16 of the word rotated by 8 (bytes 1 and 3) in one instruction; GCC 12's arm_acle.h
- * has no __ror and does not fold a rotate into __sxtb16 */
-SG_INLINE uint32_t sg_sxtb16_ror8(uint32_t v) {
-  uint32_t r;
-  __asm__("sxtb16 %0, %1, ror #8" : "=r"(r) : "r"(v));
-  return r;
-}
 
 SG_INLINE int32_t sg_dot_s8(const int8_t *x, const int8_t *w, int32_t n, int32_t acc) {
   for (; n >= 4; n -= 4, x += 4, w += 4) {

@@ -159,9 +159,13 @@ SG_INLINE void sg_store2(int8_t *y0, int8_t *y1, int32_t v0, int32_t v1, int32_t
 
 /* -- standard convolution ------------------------------------------------------------------ */
 
-/* n bytes, n small: a loop, not a library call (the empty asm keeps GCC from turning the
- * loop back into memcpy / memset) */
-SG_INLINE void sg_copy_small(int8_t *d, const int8_t *src, int32_t n) {
+/* n bytes: under 16 (a first layer's few channels), a loop rather than a library call (the
+ * empty asm keeps GCC from turning the loop back into memcpy / memset) */
+SG_INLINE void sg_copy(int8_t *d, const int8_t *src, int32_t n) {
+  if (n >= 16) {
+    memcpy(d, src, (size_t)n);
+    return;
+  }
   int32_t i = 0;
   for (; i + 4 <= n; i += 4) {     /* unaligned words: LDR/STR take them on every core here */
     uint32_t v;
@@ -174,47 +178,42 @@ SG_INLINE void sg_copy_small(int8_t *d, const int8_t *src, int32_t n) {
     __asm__("");
   }
 }
-SG_INLINE void sg_fill_small(int8_t *d, int8_t v, int32_t n) {
+SG_INLINE void sg_fill(int8_t *d, int32_t v, int32_t n) {
+  if (n >= 16) {
+    memset(d, v, (size_t)n);
+    return;
+  }
   for (int32_t i = 0; i < n; ++i) {
-    d[i] = v;
+    d[i] = (int8_t)v;
     __asm__("");
   }
 }
 
 /* the window of output pixel p as one row of K = kh * kw * c values: x itself for a 1x1
- * window without padding, else gathered into col (rows of under 16 bytes, as a first
- * layer's few channels, copied by a loop) */
+ * window without padding, else gathered into col */
 SG_INLINE const int8_t *sg_window(const sg_conv_shape *s, const int8_t *x, int32_t p,
                                   int8_t *col) {
   int32_t oy = p / s->ow, ox = p - oy * s->ow;
   int32_t iy0 = oy * s->sh - s->pt, ix0 = ox * s->sw - s->pl;
   if (!col) return x + (iy0 * s->iw + ix0) * s->c;
-  const int32_t c = s->c, small = s->kw * c < 16;
   int8_t *dst = col;
   for (int32_t ky = 0; ky < s->kh; ++ky) {
     int32_t iy = iy0 + ky;
     if (iy < 0 || iy >= s->ih) {
-      if (small)
-        sg_fill_small(dst, (int8_t)s->zx, s->kw * c);
-      else
-        memset(dst, s->zx, (size_t)(s->kw * c));
-      dst += s->kw * c;
+      sg_fill(dst, s->zx, s->kw * s->c);
+      dst += s->kw * s->c;
       continue;
     }
     int32_t kx = 0;
-    for (; kx < s->kw && ix0 + kx < 0; ++kx, dst += c) sg_fill_small(dst, (int8_t)s->zx, c);
+    for (; kx < s->kw && ix0 + kx < 0; ++kx, dst += s->c) sg_fill(dst, s->zx, s->c);
     int32_t inside = s->kw - kx;
     if (ix0 + s->kw > s->iw) inside -= ix0 + s->kw - s->iw;
     if (inside > 0) {
-      const int8_t *src = x + (iy * s->iw + ix0 + kx) * c;
-      if (small)
-        sg_copy_small(dst, src, inside * c);
-      else
-        memcpy(dst, src, (size_t)(inside * c));
-      dst += inside * c;
+      sg_copy(dst, x + (iy * s->iw + ix0 + kx) * s->c, inside * s->c);
+      dst += inside * s->c;
       kx += inside;
     }
-    for (; kx < s->kw; ++kx, dst += c) sg_fill_small(dst, (int8_t)s->zx, c);
+    for (; kx < s->kw; ++kx, dst += s->c) sg_fill(dst, s->zx, s->c);
   }
   return col;
 }
@@ -354,60 +353,6 @@ SG_INLINE void sg_widen2(const int8_t *x0, const int8_t *x1, int32_t k, int16_t 
   }
 }
 
-/* acc[0..3] += pixel 0 . w0, pixel 0 . w1, pixel 1 . w0, pixel 1 . w1 (rows of xw) */
-SG_INLINE void sg_mm22_w(const int16_t *xw, const int8_t *w0, const int8_t *w1, int32_t k,
-                         int32_t *acc) {
-  int32_t a00 = acc[0], a01 = acc[1], a10 = acc[2], a11 = acc[3];
-  const uint8_t *xp = (const uint8_t *)xw;
-  const int32_t d = (int32_t)(w1 - w0);
-  const int8_t *end = w0 + (k & ~3);
-  if (w0 != end) {
-    /* per 4 values: 2 weight words (the second row d bytes on), each unpacked once for both
-     * pixels, 8 SMLAD; 14 registers, written out because GCC 12 spills an accumulator.
-     * It reads xw and the weights without telling GCC: volatile, after SG_NN_BARRIER. */
-    uint32_t wa, wb, xa, xb, t, u;
-    __asm__ volatile(
-        "1:\n\t"
-        "ldr %[wb], [%[w0], %[d]]\n\t"
-        "ldr %[wa], [%[w0]], #4\n\t"
-        "ldrd %[xa], %[xb], [%[xp]], #8\n\t"
-        "sxtb16 %[t], %[wa]\n\t"
-        "sxtb16 %[wa], %[wa], ror #8\n\t"
-        "smlad %[a00], %[xa], %[t], %[a00]\n\t"
-        "smlad %[a00], %[xb], %[wa], %[a00]\n\t"
-        "sxtb16 %[u], %[wb]\n\t"
-        "sxtb16 %[wb], %[wb], ror #8\n\t"
-        "smlad %[a01], %[xa], %[u], %[a01]\n\t"
-        "smlad %[a01], %[xb], %[wb], %[a01]\n\t"
-        "ldrd %[xa], %[xb], [%[xp]], #8\n\t"
-        "smlad %[a10], %[xa], %[t], %[a10]\n\t"
-        "smlad %[a10], %[xb], %[wa], %[a10]\n\t"
-        "smlad %[a11], %[xa], %[u], %[a11]\n\t"
-        "smlad %[a11], %[xb], %[wb], %[a11]\n\t"
-        "cmp %[w0], %[end]\n\t"
-        "bne 1b"
-        : [a00] "+r"(a00), [a01] "+r"(a01), [a10] "+r"(a10), [a11] "+r"(a11),
-          [w0] "+r"(w0), [xp] "+r"(xp), [wa] "=&r"(wa), [wb] "=&r"(wb), [xa] "=&r"(xa),
-          [xb] "=&r"(xb), [t] "=&r"(t), [u] "=&r"(u)
-        : [d] "r"(d), [end] "r"(end)
-        : "cc");
-  }
-  w1 = w0 + d;
-  const int16_t *t = (const int16_t *)(const void *)xp;
-  const int32_t r = k & 3;
-  for (int32_t i = 0; i < r; ++i) {
-    a00 += t[i] * w0[i];
-    a01 += t[i] * w1[i];
-    a10 += t[r + i] * w0[i];
-    a11 += t[r + i] * w1[i];
-  }
-  acc[0] = a00;
-  acc[1] = a01;
-  acc[2] = a10;
-  acc[3] = a11;
-}
-
-
 /* 4 values of the pair's two weight rows (the second d bytes on) against both pixels' widened
  * rows: 2 weight words unpacked once, 8 SMLAD */
 #define SG_MM22_W4                                                                            \
@@ -427,6 +372,45 @@ SG_INLINE void sg_mm22_w(const int16_t *xw, const int8_t *w0, const int8_t *w1, 
       "smlad %[a2], %[xb], %[wa], %[a2]\n\t"                                                   \
       "smlad %[a3], %[xa], %[u], %[a3]\n\t"                                                    \
       "smlad %[a3], %[xb], %[wb], %[a3]\n\t"
+
+/* acc[0..3] += pixel 0 . w0, pixel 0 . w1, pixel 1 . w0, pixel 1 . w1 (rows of xw) */
+SG_INLINE void sg_mm22_w(const int16_t *xw, const int8_t *w0, const int8_t *w1, int32_t k,
+                         int32_t *acc) {
+  int32_t a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
+  const uint8_t *xp = (const uint8_t *)xw;
+  const int32_t d = (int32_t)(w1 - w0);
+  const int8_t *end = w0 + (k & ~3);
+  if (w0 != end) {
+    /* 14 registers, written out because GCC 12 spills an accumulator.  It reads xw and the
+     * weights without telling GCC: volatile, after SG_NN_BARRIER. */
+    const int8_t *w = w0;
+    uint32_t wa, wb, xa, xb, t, u;
+    __asm__ volatile(
+        "1:\n\t"
+        SG_MM22_W4
+        "cmp %[w], %[end]\n\t"
+        "bne 1b"
+        : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3), [w] "+r"(w),
+          [xp] "+r"(xp), [wa] "=&r"(wa), [wb] "=&r"(wb), [xa] "=&r"(xa), [xb] "=&r"(xb),
+          [t] "=&r"(t), [u] "=&r"(u)
+        : [d] "r"(d), [end] "r"(end)
+        : "cc");
+    w0 = w;
+  }
+  w1 = w0 + d;
+  const int16_t *t = (const int16_t *)(const void *)xp;
+  const int32_t r = k & 3;
+  for (int32_t i = 0; i < r; ++i) {
+    a0 += t[i] * w0[i];
+    a1 += t[i] * w1[i];
+    a2 += t[r + i] * w0[i];
+    a3 += t[r + i] * w1[i];
+  }
+  acc[0] = a0;
+  acc[1] = a1;
+  acc[2] = a2;
+  acc[3] = a3;
+}
 
 SG_INLINE void sg_conv_pairs_w(sg_pairs_w *e) {
   uint32_t a0, a1, a2, a3, w, xp, wa, wb, xa, xb, t, u, n, d = (uint32_t)e;
@@ -658,6 +642,8 @@ SG_NN_KERNEL(sg_conv_s8, sg_conv_body, int8_t)
 #define sg_smlad(a, b, acc) ((int32_t)__smlad((a), (b), (acc)))
 #define sg_smlabt(a, b, acc) ((int32_t)__smlabt((int32_t)(a), (int32_t)(b), (acc)))
 #define sg_smlatb(a, b, acc) ((int32_t)__smlatb((int32_t)(a), (int32_t)(b), (acc)))
+#define sg_smlabb(a, b, acc) ((int32_t)__smlabb((int32_t)(a), (int32_t)(b), (acc)))
+#define sg_smlatt(a, b, acc) ((int32_t)__smlatt((int32_t)(a), (int32_t)(b), (acc)))
 #else
 SG_INLINE int32_t sg_lo16(uint32_t v) { return (int16_t)(v & 0xffffu); }
 SG_INLINE int32_t sg_hi16(uint32_t v) { return (int16_t)(v >> 16); }
@@ -669,6 +655,12 @@ SG_INLINE int32_t sg_smlabt(uint32_t a, uint32_t b, int32_t acc) {
 }
 SG_INLINE int32_t sg_smlatb(uint32_t a, uint32_t b, int32_t acc) {
   return acc + sg_hi16(a) * sg_lo16(b);
+}
+SG_INLINE int32_t sg_smlabb(uint32_t a, uint32_t b, int32_t acc) {
+  return acc + sg_lo16(a) * sg_lo16(b);
+}
+SG_INLINE int32_t sg_smlatt(uint32_t a, uint32_t b, int32_t acc) {
+  return acc + sg_hi16(a) * sg_hi16(b);
 }
 #endif
 
@@ -698,6 +690,9 @@ SG_INLINE void sg_planes(const sg_conv_shape *s, const int8_t *x, int32_t c0, in
   const int32_t ih = s->ih, iw = s->iw, c = s->c, pt = s->pt, pl = s->pl;
   const int32_t cols = iw < width - pl ? iw : width - pl;   /* input columns kept */
   const int16_t zx = (int16_t)s->zx;
+#if defined(__ARM_FEATURE_MVE) && (__ARM_FEATURE_MVE & 1)
+  const uint16x8_t every = vmulq_n_u16(vidupq_n_u16(0, 1), (uint16_t)c);
+#endif
   for (int32_t ci = 0; ci < cb; ++ci) {
     const int8_t *src = x + c0 + ci;
     int16_t *dst = plane + ci * stride;
@@ -710,7 +705,6 @@ SG_INLINE void sg_planes(const sg_conv_shape *s, const int8_t *x, int32_t c0, in
         int32_t ix = 0;
 #if defined(__ARM_FEATURE_MVE) && (__ARM_FEATURE_MVE & 1)
         /* 8 at a time: a gather of every c-th byte, widened, stored contiguously */
-        const uint16x8_t every = vmulq_n_u16(vidupq_n_u16(0, 1), (uint16_t)c);
         for (; ix + 8 <= cols; ix += 8, in += 8 * c, j += 8)
           vst1q_s16(dst + j, vldrbq_gather_offset_s16(in, every));
 #endif
@@ -931,15 +925,15 @@ SG_INLINE void sg_dw3x3_row(const int16_t *r0, int32_t wb, sg_dw4 *e, sg_rqc c, 
 }
 
 #if defined(__ARM_FEATURE_MVE) && (__ARM_FEATURE_MVE & 1)
-/* Helium: one output row of one channel, 3x3, fast requantization, four output pixels per
- * vector (int32 lanes).  Per tap one widening load of four plane values (every other one at
- * stride 2: a gather) and one VMLA by the tap's weight; then in vector TFLite's rounding
- * exactly: VQRDMULH is SaturatingRoundingDoublingHighMul, h + (h >> 31) rounded right by
- * VRSHL is the fast form of RoundingDivideByPOT (sg_rq_val), + zy, clamped; the four bytes
- * stored ``step`` apart.  The tail is predicated: nothing is read or written past the row. */
-SG_INLINE void sg_dw3x3_row_mve(const int16_t *r0, int32_t wb, const int8_t *wc, int32_t b,
-                                sg_rqc c, int32_t zy, int8_t *y, int32_t ow, int32_t sw,
-                                int32_t step, int32_t lo, int32_t hi) {
+/* Helium: one output row of one channel, 3x3, stride 2, fast requantization, four output
+ * pixels per vector (int32 lanes).  Per tap a gather of every other plane value, widened, and
+ * one VMLA by the tap's weight; then in vector TFLite's rounding exactly: VQRDMULH is
+ * SaturatingRoundingDoublingHighMul, h + (h >> 31) rounded right by VRSHL is the fast form of
+ * RoundingDivideByPOT (sg_rq_val), + zy, clamped; the four bytes stored ``step`` apart.  The
+ * tail is predicated: nothing is read or written past the row. */
+SG_INLINE void sg_dw3x3_row_mve_s2(const int16_t *r0, int32_t wb, const int8_t *wc, int32_t b,
+                                   sg_rqc c, int32_t zy, int8_t *y, int32_t ow, int32_t step,
+                                   int32_t lo, int32_t hi) {
   const int32_t wr = wb / 2;     /* int16 between rows */
   const int32_t k0 = wc[0], k1 = wc[1], k2 = wc[2], k3 = wc[3], k4 = wc[4], k5 = wc[5];
   const int32_t k6 = wc[6], k7 = wc[7], k8 = wc[8];
@@ -948,11 +942,9 @@ SG_INLINE void sg_dw3x3_row_mve(const int16_t *r0, int32_t wb, const int8_t *wc,
   const int32x4_t vlo = vdupq_n_s32(lo), vhi = vdupq_n_s32(hi);
   for (int32_t ox = 0; ox < ow; ox += 4, y += 4 * step) {
     const mve_pred16_t p = vctp32q((uint32_t)(ow - ox));
-    const int16_t *r = r0 + ox * sw;
+    const int16_t *r = r0 + 2 * ox;
     int32x4_t acc = vdupq_n_s32(b);
-#define SG_TAP(q, k)                                                                          \
-  acc = vmlaq_n_s32(acc, sw == 1 ? vldrhq_z_s32((q), p)                                      \
-                                 : vldrhq_gather_shifted_offset_z_s32((q), two, p), (k))
+#define SG_TAP(q, k) acc = vmlaq_n_s32(acc, vldrhq_gather_shifted_offset_z_s32((q), two, p), (k))
     SG_TAP(r, k0);
     SG_TAP(r + 1, k1);
     SG_TAP(r + 2, k2);
@@ -970,6 +962,7 @@ SG_INLINE void sg_dw3x3_row_mve(const int16_t *r0, int32_t wb, const int8_t *wc,
     vstrbq_scatter_offset_p_s32(y, out, h, p);
   }
 }
+
 /* Stride 1 written out: GCC keeps the nine weights in registers it does not have and
  * predicates every load.  A tail-predicated loop (DLSTP/LETP: the last pass stores only the
  * pixels left), the weights read per window row from ``e``. */
@@ -1031,22 +1024,10 @@ SG_INLINE void sg_dw3x3_row_mve_s1(const int16_t *r, int32_t wb, const sg_dwq *e
  * visited: the accumulators start at bias + zx * (the channel's weight sum), what the
  * padding adds, and each tap inside adds (x - zx) w. */
 #if defined(__ARM_FEATURE_DSP)
-#define sg_smlabb(a, b, acc) ((int32_t)__smlabb((int32_t)(a), (int32_t)(b), (acc)))
-#define sg_smlatt(a, b, acc) ((int32_t)__smlatt((int32_t)(a), (int32_t)(b), (acc)))
 #define sg_sx16_even(v) ((uint32_t)__sxtb16(v))
+#define sg_sx16_odd(v) sg_sxtb16_ror8(v)
 #define sg_ssub16(a, b) ((uint32_t)__ssub16((int16x2_t)(a), (int16x2_t)(b)))
-SG_INLINE uint32_t sg_sx16_odd(uint32_t v) {    /* sg_kernels.h's is not there on Helium */
-  uint32_t r;
-  __asm__("sxtb16 %0, %1, ror #8" : "=r"(r) : "r"(v));
-  return r;
-}
 #else
-SG_INLINE int32_t sg_smlabb(uint32_t a, uint32_t b, int32_t acc) {
-  return acc + (int16_t)(a & 0xffffu) * (int16_t)(b & 0xffffu);
-}
-SG_INLINE int32_t sg_smlatt(uint32_t a, uint32_t b, int32_t acc) {
-  return acc + (int16_t)(a >> 16) * (int16_t)(b >> 16);
-}
 SG_INLINE uint32_t sg_sx16_even(uint32_t v) {
   return sg_pack16((int8_t)(v & 0xffu), (int8_t)((v >> 16) & 0xffu));
 }
@@ -1196,8 +1177,8 @@ SG_INLINE void sg_dwconv_body(const sg_conv_shape *s, const int8_t *x,
           }
           if (fast) {
             for (int32_t oy = oy0; oy < oy0 + n_oy; ++oy)
-              sg_dw3x3_row_mve(pc + (oy - oy0) * sh * width, 2 * width, w + ch * 9, bias[ch],
-                               rq, zy, y + oy * ow * c + ch, ow, sw, c, lo, hi);
+              sg_dw3x3_row_mve_s2(pc + (oy - oy0) * 2 * width, 2 * width, w + ch * 9,
+                                  bias[ch], rq, zy, y + oy * ow * c + ch, ow, c, lo, hi);
             continue;
           }
 #endif

@@ -16,8 +16,8 @@ across block boundaries. QEMU starts and ends translation blocks inside such pre
 a block's instructions are decoded with no predication pending (``SEPARATOR`` after each block
 uses up whatever is left open), and an IT/VPT whose instructions run past the end of its block
 is left out (counted unmodeled; the block is decoded with a nop in its place), so that nothing
-stays open for the next block. A block's
-cost therefore depends on its bytes alone, whichever blocks it is costed with.
+stays open for the next block. A block's cost therefore depends on its bytes alone, whichever
+blocks it is costed with.
 
 A call (``bl``/``blx``) costs one cycle here like any branch (llvm-mca assumes 100 unless told),
 its pipeline refill being the taken-exit penalty of ``cpus``.
@@ -45,7 +45,6 @@ METHOD = 2          # how blocks are decoded and costed: part of the cache's nam
 ITERATIONS = 100
 CALL_LATENCY = 1
 ROUNDS = 5          # of turning rejected lines into nops
-PREDICATION = re.compile(r"^(it|vpst|vpt)[a-z.0-9]*(\s|$)")
 OPENER = re.compile(r"^(it[te]{0,3}|vpst[te]{0,3}|vpt[te]{0,3})(?=[\s.]|$)")
 SEPARATOR = ["00bf"] * 4    # Thumb nops: take up to the 4 slots an IT/VPT left open
 NOP = {2: "00bf", 4: "aff30080"}    # Thumb nop, nop.w
@@ -166,7 +165,7 @@ def _opener(lines: list[str], n: int) -> int | None:
     in its block."""
     k, seen = n - 1, 0
     while k >= 0 and seen < 4 and not lines[k].startswith("#"):
-        if PREDICATION.match(lines[k]):
+        if _slots(lines[k]):
             return k
         seen += 1
         k -= 1
