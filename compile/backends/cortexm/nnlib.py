@@ -40,10 +40,10 @@ WIDEN_MIN = 8
 # bytes of int16 planes sg_dwconv_s8 converts at a time: several channels' whole planes when
 # they fit, else bands of output rows of one channel (at least one output row)
 PLANES_BYTES = 512
-# 3x3 depthwise layers of at most this many output pixels, by stride (and a multiple of 4
+# 3x3 depthwise layers of at most this many output pixels, by strides (and a multiple of 4
 # channels), read the NHWC input four channels per pass instead: per channel, planes cost a
 # conversion and a setup that few pixels do not repay (measured on mobilenext_mcu_m100)
-QUAD_MAX_PIXELS = {1: 4, 2: 64}
+QUAD_MAX_PIXELS = {(1, 1): 4, (2, 2): 64}
 
 
 @dataclass
@@ -116,8 +116,9 @@ def band_width(s: dict) -> int:
 # The sg_conv_shape fields that choose how a kernel computes a call, not what it computes:
 # ``widen`` (sg_conv_s8 on M4/M7: SMLAD over rows widened to int16, or the int8 dot products)
 # and ``cb``/``rows`` (sg_dwconv_s8: channels and rows per int16 band; rows 0: no band, the
-# plain loop, or with cb 4 four channels per pass from the NHWC input, which has no other choice).  The defaults come from WIDEN_MIN and PLANES_BYTES; tuning.py measures the
-# others per call.
+# plain loop, or with cb 4 four channels per pass from the NHWC input, which has no other
+# choice).  The defaults come from WIDEN_MIN, PLANES_BYTES and QUAD_MAX_PIXELS; tuning.py
+# measures the others per call.
 KNOB_FIELDS = ("widen", "cb", "rows")
 # int16 bytes per band the depthwise choices try
 PLANES_BUDGETS = (256, 512, 1024, 2048, 4096, 8192, 16384)
@@ -302,7 +303,7 @@ def _conv_layer(conv, data, bias, mult, rshift, zy, lo, hi) -> ConvLayer | None:
         kind, weights = "conv", np.ascontiguousarray(w)
     elif groups == c == o and w.shape[3] == 1:
         kind, weights = "dwconv", np.ascontiguousarray(w[:, :, :, 0])   # [C][KH][KW]
-        if quad_window(shape) and oh * ow <= QUAD_MAX_PIXELS.get(sh if sh == sw else 0, 0):
+        if quad_window(shape) and oh * ow <= QUAD_MAX_PIXELS.get((sh, sw), 0):
             shape["cb"], shape["rows"] = 4, 0
         elif band_window(shape):
             shape["cb"], shape["rows"] = plane_blocks(shape)

@@ -31,8 +31,8 @@ as fast.
 
 **Database.** MetaSchedule's JSON database per (model sha256, board, kernel library sources,
 cycle model's method: measurements of other kernels, or costed another way, say nothing about
-these), managed as the LLVM CPU
-targets' (``compile.llvm_cpu.tuning``: resumed, reused, repaired, one tuning run at a time).
+these), managed as the LLVM CPU targets' (``compile.llvm_cpu.tuning``: resumed, reused,
+repaired, one tuning run at a time).
 A build takes, per call, the fastest choice measured, only when the default was measured too
 and was slower, and only where the call's scratch fits the untuned build's memory plan: every
 other tensor keeps its place (``memplan.refit``), so the arena does not grow and no other

@@ -2,6 +2,8 @@
 costs from llvm-mca and the estimate's arithmetic on a hand-written trace."""
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from compile.cyclemodel import Timing, block_cycles, estimate, mca
@@ -121,7 +123,6 @@ def test_a_block_costs_the_same_whichever_blocks_it_is_costed_with(tmp_path, mon
     """Costed alone, or with the others in any order, every block gets the same cost: no IT/VPT
     state crosses from one block into the next, and an undecodable instruction does not shift
     the decoding of the instructions after it."""
-    import itertools
     cpu = get_cpu("cortex-m55")
     codes = list(M55_BLOCKS.values())
     alone = {code: mca._measure(cpu, [code])[0] for code in codes}
