@@ -590,8 +590,7 @@ SG_INLINE void sg_conv_body(const sg_conv_shape *s, const int8_t *x,
     if (two && fast && no >= 2) {
       sg_pairs_w e = sg_pairs_make(x0, (int32_t)(x1 - x0), k, w, bias, mult, rsh, y0,
                                    (int32_t)(y1 - y0), no, zy, lo, hi);
-      SG_NN_BARRIER();
-      sg_conv_pairs_mve(&e);
+      sg_conv_pairs_mve(&e);    /* its "memory" clobber orders it after the gather */
       o = no & ~1;
     }
 #endif
